@@ -1,0 +1,105 @@
+//! The `p2law` command line. Each subcommand is one file: its clap arguments, their resolution
+//! into shared-crate options, and the output (an aligned table, or one JSON object with `--json`).
+
+mod budget;
+mod convert;
+mod fit;
+mod load;
+mod plot;
+mod predict;
+mod table;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::Path;
+
+/// Predict, fit and budget the post-training of pruned LLMs with the P² law.
+#[derive(Debug, Parser)]
+#[command(name = "p2law", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert run logs (HF trainer_state.json, W&B CSV, CSV/JSONL) to canonical curve CSV on stdout.
+    Convert(convert::Args),
+    /// Fit a law to loss curves; print the fit, optionally write it (--out) and plot it (--plot).
+    Fit(fit::Args),
+    /// Predict the post-training loss curve from a fit file.
+    Predict(predict::Args),
+    /// Recommend a post-training token budget from a fit file, and cost it.
+    Budget(budget::Args),
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Convert(a) => convert::run(a),
+        Command::Fit(a) => fit::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Budget(a) => budget::run(a),
+    }
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so a failed write never
+/// leaves half a file behind.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads a fit file written by `p2law fit --out` (or `--json`).
+pub(crate) fn read_fit(path: &Path) -> Result<p2law_shared::FitReport> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading fit file {}", path.display()))?;
+    let report: p2law_shared::FitReport =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a p2law fit file", path.display()))?;
+    report.coefficients().with_context(|| path.display().to_string())?;
+    Ok(report)
+}
+
+/// Model inputs shared by `predict` and `budget`.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Fit file written by `p2law fit --out` (or its --json output).
+    #[arg(long)]
+    pub fit: std::path::PathBuf,
+    /// Parameters before pruning, embeddings included.
+    #[arg(long)]
+    pub n0: f64,
+    /// Pruning rate: fraction of parameters removed, 0 < rho < 1.
+    #[arg(long, conflicts_with = "n", required_unless_present = "n")]
+    pub rho: Option<f64>,
+    /// Parameters after pruning (instead of --rho).
+    #[arg(long)]
+    pub n: Option<f64>,
+    /// Loss of the unpruned model, nats/token.
+    #[arg(long)]
+    pub l0: Option<f64>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ModelArgs {
+    /// The resolved inputs (tokens set later), checked against the fit's law.
+    pub fn inputs(&self, law: p2law_shared::LawForm) -> Result<p2law_shared::Inputs> {
+        let x = match (self.rho, self.n) {
+            (Some(rho), _) => p2law_shared::Inputs { n0: self.n0, rho, l0: self.l0, tokens: 1.0 },
+            (None, Some(n)) => {
+                if !(n > 0.0 && n <= self.n0) {
+                    anyhow::bail!("field `n`: must be in (0, n0 = {}], got {n}", self.n0);
+                }
+                p2law_shared::Inputs::from_sizes(self.n0, n, self.l0, 1.0)
+            }
+            (None, None) => anyhow::bail!("give --rho or --n"),
+        };
+        law.check(&x, false)?;
+        Ok(x)
+    }
+}

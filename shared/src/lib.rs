@@ -1,0 +1,26 @@
+//! p2law-shared: the pure-Rust core of p2law, built unchanged for native targets and for
+//! `wasm32-unknown-unknown` (the browser runs this same code).
+//!
+//! - [`law`]: the law forms (P² and its ablations, Chinchilla, the sparsity law), with analytic
+//!   gradients and initial grids;
+//! - [`data`]: loss curves and input errors that name file, line and field;
+//! - [`logs`]: parsers for real run logs and p2law's canonical curve CSV / JSONL;
+//! - [`fit`]: multi-start Levenberg–Marquardt and Huber-on-log L-BFGS fitting, with metrics;
+//! - [`validate`]: the held-out protocols (`last20`, `largest-n0`, `highest-rho`);
+//! - [`bootstrap`]: seeded bootstrap intervals for coefficients, predictions and budgets;
+//! - [`budget`]: token-budget rules and their cost;
+//! - [`report`]: the fit file (JSON) that `predict`, `budget` and the browser read.
+
+pub mod bootstrap;
+pub mod budget;
+pub mod data;
+pub mod fit;
+pub mod law;
+pub mod logs;
+pub mod report;
+pub mod validate;
+
+pub use data::{Curve, CurvePoint, InputError, Location};
+pub use fit::{FitError, FitOptions, FitResult, Objective, Starts, fit};
+pub use law::{Inputs, LawForm};
+pub use report::FitReport;

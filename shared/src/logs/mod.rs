@@ -1,0 +1,274 @@
+//! Run-log parsers: one file per format, all producing [`Curve`]s.
+//!
+//! - [`canonical`]: p2law's own CSV / JSONL (one row per checkpoint), read and written;
+//! - [`hf_trainer_state`]: Hugging Face `trainer_state.json` (`log_history`);
+//! - [`wandb_panel`]: a Weights & Biases panel export (`Step`, `<run> - <metric>` columns);
+//! - [`wandb_runs`]: a Weights & Biases runs-table export (one row per run, summary metrics).
+//!
+//! [`parse`] detects the format, applies the user's metadata, drops warm-up checkpoints and
+//! de-duplicates resumed runs. Every error names the file, the line or record, and the field.
+
+pub mod canonical;
+pub mod hf_trainer_state;
+pub mod wandb_panel;
+pub mod wandb_runs;
+
+use crate::data::{Curve, InputError, Location};
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+
+/// A log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    #[default]
+    Auto,
+    Hf,
+    WandbPanel,
+    WandbRuns,
+    Csv,
+    Jsonl,
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => Format::Auto,
+            "hf" => Format::Hf,
+            "wandb-panel" => Format::WandbPanel,
+            "wandb-runs" => Format::WandbRuns,
+            "csv" => Format::Csv,
+            "jsonl" => Format::Jsonl,
+            _ => return Err(format!("unknown format `{s}`; expected auto, hf, wandb-panel, wandb-runs, csv or jsonl")),
+        })
+    }
+}
+
+/// How tokens were obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// Logged by the trainer (`num_input_tokens_seen`, a `tokens` column).
+    Logged,
+    /// Step times the tokens per step the user gave.
+    Steps,
+}
+
+/// What the user tells p2law about the logs: which metric, and the metadata logs lack.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogOptions {
+    pub format: Format,
+    /// The loss key or column (`eval_loss`, `train/lm_loss`, ...); each format has a default.
+    pub metric: Option<String>,
+    /// Run name for single-run logs (default: the file name).
+    pub run: Option<String>,
+    pub n0: Option<f64>,
+    pub rho: Option<f64>,
+    /// Parameters after pruning; converted to `rho = 1 - n / n0`.
+    pub n: Option<f64>,
+    pub l0: Option<f64>,
+    pub method: Option<String>,
+    pub family: Option<String>,
+    /// Tokens per optimizer step, for logs that count steps only.
+    pub tokens_per_step: Option<f64>,
+    /// Warm-up exclusion: checkpoints before this many tokens are dropped.
+    pub skip_tokens: Option<f64>,
+}
+
+/// An entry a parser passed over, and why (not an error: e.g. a `predict_*` record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub location: Location,
+    pub reason: String,
+}
+
+/// What a log parser understood.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParsedLog {
+    pub file: String,
+    pub format: Format,
+    pub curves: Vec<Curve>,
+    pub token_source: TokenSource,
+    pub skipped: Vec<Skipped>,
+    /// Checkpoints dropped as superseded by a resumed run.
+    pub deduplicated: usize,
+    /// Checkpoints dropped by the warm-up exclusion.
+    pub warmup_dropped: usize,
+}
+
+/// Parses one file's text, in the format given or detected.
+pub fn parse(file: &str, text: &str, options: &LogOptions) -> Result<ParsedLog, InputError> {
+    let format = match options.format {
+        Format::Auto => detect(file, text)?,
+        f => f,
+    };
+    let mut log = match format {
+        Format::Hf => hf_trainer_state::parse(file, text, options)?,
+        Format::WandbPanel => wandb_panel::parse(file, text, options)?,
+        Format::WandbRuns => wandb_runs::parse(file, text, options)?,
+        Format::Csv => canonical::parse_csv(file, text, options)?,
+        Format::Jsonl => canonical::parse_jsonl(file, text, options)?,
+        Format::Auto => unreachable!("detect returns a concrete format"),
+    };
+    log.format = format;
+    apply_metadata(file, &mut log.curves, options)?;
+    for c in &mut log.curves {
+        match format {
+            // Trainer logs are in time order: a step going back is a resumed run.
+            Format::Hf | Format::WandbPanel => log.deduplicated += c.dedup_resumed(),
+            _ => c.points.sort_by(|a, b| a.tokens.total_cmp(&b.tokens)),
+        }
+        if let Some(t) = options.skip_tokens {
+            log.warmup_dropped += c.skip_tokens(t);
+        }
+    }
+    log.curves.retain(|c| !c.points.is_empty());
+    if log.curves.is_empty() {
+        return Err(InputError::new(file, Location::File, None, "no checkpoints left: the file holds no loss values p2law can use"));
+    }
+    Ok(log)
+}
+
+/// Tells the format from the content (JSON object with `log_history`, JSON lines, or a CSV header).
+pub fn detect(file: &str, text: &str) -> Result<Format, InputError> {
+    let trimmed = text.trim_start_matches('\u{feff}').trim_start();
+    if trimmed.is_empty() {
+        return Err(InputError::new(file, Location::File, None, "the file is empty"));
+    }
+    if trimmed.starts_with('{') {
+        // A trainer_state.json is one object holding `log_history`; anything else is JSON lines.
+        return Ok(if trimmed.contains("\"log_history\"") { Format::Hf } else { Format::Jsonl });
+    }
+    let header = trimmed.lines().next().unwrap_or_default();
+    let cells: Vec<String> = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(header.as_bytes())
+        .records()
+        .next()
+        .and_then(Result::ok)
+        .map(|r| r.iter().map(str::to_string).collect())
+        .unwrap_or_default();
+    if cells.iter().skip(1).any(|c| c.contains(" - ")) {
+        return Ok(Format::WandbPanel);
+    }
+    if cells.first().is_some_and(|c| c == "Name") {
+        return Ok(Format::WandbRuns);
+    }
+    if cells.iter().any(|c| c == "loss" || c == "tokens" || c == "step") {
+        return Ok(Format::Csv);
+    }
+    Err(InputError::new(
+        file,
+        Location::Line(1),
+        None,
+        "cannot tell the format from the header; pass --format hf|wandb-panel|wandb-runs|csv|jsonl",
+    ))
+}
+
+/// Fills metadata the user gave into curves that lack it; checks its ranges.
+fn apply_metadata(file: &str, curves: &mut [Curve], o: &LogOptions) -> Result<(), InputError> {
+    let bad = |field: &str, msg: String| InputError::new(file, Location::File, Some(field), msg);
+    if let Some(n0) = o.n0 {
+        if !(n0.is_finite() && n0 > 0.0) {
+            return Err(bad("n0", format!("must be a positive parameter count, got {n0}")));
+        }
+    }
+    let rho = match (o.rho, o.n) {
+        (Some(_), Some(_)) => return Err(bad("rho", "give rho or n, not both".into())),
+        (Some(r), None) => Some(r),
+        (None, Some(n)) => {
+            let n0 = o.n0.ok_or_else(|| bad("n", "n needs n0 to give rho = 1 - n/n0".into()))?;
+            if !(n.is_finite() && n > 0.0 && n <= n0) {
+                return Err(bad("n", format!("must be in (0, n0 = {n0}], got {n}")));
+            }
+            Some(1.0 - n / n0)
+        }
+        (None, None) => None,
+    };
+    if let Some(r) = rho {
+        if !(r.is_finite() && (0.0..1.0).contains(&r)) {
+            return Err(bad("rho", format!("must be in [0, 1), got {r}")));
+        }
+    }
+    if let Some(l0) = o.l0 {
+        if !(l0.is_finite() && l0 > 0.0) {
+            return Err(bad("l0", format!("must be a positive loss, got {l0}")));
+        }
+    }
+    for c in curves {
+        c.n0 = c.n0.or(o.n0);
+        c.rho = c.rho.or(rho);
+        c.l0 = c.l0.or(o.l0);
+        c.method = c.method.take().or_else(|| o.method.clone());
+        c.family = c.family.take().or_else(|| o.family.clone());
+    }
+    Ok(())
+}
+
+/// Parses a number cell; empty cells are `None`.
+pub(crate) fn number(file: &str, loc: Location, field: &str, cell: &str) -> Result<Option<f64>, InputError> {
+    let cell = cell.trim();
+    if cell.is_empty() {
+        return Ok(None);
+    }
+    let v: f64 = cell
+        .parse()
+        .map_err(|_| InputError::new(file, loc.clone(), Some(field), format!("`{cell}` is not a number")))?;
+    if !v.is_finite() {
+        return Err(InputError::new(file, loc, Some(field), format!("`{cell}` is not a finite number")));
+    }
+    Ok(Some(v))
+}
+
+/// A loss value must be finite and positive.
+pub(crate) fn check_loss(file: &str, loc: Location, field: &str, v: f64) -> Result<f64, InputError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(InputError::new(file, loc, Some(field), format!("loss must be a positive finite number, got {v}")))
+    }
+}
+
+/// A token count must be finite and positive.
+pub(crate) fn check_tokens(file: &str, loc: Location, field: &str, v: f64) -> Result<f64, InputError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(InputError::new(file, loc, Some(field), format!("tokens must be > 0, got {v}")))
+    }
+}
+
+/// The default run name: the file name without directories and extension.
+pub(crate) fn stem(file: &str) -> String {
+    let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
+    base.split('.').next().filter(|s| !s.is_empty()).unwrap_or(base).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_each_sample() {
+        let d = |name: &str, text: &str| detect(name, text).map_err(|e| e.to_string());
+        assert_eq!(d("x", "{\"log_history\": []}"), Ok(Format::Hf));
+        assert_eq!(d("x", "{\"tokens\": 1, \"loss\": 2}\n"), Ok(Format::Jsonl));
+        assert_eq!(d("x", "\"Step\",\"run - loss\"\n"), Ok(Format::WandbPanel));
+        assert_eq!(d("x", "\"Name\",\"loss\"\n"), Ok(Format::WandbRuns));
+        assert_eq!(d("x", "run,n0,rho,l0,tokens,loss\n"), Ok(Format::Csv));
+        assert!(d("x.bin", "a,b,c\n").unwrap_err().contains("x.bin, line 1"));
+        assert!(d("x", "  ").unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn metadata_ranges_are_checked() {
+        let text = "tokens,loss\n10,3\n20,2.5\n";
+        let o = LogOptions { rho: Some(1.5), ..Default::default() };
+        let e = parse("a.csv", text, &o).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("rho"));
+        let o = LogOptions { n0: Some(100.0), n: Some(75.0), l0: Some(2.0), ..Default::default() };
+        let log = parse("a.csv", text, &o).expect("valid");
+        assert!((log.curves[0].rho.expect("rho") - 0.25).abs() < 1e-12);
+    }
+}

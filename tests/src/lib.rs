@@ -1,0 +1,1 @@
+//! p2law-tests: helpers shared by the cross-crate tests in `tests/tests/`.
