@@ -76,7 +76,7 @@ pub fn bootstrap(curves: &[Curve], options: &FitOptions, best: &FitResult, b: &B
         })
         .collect();
     let start = vec![best.params.clone()];
-    let refits = par_map(&draws, |idx| {
+    let refits = par_map(options.threads, &draws, |idx| {
         fit_dataset(&data.subset(idx), options, &start).ok().map(|r| r.params)
     });
     let failed = refits.iter().filter(|r| r.is_none()).count();

@@ -21,6 +21,15 @@ fn huber_slope(r: f64, delta: f64) -> f64 {
     r.clamp(-delta, delta)
 }
 
+/// How tightly a local run converges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tolerance {
+    /// Cost changes below 1e-10 (scipy L-BFGS-B stops at 2.2e-9 for an objective below 1): enough to rank starts.
+    Search,
+    /// Cost changes below 1e-16: the reported optimum.
+    Polish,
+}
+
 /// Coefficients from the optimiser's variables: positive constants are `exp(theta)`.
 fn coefficients(law: &dyn Law, theta: &[f64]) -> Vec<f64> {
     theta.iter().zip(law.positive()).map(|(t, pos)| if *pos { t.exp() } else { *t }).collect()
@@ -32,6 +41,8 @@ struct Problem<'a> {
     delta: f64,
     /// The last point evaluated with its cost and gradient (argmin asks for both separately).
     cache: RefCell<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    /// Scratch for per-row values and gradients.
+    scratch: RefCell<(Vec<f64>, Vec<f64>)>,
     /// The best point seen, kept even if the line search later gives up.
     best: &'a RefCell<Option<(f64, Vec<f64>)>>,
 }
@@ -48,19 +59,21 @@ impl Problem<'_> {
             }
         }
         let p = self.coefficients(theta);
-        let mut g = vec![0.0; p.len()];
-        let mut dl = vec![0.0; p.len()];
+        let k = p.len();
+        let mut g = vec![0.0; k];
         let mut cost = 0.0;
-        for (x, y) in self.data.features.iter().zip(&self.data.loss) {
-            let pred = self.law.value_grad(&p, x, &mut dl);
-            if !(pred > 0.0 && pred.is_finite()) {
+        let mut scratch = self.scratch.borrow_mut();
+        let (values, grads) = &mut *scratch;
+        self.law.values_grads(&p, &self.data.features, values, grads);
+        for ((pred, ln_y), dl) in values.iter().zip(&self.data.ln_loss).zip(grads.chunks_exact(k)) {
+            if !(*pred > 0.0 && pred.is_finite()) {
                 return Err(argmin::argmin_error!(InvalidParameter, "prediction is not a positive finite loss"));
             }
-            let r = pred.ln() - y.ln();
+            let r = pred.ln() - ln_y;
             cost += huber(r, self.delta);
             let w = huber_slope(r, self.delta) / pred;
-            for k in 0..p.len() {
-                g[k] += w * dl[k];
+            for (gk, dk) in g.iter_mut().zip(dl) {
+                *gk += w * dk;
             }
         }
         for (k, pos) in self.law.positive().iter().enumerate() {
@@ -98,19 +111,27 @@ impl Gradient for Problem<'_> {
 
 /// One L-BFGS run from coefficients `p0`; `None` if `p0` cannot be evaluated (e.g. a positive
 /// constant that is not positive).
-pub(super) fn minimize(law: &dyn Law, data: &Dataset, p0: &[f64], delta: f64, max_iters: u64) -> Option<LocalFit> {
+///
+/// `tolerance` is the cost change below which the run stops; the multi-start pass uses a loose
+/// one and polishes its best results with a tight one.
+pub(super) fn minimize(law: &dyn Law, data: &Dataset, p0: &[f64], delta: f64, max_iters: u64, tolerance: Tolerance) -> Option<LocalFit> {
     let theta0: Vec<f64> =
         p0.iter().zip(law.positive()).map(|(v, pos)| if *pos { v.ln() } else { *v }).collect();
     if theta0.iter().any(|t| !t.is_finite()) {
         return None;
     }
     let best = RefCell::new(None);
-    let problem = Problem { law, data, delta, cache: RefCell::new(None), best: &best };
+    let scratch = RefCell::new((vec![0.0; data.len()], vec![0.0; data.len() * p0.len()]));
+    let problem = Problem { law, data, delta, cache: RefCell::new(None), scratch, best: &best };
     problem.evaluate(&theta0).ok()?;
+    let (tol_grad, tol_cost) = match tolerance {
+        Tolerance::Search => (1e-8, 1e-10),
+        Tolerance::Polish => (1e-12, 1e-16),
+    };
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
-        .with_tolerance_grad(1e-12)
+        .with_tolerance_grad(tol_grad)
         .ok()?
-        .with_tolerance_cost(1e-15)
+        .with_tolerance_cost(tol_cost)
         .ok()?;
     let run = Executor::new(problem, solver).configure(|s| s.param(theta0).max_iters(max_iters)).timer(false).run();
     let (iterations, stop_reason) = match &run {

@@ -40,14 +40,12 @@ impl LeastSquaresProblem<f64, Dyn, Dyn> for Problem<'_> {
 }
 
 fn jacobian(law: &dyn Law, data: &Dataset, p: &[f64]) -> Option<DMatrix<f64>> {
-    let mut j = DMatrix::zeros(data.len(), p.len());
-    let mut g = vec![0.0; p.len()];
-    for (i, x) in data.features.iter().enumerate() {
-        law.value_grad(p, x, &mut g);
-        for (k, v) in g.iter().enumerate() {
-            j[(i, k)] = *v;
-        }
-    }
+    let k = p.len();
+    let mut values = vec![0.0; data.len()];
+    let mut grads = vec![0.0; data.len() * k];
+    law.values_grads(p, &data.features, &mut values, &mut grads);
+    // `grads` is row-major (one row per checkpoint); nalgebra is column-major.
+    let j = DMatrix::from_row_slice(data.len(), k, &grads);
     j.iter().all(|v| v.is_finite()).then_some(j)
 }
 

@@ -74,6 +74,7 @@ mod tests {
         let data = Dataset {
             features: vec![f(10.0), f(100.0), f(1000.0)],
             loss: vec![3.0, 2.0, 1.5],
+            ln_loss: vec![3f64.ln(), 2f64.ln(), 1.5f64.ln()],
             curve_of: vec![0, 0, 0],
             runs: vec!["a".into()],
         };

@@ -91,11 +91,14 @@ pub struct FitOptions {
     pub seed: u64,
     /// Iteration cap per start.
     pub max_iters: u64,
+    /// Worker threads for the starts on native targets; 0 takes every core.
+    #[serde(default)]
+    pub threads: usize,
 }
 
 impl FitOptions {
     pub fn new(law: LawForm) -> Self {
-        Self { law, objective: Objective::Lsq, starts: Starts::Quick, huber_delta: 1e-3, seed: 0, max_iters: 1000 }
+        Self { law, objective: Objective::Lsq, starts: Starts::Quick, huber_delta: 1e-3, seed: 0, max_iters: 1000, threads: 0 }
     }
 }
 
@@ -125,6 +128,8 @@ pub enum FitError {
 pub struct Dataset {
     pub features: Vec<Features>,
     pub loss: Vec<f64>,
+    /// `ln loss`, for the log-space objective.
+    pub ln_loss: Vec<f64>,
     pub curve_of: Vec<usize>,
     pub runs: Vec<String>,
 }
@@ -133,7 +138,7 @@ impl Dataset {
     /// Checks every curve against what `law` needs and flattens it.
     pub fn new(curves: &[Curve], law: LawForm) -> Result<Self, FitError> {
         let needs = law.law().needs();
-        let mut d = Dataset { features: Vec::new(), loss: Vec::new(), curve_of: Vec::new(), runs: Vec::new() };
+        let mut d = Dataset { features: Vec::new(), loss: Vec::new(), ln_loss: Vec::new(), curve_of: Vec::new(), runs: Vec::new() };
         for c in curves.iter().filter(|c| !c.points.is_empty()) {
             let missing = |field| FitError::MissingField { run: c.run.clone(), field, law };
             let n0 = c.n0.ok_or_else(|| missing("n0"))?;
@@ -170,6 +175,7 @@ impl Dataset {
                 let x = crate::law::Inputs { n0, rho, l0: c.l0, tokens: p.tokens };
                 d.features.push(Features::new(&x));
                 d.loss.push(p.loss);
+                d.ln_loss.push(p.loss.ln());
                 d.curve_of.push(k);
             }
         }
@@ -193,7 +199,7 @@ impl Dataset {
 
     /// The subset at `indices` (points, in the given order), renumbering curves.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
-        let mut d = Dataset { features: Vec::new(), loss: Vec::new(), curve_of: Vec::new(), runs: Vec::new() };
+        let mut d = Dataset { features: Vec::new(), loss: Vec::new(), ln_loss: Vec::new(), curve_of: Vec::new(), runs: Vec::new() };
         let mut map = std::collections::HashMap::new();
         for &i in indices {
             let k = *map.entry(self.curve_of[i]).or_insert_with(|| {
@@ -202,6 +208,7 @@ impl Dataset {
             });
             d.features.push(self.features[i]);
             d.loss.push(self.loss[i]);
+            d.ln_loss.push(self.ln_loss[i]);
             d.curve_of.push(k);
         }
         d
@@ -288,24 +295,32 @@ pub fn fit(curves: &[Curve], options: &FitOptions) -> Result<FitResult, FitError
     fit_dataset(&data, options, &starts)
 }
 
+/// How many of the best multi-start results are polished with tight tolerances.
+const POLISHED: usize = 8;
+
 /// Fits a prepared dataset from the given starts.
 pub fn fit_dataset(data: &Dataset, options: &FitOptions, starts: &[Vec<f64>]) -> Result<FitResult, FitError> {
     if !(options.huber_delta.is_finite() && options.huber_delta > 0.0) {
         return Err(FitError::InvalidOption { option: "huber_delta", message: format!("must be > 0, got {}", options.huber_delta) });
     }
     let law = options.law.law();
-    let local = |p0: &Vec<f64>| match options.objective {
+    let local = |p0: &Vec<f64>, tolerance| match options.objective {
         Objective::Lsq => lsq::minimize(law, data, p0, options.max_iters),
-        Objective::HuberLog => huber::minimize(law, data, p0, options.huber_delta, options.max_iters),
+        Objective::HuberLog => huber::minimize(law, data, p0, options.huber_delta, options.max_iters, tolerance),
     };
-    let results = par_map(starts, local);
-    let finite: Vec<&LocalFit> = results.iter().flatten().filter(|r| r.objective.is_finite()).collect();
-    let best = finite
-        .iter()
-        .min_by(|a, b| a.objective.total_cmp(&b.objective))
-        .copied()
-        .ok_or(FitError::NoConvergence)?
-        .clone();
+    let results = par_map(options.threads, starts, |p0| local(p0, huber::Tolerance::Search));
+    let mut finite: Vec<&LocalFit> = results.iter().flatten().filter(|r| r.objective.is_finite()).collect();
+    finite.sort_by(|a, b| a.objective.total_cmp(&b.objective));
+    let mut best = finite.first().copied().ok_or(FitError::NoConvergence)?.clone();
+    if options.objective == Objective::HuberLog {
+        // Polish the best few search results to a tight optimum.
+        let polished = par_map(options.threads, &finite[..finite.len().min(POLISHED)], |r| local(&r.params, huber::Tolerance::Polish));
+        for p in polished.into_iter().flatten() {
+            if p.objective < best.objective {
+                best = p;
+            }
+        }
+    }
     let tolerance = best.objective.abs() * 1e-3 + 1e-12;
     let near: Vec<&&LocalFit> = finite.iter().filter(|r| r.objective <= best.objective + tolerance).collect();
     let spread = (0..best.params.len())
@@ -340,10 +355,13 @@ pub fn fit_dataset(data: &Dataset, options: &FitOptions, starts: &[Vec<f64>]) ->
 
 /// Maps `f` over `items`; on native targets across the machine's cores (the browser runs it
 /// on its one thread).
-pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn par_map<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    #[cfg(target_arch = "wasm32")]
+    let _ = threads;
     #[cfg(not(target_arch = "wasm32"))]
     {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len().max(1));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = if threads == 0 { cores } else { threads }.min(items.len().max(1));
         if threads > 1 && items.len() >= 8 {
             let chunk = items.len().div_ceil(threads);
             let f = &f;

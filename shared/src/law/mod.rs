@@ -117,6 +117,15 @@ pub trait Law: Sync {
     fn value(&self, p: &[f64], x: &Features) -> f64;
     /// Value, with `grad[i] = dL/dp[i]` written into `grad` (same length as `p`).
     fn value_grad(&self, p: &[f64], x: &Features, grad: &mut [f64]) -> f64;
+    /// Values and gradients at many rows: `values[i]`, and `grads[i * k..(i + 1) * k]` with `k`
+    /// coefficients. The fitters call this once per objective evaluation so that the per-row
+    /// call is static and inlined, not a virtual call per data point.
+    fn values_grads(&self, p: &[f64], xs: &[Features], values: &mut [f64], grads: &mut [f64]) {
+        let k = p.len();
+        for ((x, v), g) in xs.iter().zip(values.iter_mut()).zip(grads.chunks_exact_mut(k)) {
+            *v = self.value_grad(p, x, g);
+        }
+    }
     /// Candidate values per coefficient for the full multi-start grid (their product).
     fn grid_full(&self) -> Vec<Vec<f64>>;
     /// A smaller grid for quick fits.

@@ -6,7 +6,7 @@
 //! tokens-per-step may stand in for `tokens`, and the loss column may be named with `--metric`.
 //! Rows sharing a `run` form one curve and must agree on its metadata.
 
-use super::{LogOptions, ParsedLog, TokenSource, check_loss, check_tokens, number};
+use super::{LogOptions, ParsedLog, Skipped, TokenSource, check_loss, check_tokens, number};
 use crate::data::{Curve, CurvePoint, InputError, Location};
 use std::collections::HashMap;
 
@@ -48,6 +48,7 @@ pub fn parse_csv(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, In
     let [run, n0, rho, n, l0, method, family, split] =
         ["run", "n0", "rho", "n", "l0", "method", "family", "split"].map(|c| col(c));
     let mut rows = Vec::new();
+    let mut skipped = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
@@ -62,6 +63,10 @@ pub fn parse_csv(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, In
             .ok_or_else(|| InputError::new(file, loc(), Some("tokens"), "empty"))?;
         let tokens = match source {
             TokenSource::Logged => raw_tokens,
+            TokenSource::Steps if raw_tokens == 0.0 => {
+                skipped.push(Skipped { location: loc(), reason: "step 0: no tokens seen yet".into() });
+                continue;
+            }
             TokenSource::Steps => raw_tokens * o.tokens_per_step.unwrap_or(1.0),
         };
         let loss = num(Some(loss_col), metric)?.ok_or_else(|| InputError::new(file, loc(), Some(metric), "empty"))?;
@@ -81,7 +86,9 @@ pub fn parse_csv(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, In
             },
         ));
     }
-    group(file, rows, source, |line| Location::Line(line))
+    let mut log = group(file, rows, source, |line| Location::Line(line))?;
+    log.skipped = skipped;
+    Ok(log)
 }
 
 /// Reads canonical JSON lines: one object per line with the CSV's column names as keys.

@@ -1,0 +1,228 @@
+//! The `p2law` command line end to end: real files in, checked numbers out.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+
+/// Runs the `p2law` binary cargo built for this test with `args`.
+fn p2law(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_p2law")).args(args).output().expect("p2law runs")
+}
+
+/// The external data shipped in the repository (`shared/data/external`).
+fn external(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/external").join(name)
+}
+
+/// Epoch AI's 240 Chinchilla points as canonical `n,tokens,loss` CSV: the 5 highest losses
+/// dropped, `tokens = FLOP / (6 N)` (Besiroglu et al., arXiv 2404.10102).
+fn epoch_canonical_csv() -> String {
+    let text = std::fs::read_to_string(external("epoch_chinchilla_svg_extracted_data.csv")).expect("Epoch data");
+    let mut rows: Vec<(f64, f64, f64)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<f64> = l.split(',').map(|x| x.parse().unwrap_or(f64::NAN)).collect();
+            (c[3], c[4], c[6])
+        })
+        .collect();
+    rows.sort_by(|a, b| a.2.total_cmp(&b.2));
+    rows.truncate(rows.len() - 5);
+    let mut out = String::from("n,tokens,loss\n");
+    for (n, flop, loss) in rows {
+        out.push_str(&format!("{n:?},{:?},{loss:?}\n", flop / (6.0 * n)));
+    }
+    out
+}
+
+fn stdout_json(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "p2law failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write test file");
+    p.display().to_string()
+}
+
+/// The external check of the fitter: Epoch AI's published Huber optimum on the Chinchilla data.
+#[test]
+fn epoch_chinchilla_reaches_the_published_optimum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = write(dir.path(), "epoch.csv", &epoch_canonical_csv());
+    let out = p2law(&["fit", "--law", "chinchilla", "--objective", "huber-log", "--starts", "full", "--json", &data]);
+    let fit = stdout_json(&out);
+    let objective = fit["objective"].as_f64().expect("objective");
+    assert!(objective <= 0.001_018_274_0 * (1.0 + 1e-6), "objective {objective}");
+    let p = |k: &str| fit["params"][k].as_f64().expect("param");
+    for (name, want, tol) in [("E", 1.8172, 0.0005), ("alpha", 0.3473, 0.001), ("beta", 0.3672, 0.002), ("A", 477.84, 5.0), ("B", 2143.86, 60.0)] {
+        assert!((p(name) - want).abs() <= tol, "{name} = {} (published {want} ± {tol})", p(name));
+    }
+    assert_eq!(fit["metrics"]["points"], 240);
+}
+
+/// Every sample format converts to canonical CSV with the right number of curves and points.
+#[test]
+fn convert_reads_every_sample_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A trainer_state.json as transformers writes it with token counting off: eval entries,
+    // a predict_* entry, the final summary, num_input_tokens_seen 0.
+    let hf = write(
+        dir.path(),
+        "trainer_state.json",
+        r#"{"global_step": 300, "log_history": [
+            {"step": 100, "loss": 3.2, "learning_rate": 1e-4, "num_input_tokens_seen": 0},
+            {"step": 100, "eval_loss": 3.1, "num_input_tokens_seen": 0},
+            {"step": 200, "eval_loss": 2.9, "num_input_tokens_seen": 0},
+            {"step": 300, "predict_loss": 2.8, "predict_runtime": 1.0},
+            {"step": 300, "eval_loss": 2.8, "num_input_tokens_seen": 0},
+            {"step": 300, "train_loss": 3.0, "train_runtime": 99.0, "total_flos": 1e15}]}"#,
+    );
+    let cases: Vec<(Vec<String>, usize, usize)> = vec![
+        (vec![hf.clone(), "--tokens-per-step".into(), "65536".into(), "--n0".into(), "1.2e9".into(), "--rho".into(), "0.25".into(), "--l0".into(), "2.7".into()], 1, 3),
+        (vec![external("colpret_olmo_wandb_export_sample.csv").display().to_string(), "--tokens-per-step".into(), "4194304".into()], 36, 0),
+        (vec![external("misfitting_wandb_runs_export_spm.csv").display().to_string()], 0, 0),
+        (
+            vec![
+                external("pythia_train_lm_loss_70m-0.csv").display().to_string(),
+                "--format".into(),
+                "csv".into(),
+                "--metric".into(),
+                "train/lm_loss".into(),
+                "--tokens-per-step".into(),
+                "2097152".into(),
+            ],
+            1,
+            142_999,
+        ),
+    ];
+    for (args, curves, points) in cases {
+        let mut argv = vec!["convert"];
+        argv.extend(args.iter().map(String::as_str));
+        let out = p2law(&argv);
+        assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).expect("utf8");
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("run,n0,rho,n,l0,tokens,loss,method,family,split"));
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        if curves > 0 {
+            let mut runs: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+            runs.dedup();
+            assert_eq!(runs.len(), curves, "{argv:?}");
+        }
+        if points > 0 {
+            assert_eq!(rows.len(), points, "{argv:?}");
+        } else {
+            assert!(!rows.is_empty());
+        }
+        // Canonical output reads back as canonical input.
+        let again = write(dir.path(), "again.csv", &text);
+        assert!(p2law(&["convert", &again]).status.success());
+    }
+    // The trainer_state rows, exactly: eval loss at step × 65536 tokens, metadata applied.
+    let out = p2law(&["convert", &hf, "--tokens-per-step", "65536", "--n0", "1.2e9", "--rho", "0.25", "--l0", "2.7"]);
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    assert!(text.contains("trainer_state,1200000000,0.25,900000000,2.7,6553600,3.1,,,eval"), "{text}");
+    assert!(text.contains("trainer_state,1200000000,0.25,900000000,2.7,19660800,2.8,,,eval"), "{text}");
+}
+
+/// Independent P² formula for the synthetic data and the checks below.
+fn p2(p: &[f64; 7], n0: f64, rho: f64, l0: f64, d: f64) -> f64 {
+    let [nc, dc, e, alpha, beta, gamma, delta] = *p;
+    l0 + (1.0 / rho).powf(gamma) * (1.0 / n0).powf(delta) * (nc / n0.powf(alpha) + dc / d.powf(beta) + e)
+}
+
+#[test]
+fn fit_then_predict_and_budget_from_the_fit_file() {
+    let truth = [40.0, 600.0, 0.8, 0.2, 0.35, -0.8, 0.05];
+    let mut csv = String::from("run,n0,rho,l0,tokens,loss,method\n");
+    for (n0, l0) in [(1.2e8, 3.3), (4.1e8, 2.9), (1.4e9, 2.6)] {
+        for rho in [0.15, 0.3, 0.5] {
+            for k in 0..10 {
+                let d = 1e7 * 10f64.powf(k as f64 * 0.3);
+                csv.push_str(&format!("m{n0:e}-{rho},{n0},{rho},{l0},{d},{},depth\n", p2(&truth, n0, rho, l0, d)));
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = write(dir.path(), "curves.csv", &csv);
+    let fit_path = dir.path().join("fit.json").display().to_string();
+    let svg = dir.path().join("fit.svg").display().to_string();
+    let out = p2law(&[
+        "fit", "--law", "p2", "--starts", "full", "--holdout", "last20", "--bootstrap", "20", "--seed", "3", "--out", &fit_path, "--plot", &svg, &data,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(human.contains("holdout last20") && human.contains("gamma"), "{human}");
+    assert!(std::fs::read_to_string(&svg).expect("svg").contains("<svg"));
+    let fit: Value = serde_json::from_str(&std::fs::read_to_string(&fit_path).expect("fit file")).expect("json");
+    assert!(fit["metrics"]["rmse"].as_f64().expect("rmse") < 1e-5);
+    assert!(fit["holdout"]["mean_abs_error"].as_f64().expect("holdout") < 1e-4);
+    assert_eq!(fit["intervals"]["samples"].as_array().expect("samples").len() + fit["intervals"]["failed"].as_u64().expect("failed") as usize, 20);
+
+    // predict equals the P² formula evaluated by hand with the fitted coefficients.
+    let names = ["N_C", "D_C", "E", "alpha", "beta", "gamma", "delta"];
+    let fitted: [f64; 7] = names.map(|n| fit["params"][n].as_f64().expect("coefficient"));
+    let pred = stdout_json(&p2law(&["predict", "--fit", &fit_path, "--n0", "2e9", "--n", "1.5e9", "--l0", "2.5", "--tokens", "1e8,1e10", "--json"]));
+    for (i, d) in [1e8, 1e10].into_iter().enumerate() {
+        let got = pred["predictions"][i]["loss"].as_f64().expect("loss");
+        assert!((got - p2(&fitted, 2e9, 0.25, 2.5, d)).abs() < 1e-12, "{got}");
+        let band = &pred["predictions"][i]["band"];
+        assert!(band[0].as_f64().expect("lo") <= got + 1e-6 && got - 1e-6 <= band[1].as_f64().expect("hi"));
+    }
+
+    // budget: the slope at the recommended D, by finite difference, equals tau per 1e9 tokens.
+    let b = stdout_json(&p2law(&[
+        "budget", "--fit", &fit_path, "--n0", "2e9", "--rho", "0.25", "--l0", "2.5", "--rule", "slope:0.002", "--gpu-flops", "1e15", "--mfu", "0.5", "--price", "2", "--json",
+    ]));
+    let d = b["recommendation"]["tokens"].as_f64().expect("tokens");
+    let h = d * 1e-5;
+    let slope = -(p2(&fitted, 2e9, 0.25, 2.5, d + h) - p2(&fitted, 2e9, 0.25, 2.5, d - h)) / (2.0 * h) * 1e9;
+    assert!((slope / 0.002 - 1.0).abs() < 1e-5, "slope {slope}");
+    let flops = b["recommendation"]["cost"]["flops"].as_f64().expect("flops");
+    assert!((flops - 6.0 * 1.5e9 * d).abs() < 1e-6 * flops);
+    let hours = b["recommendation"]["cost"]["gpu_hours"].as_f64().expect("hours");
+    assert!((hours - flops / 5e14 / 3600.0).abs() < 1e-9 * hours);
+}
+
+/// Bad input: a clear message naming the file, line or field, a non-zero exit, never a panic.
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good_fit = dir.path().join("good.json").display().to_string();
+    let curves = write(dir.path(), "ok.csv", &epoch_canonical_csv());
+    assert!(p2law(&["fit", "--law", "chinchilla", "--out", &good_fit, &curves]).status.success());
+    let f = |name: &str, text: &str| write(dir.path(), name, text);
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        ("malformed CSV row", vec!["fit".into(), "--law".into(), "p2".into(), f("short.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0.2,2.5,1e8\n")], "short.csv, line 2"),
+        ("NaN loss", vec!["fit".into(), "--law".into(), "p2".into(), f("nan.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0.2,2.5,1e8,NaN\n")], "nan.csv, line 2, field `loss`"),
+        ("negative tokens", vec!["fit".into(), "--law".into(), "p2".into(), f("neg.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0.2,2.5,-1e8,2.9\n")], "neg.csv, line 2, field `tokens`"),
+        ("zero tokens", vec!["fit".into(), "--law".into(), "p2".into(), f("zero.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0.2,2.5,0,2.9\n")], "zero.csv, line 2, field `tokens`"),
+        ("rho above 1", vec!["fit".into(), "--law".into(), "p2".into(), f("rho.csv", "run,n0,rho,l0,tokens,loss\na,1e9,1.5,2.5,1e8,2.9\n")], "rho.csv, line 2, field `rho`"),
+        ("unknown law", vec!["fit".into(), "--law".into(), "p3".into(), curves.clone()], "unknown law `p3`"),
+        ("empty data", vec!["fit".into(), "--law".into(), "chinchilla".into(), f("empty.csv", "n,tokens,loss\n")], "empty.csv: no data rows"),
+        ("empty file", vec!["fit".into(), "--law".into(), "chinchilla".into(), f("blank.csv", "")], "blank.csv: the file is empty"),
+        ("missing l0", vec!["fit".into(), "--law".into(), "p2".into(), f("nol0.csv", "run,n0,rho,tokens,loss\na,1e9,0.2,1e8,2.9\na,1e9,0.2,2e8,2.8\n")], "run `a`: field `l0` is missing"),
+        ("missing file", vec!["fit".into(), "--law".into(), "p2".into(), "/nonexistent/x.csv".into()], "reading /nonexistent/x.csv"),
+        ("bad HF JSON", vec!["convert".into(), f("trainer_state.json", "{\"log_history\": [{\"loss\": \"x\", \"step\": 1}]}")], "trainer_state.json, record 0, field `loss`"),
+        ("not a fit file", vec!["predict".into(), "--fit".into(), f("notfit.json", "{\"law\": \"p2\"}"), "--n0".into(), "1e9".into(), "--rho".into(), "0.2".into(), "--l0".into(), "2".into(), "--tokens".into(), "1e9".into()], "notfit.json: not a p2law fit file"),
+        ("predict rho outside (0,1)", vec!["predict".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "1.2".into(), "--tokens".into(), "1e9".into()], "field `rho`"),
+        ("predict zero tokens", vec!["predict".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "0".into(), "--tokens".into(), "0".into()], "field `tokens`"),
+        ("bad budget rule", vec!["budget".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "0".into(), "--rule".into(), "speed:3".into()], "rule `speed:3`"),
+        ("unreachable target", vec!["budget".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "0".into(), "--rule".into(), "target:0.5".into()], "below the predicted asymptote"),
+    ];
+    for (what, args, want) in cases {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = p2law(&argv);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: succeeded");
+        assert_ne!(out.status.code(), Some(101), "{what}: panicked: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(err.contains(want), "{what}: expected `{want}` in: {err}");
+    }
+    let rho0 = f("rho0.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0,2.5,1e8,2.9\na,1e9,0,2.5,2e8,2.8\n");
+    let out = p2law(&["fit", "--law", "p2", &rho0]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `a`: field `rho` must be in (0, 1) for law `p2`"));
+}
