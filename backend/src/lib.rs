@@ -2,6 +2,8 @@
 //! and the calibration lab).
 //!
 //! - [`cli`]: `convert`, `fit`, `predict`, `budget`; flags parsed by clap, then resolved and
-//!   validated before anything runs.
+//!   validated before anything runs;
+//! - [`server`]: the axum service (`app(state) -> Router`) serving the browser app and the API.
 
 pub mod cli;
+pub mod server;

@@ -1,1 +1,24 @@
-//! p2law-frontend: the Leptos browser app (calculator, refit, calibration pages). Filled by the browser-calculator issue.
+//! p2law-frontend: the browser calculator, a Leptos (client-side rendered) app that runs the law
+//! core compiled to WASM — no server round trip for a prediction.
+//!
+//! - [`state`]: every input as typed, its URL round trip, and its validation into a scenario;
+//! - [`fits`]: fit files the user drops or pastes, and fits carried inline in a link;
+//! - [`compute`]: curves, bands and budgets for a scenario;
+//! - [`plot`]: the SVG plot;
+//! - `app` (wasm only): the Leptos components, exports and the hover read-out.
+
+pub mod compute;
+pub mod fits;
+pub mod plot;
+pub mod state;
+
+#[cfg(target_arch = "wasm32")]
+mod app;
+
+/// Entry point: mounts the app on `<body>`.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(app::App);
+}

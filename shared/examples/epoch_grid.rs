@@ -8,32 +8,9 @@
 //! `per start` is thread-seconds per start (wall time × threads / starts).
 
 use p2law_shared::fit::{Dataset, FitOptions, Objective, Starts, fit_dataset, start_points};
-use p2law_shared::{Curve, CurvePoint, LawForm};
+use p2law_shared::LawForm;
+use p2law_shared::presets::epoch_curves;
 use std::time::Instant;
-
-/// Epoch's 240 points: drop the 5 highest losses, `D = FLOP / (6 N)`, one curve per model size.
-fn epoch_curves() -> Vec<Curve> {
-    let text = include_str!("../data/external/epoch_chinchilla_svg_extracted_data.csv");
-    let mut rows: Vec<(f64, f64, f64)> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let c: Vec<&str> = l.split(',').collect();
-            Some((c.get(3)?.parse().ok()?, c.get(4)?.parse().ok()?, c.get(6)?.parse().ok()?))
-        })
-        .collect();
-    rows.sort_by(|a, b| a.2.total_cmp(&b.2));
-    rows.truncate(rows.len() - 5);
-    rows.iter()
-        .map(|&(n, flop, loss)| {
-            let mut c = Curve::new(format!("n={n:e}"));
-            c.n0 = Some(n);
-            c.rho = Some(0.0);
-            c.points.push(CurvePoint { tokens: flop / (6.0 * n), loss });
-            c
-        })
-        .collect()
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

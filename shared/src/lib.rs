@@ -9,7 +9,9 @@
 //! - [`validate`]: the held-out protocols (`last20`, `largest-n0`, `highest-rho`);
 //! - [`bootstrap`]: seeded bootstrap intervals for coefficients, predictions and budgets;
 //! - [`budget`]: token-budget rules and their cost;
-//! - [`report`]: the fit file (JSON) that `predict`, `budget` and the browser read.
+//! - [`report`]: the fit file (JSON) that `predict`, `budget` and the browser read;
+//! - [`models`]: published model shapes and their exact parameter counts;
+//! - [`presets`]: fits p2law made itself, shipped with their provenance.
 
 pub mod bootstrap;
 pub mod budget;
@@ -17,6 +19,8 @@ pub mod data;
 pub mod fit;
 pub mod law;
 pub mod logs;
+pub mod models;
+pub mod presets;
 pub mod report;
 pub mod validate;
 

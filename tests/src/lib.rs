@@ -1,2 +1,153 @@
-//! p2law-tests: end-to-end flows that cross crates (HTTP on a real socket, a real browser).
-//! The command line's own end-to-end tests live with its binary in `backend/tests/cli.rs`.
+//! p2law-tests: end-to-end flows that cross crates — the axum backend on a real socket on
+//! 127.0.0.1, the Leptos/WASM app in a real headless Chromium driven over WebDriver, and the
+//! `p2law` binary. (The command line's own tests live with it in `backend/tests/cli.rs`.)
+//!
+//! The browser needs the built frontend (`cargo xtask web`) and Debian's `chromium` and
+//! `chromium-driver`; `./dev test` provides all three.
+
+use anyhow::{Context, Result, bail};
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `p2law` binary of the same profile as this test (`cargo test --workspace` builds it).
+pub fn p2law_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("target profile directory")?;
+    let bin = dir.join(format!("p2law{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        bail!("{} is missing: run the tests with `cargo test --workspace`", bin.display());
+    }
+    Ok(bin)
+}
+
+/// The backend, in this process, on an ephemeral port of 127.0.0.1.
+#[derive(Debug)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub url: String,
+}
+
+impl Backend {
+    /// Serves the built frontend; fails if it is not built.
+    pub async fn start() -> Result<Backend> {
+        let dist = workspace().join("frontend/dist");
+        if !dist.join("pkg/p2law_frontend_bg.wasm").exists() {
+            bail!("{} has no built frontend: run `cargo xtask web` (./dev test does)", dist.display());
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = p2law_backend::server::app(p2law_backend::server::AppState::new(Some(dist)));
+        tokio::spawn(p2law_backend::server::serve_on(listener, app));
+        Ok(Backend { addr, url: format!("http://{addr}/") })
+    }
+}
+
+/// A chromedriver child process and a headless Chromium session with a fresh profile.
+#[derive(Debug)]
+pub struct Browser {
+    driver: Child,
+    pub client: Client,
+    _profile: tempfile::TempDir,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Browser {
+    pub async fn start() -> Result<Browser> {
+        let port = free_port()?;
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting chromedriver (apt-get install chromium-driver; ./dev setup does)")?;
+        let profile = tempfile::tempdir()?;
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }
+        });
+        let caps: serde_json::Map<String, serde_json::Value> = caps.as_object().cloned().context("capabilities")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            match ClientBuilder::rustls()?.capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+                Ok(c) => break c,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(e) => bail!("connecting to chromedriver: {e}"),
+            }
+        };
+        Ok(Browser { driver, client, _profile: profile })
+    }
+
+    /// Waits until `css` matches an element.
+    pub async fn wait_for(&self, css: &str) -> Result<fantoccini::elements::Element> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(e) = self.client.find(Locator::Css(css)).await {
+                return Ok(e);
+            }
+            if Instant::now() > deadline {
+                bail!("no `{css}` after 30 s; page errors: {:?}", self.errors().await.unwrap_or_default());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Console errors and uncaught exceptions the page recorded (see frontend/index.html).
+    pub async fn errors(&self) -> Result<Vec<String>> {
+        let v = self.client.execute("return window.__p2law_errors || [];", vec![]).await?;
+        Ok(serde_json::from_value(v)?)
+    }
+
+    pub async fn attr(&self, css: &str, name: &str) -> Result<String> {
+        self.wait_for(css).await?.attr(name).await?.with_context(|| format!("`{css}` has no `{name}`"))
+    }
+
+    pub async fn close(mut self) -> Result<()> {
+        self.client.clone().close().await?;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        Ok(())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+    }
+}
+
+/// Sets an input's value as a user typing would, firing `input`.
+pub async fn set_input(b: &Browser, id: &str, value: &str) -> Result<()> {
+    b.client
+        .execute(
+            "const e = document.getElementById(arguments[0]); e.value = arguments[1]; e.dispatchEvent(new Event('input', {bubbles: true}));",
+            vec![serde_json::json!(id), serde_json::json!(value)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Where tests leave artifacts (screenshots) for people to look at.
+pub fn artifacts() -> Result<PathBuf> {
+    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from).join("artifacts");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -7,6 +7,7 @@ mod fit;
 mod load;
 mod plot;
 mod predict;
+mod serve;
 mod table;
 
 use anyhow::{Context, Result};
@@ -31,6 +32,8 @@ pub enum Command {
     Predict(predict::Args),
     /// Recommend a post-training token budget from a fit file, and cost it.
     Budget(budget::Args),
+    /// Serve the web app and its API.
+    Serve(serve::Args),
 }
 
 /// Runs one parsed command line.
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fit(a) => fit::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Budget(a) => budget::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

@@ -1,0 +1,164 @@
+//! The calculator in a real headless Chromium against the real backend on 127.0.0.1.
+
+use anyhow::{Context, Result};
+use p2law_shared::budget::Rule;
+use p2law_shared::presets::presets;
+use p2law_shared::report::recommend;
+use p2law_shared::Inputs;
+use p2law_tests::{Backend, Browser, artifacts, p2law_bin, set_input};
+use std::time::Duration;
+
+/// Llama-3.1-8B, the default model: its computed parameter count.
+const N0: f64 = 8_030_261_248.0;
+
+/// `p2law predict` / `p2law budget` on the same inputs as the page, through the real binary.
+fn cli_json(args: &[&str]) -> Result<serde_json::Value> {
+    let out = std::process::Command::new(p2law_bin()?).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "p2law {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+async fn number_attr(b: &Browser, css: &str, name: &str) -> Result<f64> {
+    let v = b.attr(css, name).await?;
+    v.parse().with_context(|| format!("`{css}` {name}=`{v}`"))
+}
+
+/// Waits until the first curve's path differs from `before`.
+async fn wait_changed(b: &Browser, before: &str) -> Result<String> {
+    for _ in 0..100 {
+        let d = b.attr("#plot path.curve", "d").await?;
+        if d != before {
+            return Ok(d);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the curve did not change")
+}
+
+/// Fits a P² law with `p2law fit` to curves drawn from known coefficients (test data, not a preset).
+fn p2_fit_file(dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    let [nc, dc, e, alpha, beta, gamma, delta] = [40.0, 600.0, 0.8, 0.2, 0.35, -0.8, 0.05f64];
+    let mut csv = String::from("run,n0,rho,l0,tokens,loss\n");
+    for (n0, l0) in [(1.2e8f64, 3.3f64), (1.4e9, 2.6), (8e9, 1.9)] {
+        for rho in [0.15f64, 0.3, 0.5] {
+            for k in 0..10 {
+                let d = 1e7 * 10f64.powf(k as f64 * 0.3);
+                let loss = l0 + (1.0 / rho).powf(gamma) * (1.0 / n0).powf(delta) * (nc / n0.powf(alpha) + dc / d.powf(beta) + e);
+                csv.push_str(&format!("m{n0:e}-{rho},{n0},{rho},{l0},{d},{loss}\n"));
+            }
+        }
+    }
+    let data = dir.join("p2-curves.csv");
+    std::fs::write(&data, csv)?;
+    let out = dir.join("p2-fit.json");
+    let status = std::process::Command::new(p2law_bin()?)
+        .args(["fit", "--law", "p2", "--out", &out.display().to_string(), &data.display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "p2law fit failed");
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calculator_draws_reacts_shares_and_matches_the_cli() -> Result<()> {
+    let backend = Backend::start().await?;
+    let b = Browser::start().await?;
+    b.client.goto(&backend.url).await?;
+
+    // A curve is drawn, three series with bands, one table row each.
+    let d0 = b.attr("#plot path.curve", "d").await?;
+    assert!(d0.len() > 1000, "a 400-point path");
+    let curves = b.client.find_all(fantoccini::Locator::Css("#plot path.curve")).await?;
+    assert_eq!(curves.len(), 3);
+    assert_eq!(b.client.find_all(fantoccini::Locator::Css("#plot path.band")).await?.len(), 3);
+
+    // The page's numbers equal the CLI's for the same inputs.
+    let dir = tempfile::tempdir()?;
+    let fit = dir.path().join("refit.json");
+    let preset = presets().into_iter().find(|p| p.id == "chinchilla-epoch-refit").context("preset")?;
+    std::fs::write(&fit, serde_json::to_string(&preset.report)?)?;
+    let fit_arg = fit.display().to_string();
+    let n0 = N0.to_string();
+    let page_loss = number_attr(&b, "#results tr[data-series='0'] td.final-loss", "data-value").await?;
+    let page_budget = number_attr(&b, "#results tr[data-series='0'] td.budget", "data-value").await?;
+    let p = cli_json(&["predict", "--fit", &fit_arg, "--n0", &n0, "--rho", "0.2", "--l0", "1.9", "--tokens", "1e12", "--json"])?;
+    let cli_loss = p["predictions"][0]["loss"].as_f64().context("loss")?;
+    assert!((page_loss - cli_loss).abs() <= 1e-12 * cli_loss, "page {page_loss} vs p2law predict {cli_loss}");
+    let q = cli_json(&["budget", "--fit", &fit_arg, "--n0", &n0, "--rho", "0.2", "--l0", "1.9", "--rule", "slope:0.01", "--json"])?;
+    let cli_budget = q["recommendation"]["tokens"].as_f64().context("tokens")?;
+    assert!((page_budget - cli_budget).abs() <= 1e-12 * cli_budget, "page {page_budget} vs p2law budget {cli_budget}");
+
+    let shot = artifacts()?.join("calculator-default.png");
+    std::fs::write(&shot, b.client.screenshot().await?)?;
+    println!("screenshot: {}", shot.display());
+
+    // A P² fit the user pastes (fitted here by `p2law fit` on curves drawn from a known P² law),
+    // shown alone: raising the first rate from 0.2 to 0.3 moves the curve and the budget the way
+    // the law says.
+    let p2_fit = p2_fit_file(dir.path())?;
+    let p2_text = std::fs::read_to_string(&p2_fit)?;
+    b.client
+        .execute(
+            "const t = document.getElementById('fit-paste'); t.value = arguments[0]; t.dispatchEvent(new Event('input', {bubbles: true}));",
+            vec![serde_json::json!(p2_text)],
+        )
+        .await?;
+    b.wait_for("#fit-paste-add").await?.click().await?;
+    b.wait_for("input.preset[data-id='chinchilla-epoch-refit']").await?.click().await?;
+    let d_p2 = wait_changed(&b, &d0).await?;
+    let report: p2law_shared::FitReport = serde_json::from_str(&p2_text)?;
+    let page_p2_budget = number_attr(&b, "#results tr[data-series='0'] td.budget", "data-value").await?;
+    let p2_fit_arg = p2_fit.display().to_string();
+    let q = cli_json(&["budget", "--fit", &p2_fit_arg, "--n0", &n0, "--rho", "0.2", "--l0", "1.9", "--rule", "slope:0.01", "--json"])?;
+    let cli_p2_budget = q["recommendation"]["tokens"].as_f64().context("tokens")?;
+    assert!((page_p2_budget - cli_p2_budget).abs() <= 1e-12 * cli_p2_budget, "page {page_p2_budget} vs p2law budget {cli_p2_budget}");
+    let page_p2_loss = number_attr(&b, "#results tr[data-series='0'] td.final-loss", "data-value").await?;
+
+    set_input(&b, "rates", "0.3,0.35,0.5").await?;
+    let d1 = wait_changed(&b, &d_p2).await?;
+    let loss_after = number_attr(&b, "#results tr[data-series='0'] td.final-loss", "data-value").await?;
+    let budget_after = number_attr(&b, "#results tr[data-series='0'] td.budget", "data-value").await?;
+    let law = |rho: f64| -> Result<(f64, f64)> {
+        let x = Inputs { n0: N0, rho, l0: Some(1.9), tokens: 1e12 };
+        let loss = p2law_shared::fit::predict(report.law, &report.coefficients()?, &x);
+        Ok((loss, recommend(&report, &x, Rule::Slope(0.01), None, None)?.tokens))
+    };
+    let ((loss_lo, budget_lo), (loss_hi, budget_hi)) = (law(0.2)?, law(0.3)?);
+    assert!(budget_hi != budget_lo && loss_hi != loss_lo, "the law must react to rho");
+    assert_eq!((loss_after - page_p2_loss).signum(), (loss_hi - loss_lo).signum(), "loss {page_p2_loss} -> {loss_after}");
+    assert_eq!((budget_after - page_p2_budget).signum(), (budget_hi - budget_lo).signum(), "budget {page_p2_budget} -> {budget_after}");
+    assert!((budget_after / budget_hi - 1.0).abs() < 1e-12 && (loss_after / loss_hi - 1.0).abs() < 1e-12);
+
+    // The URL holds the state: a fresh browser restores it exactly.
+    let shared = b.client.current_url().await?.to_string();
+    assert!(shared.contains("rates=0.3,0.35,0.5") && shared.contains("inline:p2:"), "{shared}");
+    let shot = artifacts()?.join("calculator-p2.png");
+    std::fs::write(&shot, b.client.screenshot().await?)?;
+    println!("screenshot: {}", shot.display());
+    let errors = b.errors().await?;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    b.close().await?;
+
+    let c = Browser::start().await?;
+    c.client.goto(&shared).await?;
+    let d2 = c.attr("#plot path.curve", "d").await?;
+    assert_eq!(d2, d1, "the shared link draws the same curve");
+    let rates = c.client.execute("return document.getElementById('rates').value;", vec![]).await?;
+    assert_eq!(rates, "0.3,0.35,0.5");
+    assert_eq!(number_attr(&c, "#results tr[data-series='0'] td.budget", "data-value").await?, budget_after);
+    let errors = c.errors().await?;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    // Invalid values in a link: an inline message and the defaults, never a blank page.
+    c.client.goto(&format!("{}?rates=abc&dmin=oops&rule=speed:3", backend.url)).await?;
+    c.wait_for("#plot path.curve").await?;
+    let messages = c.wait_for("#messages li").await?.text().await?;
+    assert!(!messages.is_empty());
+    let all = c.client.find(fantoccini::Locator::Css("#messages")).await?.text().await?;
+    assert!(all.contains("rates") && all.contains("dmin") && all.contains("rule"), "{all}");
+    assert_eq!(c.client.find_all(fantoccini::Locator::Css("#plot path.curve")).await?.len(), 3);
+    let errors = c.errors().await?;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    c.close().await?;
+    Ok(())
+}
