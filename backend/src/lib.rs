@@ -3,7 +3,11 @@
 //!
 //! - [`cli`]: `convert`, `fit`, `predict`, `budget`; flags parsed by clap, then resolved and
 //!   validated before anything runs;
-//! - [`server`]: the axum service (`app(state) -> Router`) serving the browser app and the API.
+//! - [`server`]: the axum service (`app(state) -> Router`) serving the browser app and the API;
+//! - [`store`]: the SQLite store (uploads, runs, fits, tokens);
+//! - [`tensorboard`]: the TensorBoard event-file reader.
 
 pub mod cli;
 pub mod server;
+pub mod store;
+pub mod tensorboard;

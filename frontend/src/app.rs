@@ -35,8 +35,30 @@ fn fmt_sci(v: f64) -> String {
     if v.is_finite() { format!("{v:.3e}") } else { "—".into() }
 }
 
+/// The page for the current path: `/refit` or the calculator.
 #[component]
 pub fn App() -> impl IntoView {
+    let path = window().location().pathname().unwrap_or_default();
+    view! {
+        <nav class="pages">
+            <a href="/" class:current=!path.starts_with("/refit")>"Calculator"</a>
+            <a href="/refit" class:current=path.starts_with("/refit")>"Refit from run logs"</a>
+        </nav>
+        {if path.starts_with("/refit") { crate::refit_page::RefitPage().into_any() } else { Calculator().into_any() }}
+    }
+}
+
+/// Fetches `GET /api/fits/{id}`.
+pub async fn fetch_fit(id: i64) -> Result<p2law_shared::api::StoredFit, String> {
+    let resp = gloo_net::http::Request::get(&format!("/api/fits/{id}")).send().await.map_err(|e| format!("server fit {id}: {e}"))?;
+    if !resp.ok() {
+        return Err(format!("server fit {id}: HTTP {}", resp.status()));
+    }
+    resp.json().await.map_err(|e| format!("server fit {id}: {e}"))
+}
+
+#[component]
+pub fn Calculator() -> impl IntoView {
     let search = window().location().search().unwrap_or_default();
     let (initial, link_notes) = Form::from_query(&search);
     let form = RwSignal::new(initial);
@@ -44,13 +66,27 @@ pub fn App() -> impl IntoView {
     let load_error = RwSignal::new(None::<String>);
     let hover = RwSignal::new(None::<f64>);
 
+    // Fits stored on the server, named in the link as `server:<id>`.
+    for key in form.with_untracked(|f| f.fits.split(',').map(|k| k.trim().to_string()).collect::<Vec<_>>()) {
+        let Some(id) = key.strip_prefix("server:").and_then(|i| i.parse::<i64>().ok()) else { continue };
+        leptos::task::spawn_local(async move {
+            match fetch_fit(id).await {
+                Ok(stored) => custom.update(|c| {
+                    let label = format!("server fit #{id} ({})", stored.report.law);
+                    c.insert(key.clone(), FitSource { key, label, report: stored.report });
+                }),
+                Err(e) => load_error.set(Some(e)),
+            }
+        });
+    }
+
     let resolved: Memo<(Scenario, Vec<FieldError>)> = Memo::new(move |_| form.with(|f| custom.with(|c| resolve(f, c))));
     let view_state: Memo<View> = Memo::new(move |_| {
         let t0 = now_ms();
         let (series, errors) = resolved.with(|(s, _)| compute(s));
         let (dmin, dmax) = resolved.with(|(s, _)| (s.dmin, s.dmax));
-        let axes = Axes::fit(&series, dmin, dmax);
-        let svg = render(&series, &axes);
+        let axes = Axes::fit(&series, &[], dmin, dmax);
+        let svg = render(&series, &[], &axes);
         record_redraw(now_ms() - t0);
         View { series, errors, axes, svg }
     });

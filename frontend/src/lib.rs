@@ -5,15 +5,19 @@
 //! - [`fits`]: fit files the user drops or pastes, and fits carried inline in a link;
 //! - [`compute`]: curves, bands and budgets for a scenario;
 //! - [`plot`]: the SVG plot;
-//! - `app` (wasm only): the Leptos components, exports and the hover read-out.
+//! - [`refit`]: the Refit page's parsing preview and fit pictures;
+//! - `app`, `refit_page` (wasm only): the Leptos components.
 
 pub mod compute;
 pub mod fits;
 pub mod plot;
+pub mod refit;
 pub mod state;
 
 #[cfg(target_arch = "wasm32")]
 mod app;
+#[cfg(target_arch = "wasm32")]
+mod refit_page;
 
 /// Entry point: mounts the app on `<body>`.
 #[cfg(target_arch = "wasm32")]

@@ -36,11 +36,12 @@ impl Axes {
         (self.dmin.ln() + t * (self.dmax.ln() - self.dmin.ln())).exp()
     }
 
-    /// The loss range covering every curve and band, padded by 5 %.
-    pub fn fit(series: &[Series], dmin: f64, dmax: f64) -> Axes {
-        let values = series.iter().flat_map(|s| {
-            s.loss.iter().copied().chain(s.band.iter().flatten().flat_map(|b| b.iter().copied()))
-        });
+    /// The loss range covering every curve, band and observed point, padded by 5 %.
+    pub fn fit(series: &[Series], observed: &[Observed], dmin: f64, dmax: f64) -> Axes {
+        let values = series
+            .iter()
+            .flat_map(|s| s.loss.iter().copied().chain(s.band.iter().flatten().flat_map(|b| b.iter().copied())))
+            .chain(observed.iter().flat_map(|o| o.points.iter().map(|p| p.1)));
         let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
         let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else if lo.is_finite() { (lo - 0.5, lo + 0.5) } else { (0.0, 1.0) };
         let pad = 0.05 * (hi - lo);
@@ -67,8 +68,17 @@ fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     (first..=last).map(|k| k as f64 * step).collect()
 }
 
+/// Observed checkpoints drawn as dots in the colour of series `color`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub color: usize,
+    pub label: String,
+    /// `(tokens, loss)`
+    pub points: Vec<(f64, f64)>,
+}
+
 /// The whole plot.
-pub fn render(series: &[Series], axes: &Axes) -> String {
+pub fn render(series: &[Series], observed: &[Observed], axes: &Axes) -> String {
     let mut s = String::with_capacity(64 * 1024);
     let _ = write!(
         s,
@@ -123,11 +133,23 @@ pub fn render(series: &[Series], axes: &Axes) -> String {
             }
         }
     }
+    for o in observed {
+        let color = PALETTE[o.color % PALETTE.len()];
+        for &(d, l) in &o.points {
+            if d >= axes.dmin && d <= axes.dmax {
+                let _ = write!(s, r#"<circle class="observed" cx="{:.1}" cy="{:.1}" r="3" fill="{color}" fill-opacity="0.7"/>"#, axes.x(d), axes.y(l));
+            }
+        }
+    }
     s.push_str("</g>");
     // Legend.
-    for (i, c) in series.iter().enumerate() {
+    let mut labels: Vec<(usize, &str)> = series.iter().enumerate().map(|(i, c)| (i, c.label.as_str())).collect();
+    if series.is_empty() {
+        labels = observed.iter().map(|o| (o.color, o.label.as_str())).collect();
+    }
+    for (row, (i, label)) in labels.into_iter().take(12).enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        let y = y0 + 16.0 + 18.0 * i as f64;
+        let y = y0 + 16.0 + 18.0 * row as f64;
         let _ = write!(
             s,
             r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}" fill="#111">{}</text>"##,
@@ -135,7 +157,7 @@ pub fn render(series: &[Series], axes: &Axes) -> String {
             x1 - 170.0,
             x1 - 164.0,
             y + 4.0,
-            escape(&c.label)
+            escape(label)
         );
     }
     s.push_str("</svg>");
@@ -152,8 +174,8 @@ mod tests {
     fn svg_has_a_curve_band_and_marker_per_series() {
         let (s, _) = resolve(&Form::default(), &Default::default());
         let (series, _) = compute(&s);
-        let axes = Axes::fit(&series, s.dmin, s.dmax);
-        let svg = render(&series, &axes);
+        let axes = Axes::fit(&series, &[], s.dmin, s.dmax);
+        let svg = render(&series, &[], &axes);
         assert_eq!(svg.matches(r#"class="curve""#).count(), 3);
         assert_eq!(svg.matches(r#"class="band""#).count(), 3);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));

@@ -217,6 +217,8 @@ pub fn resolve(form: &Form, custom: &BTreeMap<String, FitSource>) -> (Scenario, 
             }
         } else if let Some(f) = custom.get(key) {
             fits.push(f.clone());
+        } else if key.starts_with("server:") {
+            // Fetched from the server by the page; it joins `custom` when it arrives.
         } else if key.starts_with("inline:") {
             match crate::fits::parse_inline(key) {
                 Ok(f) => fits.push(f),

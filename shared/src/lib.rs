@@ -1,6 +1,7 @@
 //! p2law-shared: the pure-Rust core of p2law, built unchanged for native targets and for
 //! `wasm32-unknown-unknown` (the browser runs this same code).
 //!
+//! - [`api`]: request and response types of the HTTP API;
 //! - [`law`]: the law forms (P² and its ablations, Chinchilla, the sparsity law), with analytic
 //!   gradients and initial grids;
 //! - [`data`]: loss curves and input errors that name file, line and field;
@@ -13,6 +14,7 @@
 //! - [`models`]: published model shapes and their exact parameter counts;
 //! - [`presets`]: fits p2law made itself, shipped with their provenance.
 
+pub mod api;
 pub mod bootstrap;
 pub mod budget;
 pub mod data;

@@ -161,6 +161,20 @@ impl FitReport {
     }
 }
 
+/// The whole fit pipeline every front end runs: the multi-start fit, the held-out protocol if
+/// asked, the bootstrap if asked, and the report.
+pub fn run_fit(
+    curves: &[Curve],
+    options: &crate::fit::FitOptions,
+    protocol: Option<crate::validate::Protocol>,
+    boot: Option<crate::bootstrap::BootstrapOptions>,
+) -> Result<FitReport, crate::fit::FitError> {
+    let best = crate::fit::fit(curves, options)?;
+    let held_out = protocol.map(|p| crate::validate::holdout(curves, options, p)).transpose()?;
+    let boot = boot.filter(|b| b.resamples > 0).map(|b| crate::bootstrap::bootstrap(curves, options, &best, &b)).transpose()?;
+    Ok(FitReport::new(&best, curves, held_out, boot.as_ref()))
+}
+
 /// One predicted point with its band.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {

@@ -28,25 +28,82 @@ pub fn p2law_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// The backend, in this process, on an ephemeral port of 127.0.0.1.
+/// The API token the in-process backends accept.
+pub const TOKEN: &str = "p2l_test_token";
+
+/// The backend, in this process, on an ephemeral port of 127.0.0.1, with a real SQLite store in
+/// a fresh data dir.
 #[derive(Debug)]
 pub struct Backend {
     pub addr: SocketAddr,
     pub url: String,
+    pub data_dir: tempfile::TempDir,
 }
 
 impl Backend {
-    /// Serves the built frontend; fails if it is not built.
+    /// Serves the built frontend and the API; fails if the frontend is not built.
     pub async fn start() -> Result<Backend> {
         let dist = workspace().join("frontend/dist");
         if !dist.join("pkg/p2law_frontend_bg.wasm").exists() {
             bail!("{} has no built frontend: run `cargo xtask web` (./dev test does)", dist.display());
         }
+        Self::with_static(Some(dist)).await
+    }
+
+    /// The API alone.
+    pub async fn api_only() -> Result<Backend> {
+        Self::with_static(None).await
+    }
+
+    async fn with_static(dist: Option<PathBuf>) -> Result<Backend> {
+        let data_dir = tempfile::tempdir()?;
+        let store = p2law_backend::store::Store::open(data_dir.path()).await?;
+        store.ensure_token(Some(TOKEN)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = p2law_backend::server::app(p2law_backend::server::AppState::new(Some(dist)));
+        let app = p2law_backend::server::app(p2law_backend::server::AppState::new(store, dist));
         tokio::spawn(p2law_backend::server::serve_on(listener, app));
-        Ok(Backend { addr, url: format!("http://{addr}/") })
+        Ok(Backend { addr, url: format!("http://{addr}/"), data_dir })
+    }
+}
+
+/// `p2law serve` as a separate process on a data dir, for restarts.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts `p2law serve --addr 127.0.0.1:0` and reads the bound address from its first line.
+    pub fn start(data_dir: &Path) -> Result<ServerProcess> {
+        use std::io::BufRead;
+        let mut child = Command::new(p2law_bin()?)
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--static-dir", "/nonexistent", "--token", TOKEN])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let url = line.trim().strip_prefix("p2law listening on ").context("the server's first line")?.to_string();
+        Ok(ServerProcess { child, url })
+    }
+
+    /// Kills the process (SIGKILL: no clean shutdown).
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -150,4 +207,20 @@ pub fn artifacts() -> Result<PathBuf> {
     let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from).join("artifacts");
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Curves drawn from a P² law with known coefficients (test data, never a preset), as canonical
+/// CSV: `runs` runs of 10 checkpoints.
+pub fn p2_curves_csv(runs: usize) -> String {
+    let [nc, dc, e, alpha, beta, gamma, delta] = [40.0, 600.0, 0.8, 0.2, 0.35, -0.8, 0.05f64];
+    let grid = [(1.2e8f64, 3.3f64, 0.15f64), (1.2e8, 3.3, 0.5), (1.4e9, 2.6, 0.3), (8e9, 1.9, 0.15), (8e9, 1.9, 0.5), (1.4e9, 2.6, 0.15)];
+    let mut csv = String::from("run,n0,rho,l0,tokens,loss,method\n");
+    for &(n0, l0, rho) in grid.iter().take(runs) {
+        for k in 0..10 {
+            let d = 1e7 * 10f64.powf(k as f64 * 0.3);
+            let loss = l0 + (1.0 / rho).powf(gamma) * (1.0 / n0).powf(delta) * (nc / n0.powf(alpha) + dc / d.powf(beta) + e);
+            csv.push_str(&format!("m{n0:e}-{rho},{n0},{rho},{l0},{d},{loss},depth\n"));
+        }
+    }
+    csv
 }

@@ -162,3 +162,75 @@ async fn calculator_draws_reacts_shares_and_matches_the_cli() -> Result<()> {
     c.close().await?;
     Ok(())
 }
+
+/// The Refit page: a log file in, the preview drawn by the browser's own parse, a fit on the
+/// server (stored) and one in WASM (nothing uploaded), then the stored fit in the calculator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refit_page_previews_fits_and_opens_the_fit_in_the_calculator() -> Result<()> {
+    let backend = Backend::start().await?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("five-runs.csv");
+    std::fs::write(&log, p2law_tests::p2_curves_csv(5))?;
+    let b = Browser::start().await?;
+    b.client.goto(&format!("{}refit", backend.url)).await?;
+    b.wait_for("#log-files").await?.send_keys(&log.display().to_string()).await?;
+    let summary = b.wait_for("fieldset.file .parse.ok").await?.text().await?;
+    assert!(summary.contains("5 run(s), 50 checkpoint(s)"), "{summary}");
+    assert_eq!(b.client.find_all(fantoccini::Locator::Css("#preview circle.observed")).await?.len(), 50);
+
+    // Fit in the browser: nothing is uploaded.
+    b.wait_for("#fit-here").await?.click().await?;
+    b.wait_for("#fit-result .coefficients").await?;
+    let status = b.wait_for("#refit-status").await?.text().await?;
+    assert!(status.contains("nothing was uploaded"), "{status}");
+    let runs: serde_json::Value = reqwest_get(&format!("{}api/runs", backend.url)).await?;
+    assert_eq!(runs, serde_json::json!([]));
+    let here = coefficient(&b, "gamma").await?;
+
+    // Fit on the server with the token: stored, same coefficients as in the browser.
+    set_input(&b, "token", p2law_tests::TOKEN).await?;
+    b.wait_for("#fit-server").await?.click().await?;
+    for _ in 0..200 {
+        if b.wait_for("#refit-status").await?.text().await?.contains("stored as fit #") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = b.wait_for("#refit-status").await?.text().await?;
+    assert!(status.contains("stored as fit #1"), "{status}");
+    let there = coefficient(&b, "gamma").await?;
+    assert!((here - there).abs() <= 1e-9 * here.abs(), "browser {here} vs server {there}");
+    assert_eq!(b.client.find_all(fantoccini::Locator::Css("#fit-plot path.curve")).await?.len(), 5);
+    let shot = artifacts()?.join("refit.png");
+    std::fs::write(&shot, b.client.screenshot().await?)?;
+    println!("screenshot: {}", shot.display());
+
+    // Open in calculator: the stored fit, fetched by id, is drawn.
+    b.wait_for("#open-in-calculator").await?.click().await?;
+    b.wait_for("#plot path.curve").await?;
+    for _ in 0..100 {
+        if b.client.find(fantoccini::Locator::Css("#results td.budget")).await.is_ok()
+            && b.client.execute("return document.querySelector('input.custom-fit') !== null;", vec![]).await? == true
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = b.client.current_url().await?.to_string();
+    assert!(url.contains("fits=server:1"), "{url}");
+    let label = b.wait_for("input.custom-fit").await?;
+    assert!(label.is_selected().await?);
+    let errors = b.errors().await?;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    b.close().await?;
+    Ok(())
+}
+
+async fn coefficient(b: &Browser, name: &str) -> Result<f64> {
+    let t = b.wait_for(&format!("#fit-result td.coef[data-name='{name}']")).await?.text().await?;
+    t.trim().parse().with_context(|| format!("coefficient {name} = `{t}`"))
+}
+
+async fn reqwest_get(url: &str) -> Result<serde_json::Value> {
+    Ok(reqwest::get(url).await?.json().await?)
+}

@@ -3,9 +3,10 @@
 use super::load::LoadArgs;
 use super::table::{num, render};
 use anyhow::Result;
-use p2law_shared::bootstrap::{BootstrapOptions, Resample, bootstrap};
-use p2law_shared::validate::{Protocol, holdout};
-use p2law_shared::{FitOptions, FitReport, LawForm, Objective, Starts, fit};
+use p2law_shared::bootstrap::{BootstrapOptions, Resample};
+use p2law_shared::report::run_fit;
+use p2law_shared::validate::Protocol;
+use p2law_shared::{FitOptions, FitReport, LawForm, Objective, Starts};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -53,15 +54,8 @@ pub fn run(a: Args) -> Result<()> {
     options.objective = a.objective;
     options.starts = a.starts;
     options.seed = a.seed;
-    let result = fit(&curves, &options)?;
-    let held_out = a.holdout.map(|p| holdout(&curves, &options, p)).transpose()?;
-    let boot = if a.bootstrap > 0 {
-        let b = BootstrapOptions { resamples: a.bootstrap, seed: a.seed, by: a.bootstrap_by, level: a.level };
-        Some(bootstrap(&curves, &options, &result, &b)?)
-    } else {
-        None
-    };
-    let mut report = FitReport::new(&result, &curves, held_out, boot.as_ref());
+    let boot = BootstrapOptions { resamples: a.bootstrap, seed: a.seed, by: a.bootstrap_by, level: a.level };
+    let mut report = run_fit(&curves, &options, a.holdout, Some(boot))?;
     report.provenance = Some(format!(
         "p2law {} fit of {} on {}",
         env!("CARGO_PKG_VERSION"),

@@ -1,15 +1,25 @@
 //! The HTTP service: `app(state) -> Router` (testable without `main`) and `serve`.
 //!
 //! Serves the browser app from its built `dist/` folder at `/` and a JSON API under `/api`.
+//! Reading is open; uploads, fits and deletes need the bearer token.
+
+mod api;
+mod auth;
+pub mod error;
 
 pub use axum::Router;
-use axum::extract::State;
+
+use crate::store::Store;
+use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tower_http::services::{ServeDir, ServeFile};
+
+/// The largest request body the API accepts.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -19,18 +29,34 @@ pub struct AppState {
 
 #[derive(Debug)]
 struct Inner {
+    store: Store,
     static_dir: Option<PathBuf>,
 }
 
 impl AppState {
-    pub fn new(static_dir: Option<PathBuf>) -> Self {
-        Self { inner: Arc::new(Inner { static_dir }) }
+    pub fn new(store: Store, static_dir: Option<PathBuf>) -> Self {
+        Self { inner: Arc::new(Inner { store, static_dir }) }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
     }
 }
 
 /// The router: `/api/...` and the frontend.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new().route("/health", get(health)).route("/presets", get(presets));
+    let api = Router::new()
+        .route("/health", get(health))
+        .route("/presets", get(presets))
+        .route("/uploads", post(api::upload))
+        .route("/uploads/{id}", delete(api::delete_upload))
+        .route("/uploads/{id}/raw", get(api::upload_raw))
+        .route("/runs", get(api::runs))
+        .route("/runs/{id}", get(api::run))
+        .route("/fits", get(api::fits).post(api::create_fit))
+        .route("/fits/{id}", get(api::get_fit).delete(api::delete_fit))
+        .fallback(|| async { error::ApiError::NotFound("API route".into()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let router = Router::new().nest("/api", api);
     let router = match &state.inner.static_dir {
         Some(dir) => router.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")))),
@@ -43,7 +69,7 @@ async fn health() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
-async fn presets(State(_): State<AppState>) -> impl IntoResponse {
+async fn presets() -> impl IntoResponse {
     Json(p2law_shared::presets::presets())
 }
 

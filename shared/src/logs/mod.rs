@@ -28,6 +28,8 @@ pub enum Format {
     WandbRuns,
     Csv,
     Jsonl,
+    /// TensorBoard event files: binary, read by the backend (`p2law-backend`'s `tensorboard`).
+    Tensorboard,
 }
 
 impl FromStr for Format {
@@ -40,7 +42,8 @@ impl FromStr for Format {
             "wandb-runs" => Format::WandbRuns,
             "csv" => Format::Csv,
             "jsonl" => Format::Jsonl,
-            _ => return Err(format!("unknown format `{s}`; expected auto, hf, wandb-panel, wandb-runs, csv or jsonl")),
+            "tensorboard" => Format::Tensorboard,
+            _ => return Err(format!("unknown format `{s}`; expected auto, hf, wandb-panel, wandb-runs, csv, jsonl or tensorboard")),
         })
     }
 }
@@ -57,6 +60,7 @@ pub enum TokenSource {
 
 /// What the user tells p2law about the logs: which metric, and the metadata logs lack.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogOptions {
     pub format: Format,
     /// The loss key or column (`eval_loss`, `train/lm_loss`, ...); each format has a default.
@@ -109,14 +113,24 @@ pub fn parse(file: &str, text: &str, options: &LogOptions) -> Result<ParsedLog, 
         Format::WandbRuns => wandb_runs::parse(file, text, options)?,
         Format::Csv => canonical::parse_csv(file, text, options)?,
         Format::Jsonl => canonical::parse_jsonl(file, text, options)?,
+        Format::Tensorboard => {
+            return Err(InputError::new(file, Location::File, None, "TensorBoard event files are binary: upload them to the server, which reads them"));
+        }
         Format::Auto => unreachable!("detect returns a concrete format"),
     };
     log.format = format;
+    finish(file, log, options)
+}
+
+/// Applies the user's metadata to a parsed log, orders or de-duplicates its checkpoints, drops
+/// the warm-up, and refuses a log with nothing left. Every parser's output goes through here.
+pub fn finish(file: &str, mut log: ParsedLog, options: &LogOptions) -> Result<ParsedLog, InputError> {
+    let format = log.format;
     apply_metadata(file, &mut log.curves, options)?;
     for c in &mut log.curves {
         match format {
             // Trainer logs are in time order: a step going back is a resumed run.
-            Format::Hf | Format::WandbPanel => log.deduplicated += c.dedup_resumed(),
+            Format::Hf | Format::WandbPanel | Format::Tensorboard => log.deduplicated += c.dedup_resumed(),
             _ => c.points.sort_by(|a, b| a.tokens.total_cmp(&b.tokens)),
         }
         if let Some(t) = options.skip_tokens {

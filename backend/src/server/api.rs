@@ -1,0 +1,147 @@
+//! JSON API handlers: uploads, runs, fits.
+
+use super::auth::Authorized;
+use super::error::ApiError;
+use super::AppState;
+use crate::store::NewUpload;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Multipart, Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use p2law_shared::api::{FileSummary, FitRequest, RunDetail, RunSummary, StoredFit, UploadMeta, UploadResponse};
+use p2law_shared::data::{InputError, Location};
+use p2law_shared::logs::{self, ParsedLog};
+use p2law_shared::FitReport;
+use p2law_shared::report::run_fit;
+
+/// The most checkpoints one upload may hold.
+pub const MAX_POINTS: usize = 2_000_000;
+
+/// `POST /api/uploads`: multipart `file` parts (any number) and an optional `meta` part (JSON
+/// [`UploadMeta`]). Everything is parsed before anything is stored; one bad file rejects all.
+pub async fn upload(State(state): State<AppState>, _: Authorized, mut multipart: Multipart) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
+    let mut meta = UploadMeta::default();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("meta") => {
+                let text = field.text().await.map_err(multipart_error)?;
+                meta = serde_json::from_str(&text).map_err(|e| ApiError::Unprocessable(format!("field `meta`: {e}")))?;
+            }
+            Some("file") => {
+                let name = field.file_name().map(str::to_string).filter(|n| !n.is_empty()).ok_or_else(|| ApiError::BadRequest("a `file` part has no file name".into()))?;
+                let bytes = field.bytes().await.map_err(multipart_error)?;
+                files.push((name, bytes.to_vec()));
+            }
+            Some(other) => return Err(ApiError::BadRequest(format!("unknown multipart field `{other}`; expected `file` and `meta`"))),
+            None => return Err(ApiError::BadRequest("a multipart part has no name".into())),
+        }
+    }
+    if files.is_empty() {
+        return Err(ApiError::BadRequest("no `file` part: attach at least one log".into()));
+    }
+    if let Some(name) = meta.files.keys().find(|k| !files.iter().any(|(n, _)| n == *k)) {
+        return Err(ApiError::Unprocessable(format!("field `meta.files`: `{name}` is not among the uploaded files")));
+    }
+    let parsed = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let mut out = Vec::new();
+        let mut points = 0usize;
+        for (name, bytes) in files {
+            let options = meta.files.get(&name).cloned().unwrap_or_else(|| meta.all.clone());
+            let log = parse_file(&name, &bytes, &options)?;
+            points += log.curves.iter().map(|c| c.points.len()).sum::<usize>();
+            if points > MAX_POINTS {
+                return Err(ApiError::Unprocessable(format!("{name}: the upload holds more than {MAX_POINTS} checkpoints; split it or thin the logs")));
+            }
+            out.push((name, bytes, options, log));
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let new: Vec<NewUpload<'_>> = parsed.iter().map(|(name, bytes, options, log)| NewUpload { filename: name, bytes, options, parsed: log }).collect();
+    let stored = state.store().insert_uploads(&new).await?;
+    let files = parsed
+        .iter()
+        .zip(stored)
+        .map(|((name, bytes, _, log), (upload_id, runs))| FileSummary {
+            file: name.clone(),
+            upload_id,
+            bytes: bytes.len(),
+            format: log.format,
+            token_source: log.token_source,
+            runs,
+            skipped: log.skipped.clone(),
+            deduplicated: log.deduplicated,
+            warmup_dropped: log.warmup_dropped,
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(UploadResponse { files })))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge(format!("the upload exceeds the server's limit of {} MiB", super::MAX_BODY_BYTES >> 20))
+    } else {
+        ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+/// Parses one file: TensorBoard event files by their record checksums, text formats by the
+/// shared parsers.
+fn parse_file(name: &str, bytes: &[u8], options: &logs::LogOptions) -> Result<ParsedLog, ApiError> {
+    if options.format == logs::Format::Tensorboard || (options.format == logs::Format::Auto && crate::tensorboard::looks_like(bytes)) {
+        return Ok(crate::tensorboard::parse(name, bytes, options)?);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        InputError::new(name, Location::File, None, format!("not UTF-8 text (byte {}) and not a TensorBoard event file", e.valid_up_to()))
+    })?;
+    Ok(logs::parse(name, text, options)?)
+}
+
+pub async fn runs(State(state): State<AppState>) -> Result<Json<Vec<RunSummary>>, ApiError> {
+    Ok(Json(state.store().runs().await?))
+}
+
+pub async fn run(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<RunDetail>, ApiError> {
+    state.store().run(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("run {id}")))
+}
+
+/// `POST /api/fits`: fits the law to stored runs off the async executor and stores the result.
+pub async fn create_fit(State(state): State<AppState>, _: Authorized, body: Result<Json<FitRequest>, JsonRejection>) -> Result<(StatusCode, Json<StoredFit>), ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
+    if request.run_ids.is_empty() {
+        return Err(ApiError::Unprocessable("field `run_ids`: give at least one run".into()));
+    }
+    let (options, protocol, boot) = request.resolve().map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let curves = state.store().curves(&request.run_ids).await?;
+    let provenance = format!("p2law {} fit of {} to stored runs {:?}", env!("CARGO_PKG_VERSION"), request.law, request.run_ids);
+    let report = tokio::task::spawn_blocking(move || run_fit(&curves, &options, protocol, boot))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let report = FitReport { provenance: Some(provenance), ..report };
+    let stored = state.store().insert_fit(&request, &report).await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+pub async fn fits(State(state): State<AppState>) -> Result<Json<Vec<p2law_shared::api::FitSummary>>, ApiError> {
+    Ok(Json(state.store().fits().await?))
+}
+
+pub async fn get_fit(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<StoredFit>, ApiError> {
+    state.store().fit(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("fit {id}")))
+}
+
+pub async fn delete_fit(State(state): State<AppState>, _: Authorized, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
+    if state.store().delete_fit(id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound(format!("fit {id}"))) }
+}
+
+pub async fn delete_upload(State(state): State<AppState>, _: Authorized, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
+    if state.store().delete_upload(id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound(format!("upload {id}"))) }
+}
+
+/// `GET /api/uploads/{id}/raw`: the file exactly as uploaded.
+pub async fn upload_raw(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Vec<u8>, ApiError> {
+    state.store().upload_bytes(id).await?.map(|(_, b)| b).ok_or_else(|| ApiError::NotFound(format!("upload {id}")))
+}

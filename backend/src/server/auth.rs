@@ -1,0 +1,25 @@
+//! Bearer-token authorization for everything that writes or spends compute.
+
+use super::{AppState, error::ApiError};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+/// Present in a handler's arguments: the request carried a valid token.
+#[derive(Debug)]
+pub struct Authorized;
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized)?;
+        if state.store().token_valid(token).await? { Ok(Authorized) } else { Err(ApiError::Unauthorized) }
+    }
+}

@@ -1,0 +1,300 @@
+//! The store: one SQLite file in the data dir (WAL mode), migrations from `backend/migrations`.
+//!
+//! Every write that belongs together is one transaction, so a rejected or interrupted upload
+//! leaves nothing behind. Handlers see only this module's methods: a PostgreSQL store can be
+//! added behind the same methods without touching them.
+
+use p2law_shared::api::{FitRequest, FitSummary, RunDetail, RunSummary, StoredFit};
+use p2law_shared::data::{Curve, CurvePoint};
+use p2law_shared::logs::{LogOptions, ParsedLog, TokenSource};
+use p2law_shared::report::FitReport;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+
+/// Store failures (I/O, SQL, corrupt rows).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored JSON in {table} #{id}: {source}")]
+    Json { table: &'static str, id: i64, source: serde_json::Error },
+    #[error("run {id} does not exist")]
+    MissingRun { id: i64 },
+    #[error("the operating system's random source failed: {0}")]
+    Entropy(String),
+}
+
+/// One file to store with what was parsed from it.
+#[derive(Debug)]
+pub struct NewUpload<'a> {
+    pub filename: &'a str,
+    pub bytes: &'a [u8],
+    pub options: &'a LogOptions,
+    pub parsed: &'a ParsedLog,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+fn token_source_name(t: TokenSource) -> &'static str {
+    match t {
+        TokenSource::Logged => "logged",
+        TokenSource::Steps => "steps",
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(table: &'static str, id: i64, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Json { table, id, source })
+}
+
+impl Store {
+    /// Opens (creating if needed) `<data_dir>/p2law.sqlite` and migrates it.
+    pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("p2law.sqlite"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Stores files and their runs in one transaction; returns each file's upload id and runs.
+    pub async fn insert_uploads(&self, files: &[NewUpload<'_>]) -> Result<Vec<(i64, Vec<RunSummary>)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::new();
+        for f in files {
+            let sha = format!("{:x}", Sha256::digest(f.bytes));
+            let options = serde_json::to_string(f.options).unwrap_or_default();
+            let summary = serde_json::json!({
+                "format": f.parsed.format, "token_source": f.parsed.token_source, "skipped": f.parsed.skipped,
+                "deduplicated": f.parsed.deduplicated, "warmup_dropped": f.parsed.warmup_dropped,
+            })
+            .to_string();
+            let upload_id: i64 = sqlx::query(&format!(
+                "INSERT INTO uploads (created_at, filename, format, sha256, bytes, options, summary) VALUES ({NOW}, ?, ?, ?, ?, ?, ?) RETURNING id"
+            ))
+            .bind(f.filename)
+            .bind(serde_json::to_value(f.parsed.format).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+            .bind(sha)
+            .bind(f.bytes)
+            .bind(options)
+            .bind(summary)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            let mut runs = Vec::new();
+            for c in &f.parsed.curves {
+                let row = sqlx::query(&format!(
+                    "INSERT INTO runs (upload_id, name, n0, rho, l0, method, family, split, token_source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}) RETURNING id, created_at"
+                ))
+                .bind(upload_id)
+                .bind(&c.run)
+                .bind(c.n0)
+                .bind(c.rho)
+                .bind(c.l0)
+                .bind(&c.method)
+                .bind(&c.family)
+                .bind(&c.split)
+                .bind(token_source_name(f.parsed.token_source))
+                .fetch_one(&mut *tx)
+                .await?;
+                let run_id: i64 = row.get(0);
+                for (i, p) in c.points.iter().enumerate() {
+                    sqlx::query("INSERT INTO points (run_id, idx, tokens, loss) VALUES (?, ?, ?, ?)")
+                        .bind(run_id)
+                        .bind(i as i64)
+                        .bind(p.tokens)
+                        .bind(p.loss)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                runs.push(RunSummary {
+                    id: run_id,
+                    upload_id: Some(upload_id),
+                    name: c.run.clone(),
+                    n0: c.n0,
+                    rho: c.rho,
+                    l0: c.l0,
+                    method: c.method.clone(),
+                    family: c.family.clone(),
+                    split: c.split.clone(),
+                    token_source: f.parsed.token_source,
+                    points: c.points.len(),
+                    created_at: row.get(1),
+                });
+            }
+            out.push((upload_id, runs));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The original bytes of an upload.
+    pub async fn upload_bytes(&self, id: i64) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let row = sqlx::query("SELECT filename, bytes FROM uploads WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn run_summary(r: &sqlx::sqlite::SqliteRow) -> RunSummary {
+        RunSummary {
+            id: r.get("id"),
+            upload_id: r.get("upload_id"),
+            name: r.get("name"),
+            n0: r.get("n0"),
+            rho: r.get("rho"),
+            l0: r.get("l0"),
+            method: r.get("method"),
+            family: r.get("family"),
+            split: r.get("split"),
+            token_source: if r.get::<String, _>("token_source") == "steps" { TokenSource::Steps } else { TokenSource::Logged },
+            points: r.get::<i64, _>("points") as usize,
+            created_at: r.get("created_at"),
+        }
+    }
+
+    const RUN_COLUMNS: &'static str = "r.id, r.upload_id, r.name, r.n0, r.rho, r.l0, r.method, r.family, r.split, r.token_source, r.created_at, \
+         (SELECT COUNT(*) FROM points p WHERE p.run_id = r.id) AS points";
+
+    pub async fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {} FROM runs r ORDER BY r.id", Self::RUN_COLUMNS)).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(Self::run_summary).collect())
+    }
+
+    pub async fn run(&self, id: i64) -> Result<Option<RunDetail>, StoreError> {
+        let Some(row) = sqlx::query(&format!("SELECT {} FROM runs r WHERE r.id = ?", Self::RUN_COLUMNS)).bind(id).fetch_optional(&self.pool).await?
+        else {
+            return Ok(None);
+        };
+        let points = sqlx::query("SELECT tokens, loss FROM points WHERE run_id = ? ORDER BY idx").bind(id).fetch_all(&self.pool).await?;
+        Ok(Some(RunDetail {
+            summary: Self::run_summary(&row),
+            checkpoints: points.iter().map(|p| CurvePoint { tokens: p.get(0), loss: p.get(1) }).collect(),
+        }))
+    }
+
+    /// The runs as curves, in the order asked; an unknown id is an error.
+    pub async fn curves(&self, ids: &[i64]) -> Result<Vec<Curve>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let d = self.run(id).await?.ok_or(StoreError::MissingRun { id })?;
+            out.push(Curve {
+                run: d.summary.name,
+                n0: d.summary.n0,
+                rho: d.summary.rho,
+                l0: d.summary.l0,
+                method: d.summary.method,
+                family: d.summary.family,
+                split: d.summary.split,
+                points: d.checkpoints,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn insert_fit(&self, request: &FitRequest, report: &FitReport) -> Result<StoredFit, StoreError> {
+        let row = sqlx::query(&format!("INSERT INTO fits (created_at, law, options, run_ids, report) VALUES ({NOW}, ?, ?, ?, ?) RETURNING id, created_at"))
+            .bind(report.law.name())
+            .bind(serde_json::to_string(request).unwrap_or_default())
+            .bind(serde_json::to_string(&request.run_ids).unwrap_or_default())
+            .bind(serde_json::to_string(report).unwrap_or_default())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(StoredFit { id: row.get(0), created_at: row.get(1), run_ids: request.run_ids.clone(), request: request.clone(), report: report.clone() })
+    }
+
+    pub async fn fit(&self, id: i64) -> Result<Option<StoredFit>, StoreError> {
+        let Some(r) = sqlx::query("SELECT id, created_at, options, run_ids, report FROM fits WHERE id = ?").bind(id).fetch_optional(&self.pool).await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(StoredFit {
+            id,
+            created_at: r.get(1),
+            request: json("fits", id, r.get(2))?,
+            run_ids: json("fits", id, r.get(3))?,
+            report: json("fits", id, r.get(4))?,
+        }))
+    }
+
+    pub async fn fits(&self) -> Result<Vec<FitSummary>, StoreError> {
+        let rows = sqlx::query("SELECT id, created_at, report, run_ids FROM fits ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.get(0);
+                let report: FitReport = json("fits", id, r.get(2))?;
+                let runs: Vec<i64> = json("fits", id, r.get(3))?;
+                Ok(FitSummary {
+                    id,
+                    created_at: r.get(1),
+                    law: report.law,
+                    objective_kind: report.objective_kind,
+                    rmse: report.metrics.rmse,
+                    r2: report.metrics.r2,
+                    runs: runs.len(),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a fit; false if there was none.
+    pub async fn delete_fit(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(sqlx::query("DELETE FROM fits WHERE id = ?").bind(id).execute(&self.pool).await?.rows_affected() > 0)
+    }
+
+    /// Deletes an upload and its runs; false if there was none.
+    pub async fn delete_upload(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&self.pool).await?.rows_affected() > 0)
+    }
+
+    /// Makes sure an API token exists: stores the configured one (hashed), or on first start
+    /// generates one. Returns a newly generated token, to be shown once.
+    pub async fn ensure_token(&self, configured: Option<&str>) -> Result<Option<String>, StoreError> {
+        if let Some(t) = configured {
+            sqlx::query(&format!("INSERT OR IGNORE INTO api_tokens (sha256, created_at) VALUES (?, {NOW})")).bind(hash(t)).execute(&self.pool).await?;
+            return Ok(None);
+        }
+        let count: i64 = sqlx::query("SELECT COUNT(*) FROM api_tokens").fetch_one(&self.pool).await?.get(0);
+        if count > 0 {
+            return Ok(None);
+        }
+        let token = new_token()?;
+        sqlx::query(&format!("INSERT INTO api_tokens (sha256, created_at) VALUES (?, {NOW})")).bind(hash(&token)).execute(&self.pool).await?;
+        Ok(Some(token))
+    }
+
+    /// Replaces every token with a new one, returned once.
+    pub async fn rotate_token(&self) -> Result<String, StoreError> {
+        let token = new_token()?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM api_tokens").execute(&mut *tx).await?;
+        sqlx::query(&format!("INSERT INTO api_tokens (sha256, created_at) VALUES (?, {NOW})")).bind(hash(&token)).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    pub async fn token_valid(&self, token: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM api_tokens WHERE sha256 = ?").bind(hash(token)).fetch_one(&self.pool).await?.get(0);
+        Ok(n > 0)
+    }
+}
+
+fn hash(token: &str) -> String {
+    format!("{:x}", Sha256::digest(token.as_bytes()))
+}
+
+fn new_token() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Entropy(e.to_string()))?;
+    Ok(format!("p2l_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}

@@ -1,0 +1,128 @@
+//! The Refit page's logic, independent of the DOM: files parsed in the browser with the shared
+//! parsers (the same code the server runs), a preview of their curves, and the picture of a fit —
+//! observed points over fitted curves with bands — whether the fit ran here or on the server.
+
+use crate::compute::{Series, token_grid};
+use crate::plot::{Axes, Observed, render};
+use p2law_shared::data::Curve;
+use p2law_shared::law::Features;
+use p2law_shared::logs::{self, LogOptions, ParsedLog};
+use p2law_shared::{FitReport, Inputs};
+
+/// A file the user dropped, with the options it is read with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileEntry {
+    pub name: String,
+    /// The text; `None` for a binary file (TensorBoard), which only the server reads.
+    pub text: Option<String>,
+    pub bytes: Vec<u8>,
+    pub options: LogOptions,
+}
+
+/// Parses a file as the server would; binary files are left to the server.
+pub fn parse_entry(e: &FileEntry) -> Result<Option<ParsedLog>, String> {
+    match &e.text {
+        Some(t) => logs::parse(&e.name, t, &e.options).map(Some).map_err(|err| err.to_string()),
+        None => Ok(None),
+    }
+}
+
+/// Observed points of every curve, one colour each.
+pub fn observed(curves: &[Curve]) -> Vec<Observed> {
+    curves
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Observed { color: i, label: c.run.clone(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect() })
+        .collect()
+}
+
+fn token_range(curves: &[Curve]) -> Option<(f64, f64)> {
+    let (lo, hi) = curves.iter().flat_map(|c| c.points.iter().map(|p| p.tokens)).fold((f64::INFINITY, 0.0f64), |(a, b), t| (a.min(t), b.max(t)));
+    (lo < hi).then_some((lo / 1.5, hi * 1.5))
+}
+
+/// The preview: observed points only.
+pub fn preview_svg(curves: &[Curve]) -> String {
+    let Some((dmin, dmax)) = token_range(curves) else { return String::new() };
+    let obs = observed(curves);
+    render(&[], &obs, &Axes::fit(&[], &obs, dmin, dmax))
+}
+
+/// Observed points over the fitted curve of each run, with the bootstrap band when the fit has one.
+pub fn fit_svg(curves: &[Curve], report: &FitReport) -> String {
+    let Some((dmin, dmax)) = token_range(curves) else { return String::new() };
+    let Ok(params) = report.coefficients() else { return String::new() };
+    let boot = report.bootstrap().filter(|b| !b.samples.is_empty());
+    let law = report.law.law();
+    let tokens = token_grid(dmin, dmax, 120);
+    let series: Vec<Series> = curves
+        .iter()
+        .filter_map(|c| {
+            let x: Inputs = c.inputs(dmax)?;
+            let f0 = Features::new(&x);
+            let loss: Vec<f64> = tokens.iter().map(|&d| law.value(&params, &f0.at_tokens(d))).collect();
+            let band = boot.as_ref().map(|b| tokens.iter().map(|&d| b.predict_interval(&Inputs { tokens: d, ..x }).unwrap_or([f64::NAN; 2])).collect());
+            Some(Series {
+                label: c.run.clone(),
+                fit_label: String::new(),
+                rho: x.rho,
+                inputs: x,
+                final_loss: *loss.last().unwrap_or(&f64::NAN),
+                tokens: tokens.clone(),
+                loss,
+                band,
+                budget: Err(String::new()),
+            })
+        })
+        .collect();
+    let obs = observed(curves);
+    render(&series, &obs, &Axes::fit(&series, &obs, dmin, dmax))
+}
+
+/// Per-run residual summary: (run, points, mean residual, max |residual|) of `L_pred - L_obs`.
+pub fn residuals(curves: &[Curve], report: &FitReport) -> Vec<(String, usize, f64, f64)> {
+    let Ok(params) = report.coefficients() else { return Vec::new() };
+    curves
+        .iter()
+        .filter_map(|c| {
+            let r: Vec<f64> = c.points.iter().map(|p| Some(p2law_shared::fit::predict(report.law, &params, &c.inputs(p.tokens)?) - p.loss)).collect::<Option<_>>()?;
+            let n = r.len().max(1) as f64;
+            Some((c.run.clone(), r.len(), r.iter().sum::<f64>() / n, r.iter().fold(0.0f64, |m, v| m.max(v.abs()))))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2law_shared::api::FitRequest;
+    use p2law_shared::report::run_fit;
+
+    fn p2_csv() -> String {
+        let mut csv = String::from("run,n0,rho,l0,tokens,loss\n");
+        for (n0, l0, rho) in [(1.2e8f64, 3.3f64, 0.15f64), (1.4e9, 2.6, 0.3), (8e9, 1.9, 0.5)] {
+            for k in 0..10 {
+                let d = 1e7 * 10f64.powf(k as f64 * 0.3);
+                let x = Inputs { n0, rho, l0: Some(l0), tokens: d };
+                let loss = p2law_shared::fit::predict(p2law_shared::LawForm::P2, &[40.0, 600.0, 0.8, 0.2, 0.35, -0.8, 0.05], &x);
+                csv.push_str(&format!("r{n0}-{rho},{n0},{rho},{l0},{d},{loss}\n"));
+            }
+        }
+        csv
+    }
+
+    #[test]
+    fn fit_here_is_the_servers_pipeline() {
+        let entry = FileEntry { name: "p2.csv".into(), text: Some(p2_csv()), bytes: Vec::new(), options: LogOptions::default() };
+        let log = parse_entry(&entry).expect("parses").expect("text");
+        let req: FitRequest = serde_json::from_value(serde_json::json!({"run_ids": [1], "law": "p2", "holdout": "last20", "bootstrap": 5})).expect("request");
+        let (o, p, b) = req.resolve().expect("valid");
+        let report = run_fit(&log.curves, &o, p, b).expect("fit");
+        assert!(report.metrics.rmse < 1e-5);
+        let svg = fit_svg(&log.curves, &report);
+        assert_eq!(svg.matches(r#"class="curve""#).count(), 3);
+        assert_eq!(svg.matches(r#"class="observed""#).count(), 30);
+        assert!(residuals(&log.curves, &report).iter().all(|r| r.3 < 1e-4));
+        assert!(preview_svg(&log.curves).contains(r#"class="observed""#));
+    }
+}

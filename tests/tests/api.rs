@@ -1,0 +1,206 @@
+//! The API over a real socket with the real SQLite file: every sample format in, fits out, a
+//! restart of the server process, and a table of bad inputs.
+
+use anyhow::{Context, Result};
+use p2law_tests::{Backend, ServerProcess, TOKEN, p2_curves_csv, workspace};
+use reqwest::multipart::{Form, Part};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+fn external(name: &str) -> Result<Vec<u8>> {
+    Ok(std::fs::read(workspace().join("shared/data/external").join(name))?)
+}
+
+fn file(name: &str, bytes: Vec<u8>) -> Part {
+    Part::bytes(bytes).file_name(name.to_string())
+}
+
+async fn upload(client: &Client, url: &str, files: Vec<Part>, meta: Option<Value>, token: Option<&str>) -> Result<(StatusCode, Value)> {
+    let mut form = Form::new();
+    if let Some(m) = meta {
+        form = form.text("meta", m.to_string());
+    }
+    for f in files {
+        form = form.part("file", f);
+    }
+    let mut req = client.post(format!("{url}/api/uploads")).multipart(form);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+/// A trainer_state.json as transformers writes it with token counting off.
+const TRAINER_STATE: &str = r#"{"global_step": 300, "log_history": [
+  {"step": 100, "loss": 3.2, "learning_rate": 1e-4, "num_input_tokens_seen": 0},
+  {"step": 100, "eval_loss": 3.1, "num_input_tokens_seen": 0},
+  {"step": 200, "eval_loss": 2.9, "num_input_tokens_seen": 0},
+  {"step": 300, "predict_loss": 2.8, "predict_runtime": 1.0},
+  {"step": 300, "eval_loss": 2.8, "num_input_tokens_seen": 0},
+  {"step": 300, "train_loss": 3.0, "train_runtime": 99.0, "total_flos": 1e15}]}"#;
+
+type Snapshot = (Value, Value, Value, Value, Vec<Vec<u8>>);
+
+/// Everything the API can read back.
+async fn snapshot(client: &Client, url: &str, fit_id: i64, run_id: i64, uploads: &[i64]) -> Result<Snapshot> {
+    let runs: Value = client.get(format!("{url}/api/runs")).send().await?.json().await?;
+    let fits: Value = client.get(format!("{url}/api/fits")).send().await?.json().await?;
+    let one: Value = client.get(format!("{url}/api/fits/{fit_id}")).send().await?.json().await?;
+    let run: Value = client.get(format!("{url}/api/runs/{run_id}")).send().await?.json().await?;
+    let mut raws = Vec::new();
+    for id in uploads {
+        raws.push(client.get(format!("{url}/api/uploads/{id}/raw")).send().await?.bytes().await?.to_vec());
+    }
+    Ok((runs, fits, one, run, raws))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_fits_and_a_restart_lose_nothing() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let server = ServerProcess::start(data.path())?;
+    let url = server.url.clone();
+    let client = Client::new();
+
+    // Every sample format, each with what its log lacks.
+    let tb = p2law_backend::tensorboard::write_scalars(&[
+        (100, "eval/loss", 3.4),
+        (100, "train/num_input_tokens_seen", 819_200.0),
+        (200, "eval/loss", 3.1),
+        (200, "train/num_input_tokens_seen", 1_638_400.0),
+    ]);
+    let uploads: Vec<(&str, Vec<u8>, Value, usize, usize, &str)> = vec![
+        ("colpret_olmo_wandb_export_sample.csv", external("colpret_olmo_wandb_export_sample.csv")?, json!({"all": {"tokens_per_step": 4194304.0}}), 36, 0, "steps"),
+        ("misfitting_wandb_runs_export_spm.csv", external("misfitting_wandb_runs_export_spm.csv")?, json!({}), 0, 0, "logged"),
+        (
+            "pythia_train_lm_loss_70m-0.csv",
+            external("pythia_train_lm_loss_70m-0.csv")?,
+            json!({"all": {"format": "csv", "metric": "train/lm_loss", "tokens_per_step": 2097152.0, "n0": 70426624.0}}),
+            1,
+            142_999,
+            "steps",
+        ),
+        ("trainer_state.json", TRAINER_STATE.as_bytes().to_vec(), json!({"all": {"tokens_per_step": 65536.0, "n0": 1.2e9, "rho": 0.25, "l0": 2.7, "method": "depth"}}), 1, 3, "steps"),
+        ("events.out.tfevents.1700000000.host", tb.clone(), json!({"all": {"n0": 1.2e9, "rho": 0.5, "l0": 2.7}}), 1, 2, "logged"),
+    ];
+    let mut stored_upload_ids = Vec::new();
+    for (name, bytes, meta, runs, points, source) in &uploads {
+        let (status, body) = upload(&client, &url, vec![file(name, bytes.clone())], Some(meta.clone()), Some(TOKEN)).await?;
+        assert_eq!(status, StatusCode::CREATED, "{name}: {body}");
+        let f = &body["files"][0];
+        assert_eq!(f["bytes"], bytes.len());
+        assert_eq!(f["token_source"], *source, "{name}");
+        let got_runs = f["runs"].as_array().context("runs")?;
+        if *runs > 0 {
+            assert_eq!(got_runs.len(), *runs, "{name}");
+        }
+        if *points > 0 {
+            assert_eq!(got_runs.iter().map(|r| r["points"].as_u64().unwrap_or(0)).sum::<u64>(), *points as u64, "{name}");
+        }
+        stored_upload_ids.push((f["upload_id"].as_i64().context("id")?, bytes.clone()));
+    }
+    // The trainer_state's skipped entries are reported, not errors.
+    let (_, hf) = upload(&client, &url, vec![file("trainer_state.json", TRAINER_STATE.as_bytes().to_vec())], Some(json!({"all": {"tokens_per_step": 65536.0}})), Some(TOKEN)).await?;
+    let skipped: Vec<String> = hf["files"][0]["skipped"].as_array().context("skipped")?.iter().map(|s| s["reason"].to_string()).collect();
+    assert!(skipped.iter().any(|s| s.contains("predict_")), "{skipped:?}");
+
+    // Five P² runs, then a fit with holdout and bootstrap.
+    let (status, body) = upload(&client, &url, vec![file("p2.csv", p2_curves_csv(5).into_bytes())], None, Some(TOKEN)).await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let run_ids: Vec<i64> = body["files"][0]["runs"].as_array().context("runs")?.iter().filter_map(|r| r["id"].as_i64()).collect();
+    assert_eq!(run_ids.len(), 5);
+    let resp = client
+        .post(format!("{url}/api/fits"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"run_ids": run_ids, "law": "p2", "starts": "full", "holdout": "last20", "bootstrap": 20, "seed": 1}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let fit: Value = resp.json().await?;
+    assert!(fit["report"]["metrics"]["rmse"].as_f64().context("rmse")? < 1e-5);
+    assert_eq!(fit["report"]["holdout"]["protocol"], "last20");
+    let fit_id = fit["id"].as_i64().context("id")?;
+
+    let ids: Vec<i64> = stored_upload_ids.iter().map(|(id, _)| *id).collect();
+    let before = snapshot(&client, &url, fit_id, run_ids[0], &ids).await?;
+    assert_eq!(before.2, fit);
+    for ((_, original), raw) in stored_upload_ids.iter().zip(&before.4) {
+        assert_eq!(original, raw, "uploads are kept byte for byte");
+    }
+    assert_eq!(before.3["checkpoints"].as_array().context("points")?.len(), 10);
+
+    // Kill the server outright and start a new one on the same data dir.
+    server.kill()?;
+    let again = ServerProcess::start(data.path())?;
+    let after = snapshot(&client, &again.url, fit_id, run_ids[0], &ids).await?;
+    assert_eq!(before, after, "everything reads back unchanged after a restart");
+    assert!(data.path().join("p2law.sqlite").exists());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()> {
+    let backend = Backend::api_only().await?;
+    let url = format!("http://{}", backend.addr);
+    let client = Client::new();
+    let good = || file("good.csv", p2_curves_csv(2).into_bytes());
+    let csv = |name: &str, text: &str| file(name, text.as_bytes().to_vec());
+    let mut corrupt_tb = p2law_backend::tensorboard::write_scalars(&[(1, "loss", 2.0)]);
+    let n = corrupt_tb.len();
+    corrupt_tb[n - 6] ^= 0xff;
+
+    // (what, files, meta, token, status, text the body must contain)
+    let cases: Vec<(&str, Vec<Part>, Option<Value>, Option<&str>, StatusCode, &str)> = vec![
+        ("no token", vec![good()], None, None, StatusCode::UNAUTHORIZED, "bearer token"),
+        ("wrong token", vec![good()], None, Some("nope"), StatusCode::UNAUTHORIZED, "bearer token"),
+        ("no file part", vec![], Some(json!({})), Some(TOKEN), StatusCode::BAD_REQUEST, "no `file` part"),
+        ("short CSV row", vec![csv("short.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0.2,2.5,1e8\n")], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "short.csv, line 2"),
+        ("NaN loss", vec![csv("nan.csv", "run,tokens,loss\na,1e8,NaN\n")], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "nan.csv, line 2, field `loss`"),
+        ("zero tokens", vec![csv("zero.csv", "run,tokens,loss\na,0,2.9\n")], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "zero.csv, line 2, field `tokens`"),
+        ("rho outside [0,1)", vec![good()], Some(json!({"all": {"rho": 1.5}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `rho`"),
+        ("unknown meta key", vec![good()], Some(json!({"all": {"tokens_per_stp": 1}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `meta`"),
+        ("meta for a missing file", vec![good()], Some(json!({"files": {"other.csv": {}}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "other.csv"),
+        ("binary, not TensorBoard", vec![file("blob.bin", vec![0xff, 0xfe, 0x00, 0x01])], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "not UTF-8"),
+        ("corrupt TensorBoard", vec![file("events.out.tfevents.x", corrupt_tb)], Some(json!({"all": {"tokens_per_step": 1.0}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "checksum"),
+        ("HF without token counts", vec![csv("trainer_state.json", TRAINER_STATE)], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "record 1, field `num_input_tokens_seen`"),
+        ("second file bad", vec![good(), csv("bad.csv", "run,tokens,loss\na,-1,2\n")], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "bad.csv, line 2"),
+        ("over the size limit", vec![file("huge.csv", vec![b'1'; (64 << 20) + 1024])], None, Some(TOKEN), StatusCode::PAYLOAD_TOO_LARGE, "limit"),
+    ];
+    for (what, files, meta, token, status, want) in cases {
+        let (got, body) = upload(&client, &url, files, meta, token).await?;
+        assert_eq!(got, status, "{what}: {body}");
+        assert!(body["error"].as_str().unwrap_or_default().contains(want), "{what}: `{want}` not in {body}");
+    }
+    let runs: Value = client.get(format!("{url}/api/runs")).send().await?.json().await?;
+    assert_eq!(runs, json!([]), "a rejected upload stores nothing");
+
+    // Fits: each malformed request gets its status.
+    let (status, body) = upload(&client, &url, vec![good()], None, Some(TOKEN)).await?;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = body["files"][0]["runs"][0]["id"].as_i64().context("run id")?;
+    let fit_cases: Vec<(&str, Value, Option<&str>, StatusCode, &str)> = vec![
+        ("no token", json!({"run_ids": [id], "law": "p2"}), None, StatusCode::UNAUTHORIZED, "bearer token"),
+        ("no runs", json!({"run_ids": [], "law": "p2"}), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `run_ids`"),
+        ("unknown run", json!({"run_ids": [id, 9999], "law": "p2"}), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "run 9999"),
+        ("unknown law", json!({"run_ids": [id], "law": "p3"}), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "p3"),
+        ("bad starts", json!({"run_ids": [id], "law": "p2", "starts": "lots"}), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "starts"),
+        ("too few points", json!({"run_ids": [id], "law": "p2", "holdout": "largest-n0"}), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "holdout"),
+        ("bootstrap too large", json!({"run_ids": [id], "law": "p2", "bootstrap": 100000}), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "option `bootstrap`"),
+    ];
+    for (what, body, token, status, want) in fit_cases {
+        let mut req = client.post(format!("{url}/api/fits")).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await?;
+        let got = resp.status();
+        let text = resp.text().await?;
+        assert_eq!(got, status, "{what}: {text}");
+        assert!(text.contains(want), "{what}: `{want}` not in {text}");
+    }
+    assert_eq!(client.get(format!("{url}/api/fits/12345")).send().await?.status(), StatusCode::NOT_FOUND);
+    assert_eq!(client.delete(format!("{url}/api/fits/1")).send().await?.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(client.get(format!("{url}/api/nothing")).send().await?.status(), StatusCode::NOT_FOUND);
+    Ok(())
+}
