@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 /// The `meta` part of `POST /api/uploads`: options for every file, overridden per file name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadMeta {
     /// Applies to every file.
     pub all: LogOptions,
@@ -23,6 +24,7 @@ pub struct UploadMeta {
 
 /// A run as stored: metadata and counts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunSummary {
     pub id: i64,
     pub upload_id: Option<i64>,
@@ -40,6 +42,7 @@ pub struct RunSummary {
 
 /// A run with its checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunDetail {
     #[serde(flatten)]
     pub summary: RunSummary,
@@ -48,6 +51,7 @@ pub struct RunDetail {
 
 /// What the server understood of one uploaded file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileSummary {
     pub file: String,
     pub upload_id: i64,
@@ -62,6 +66,7 @@ pub struct FileSummary {
 
 /// The answer to `POST /api/uploads`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadResponse {
     pub files: Vec<FileSummary>,
 }
@@ -69,6 +74,7 @@ pub struct UploadResponse {
 /// `POST /api/fits`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FitRequest {
     pub run_ids: Vec<i64>,
     pub law: LawForm,
@@ -112,6 +118,7 @@ impl FitRequest {
 
 /// A stored fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoredFit {
     pub id: i64,
     pub created_at: String,
@@ -122,6 +129,7 @@ pub struct StoredFit {
 
 /// One line of `GET /api/fits`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FitSummary {
     pub id: i64,
     pub created_at: String,
@@ -134,6 +142,7 @@ pub struct FitSummary {
 
 /// Every error body: a message, and where in the input the problem is when known.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@ use std::str::FromStr;
 /// What to resample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Resample {
     #[default]
     Curves,

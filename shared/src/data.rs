@@ -10,6 +10,7 @@ use std::fmt;
 
 /// One checkpoint of a curve.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CurvePoint {
     /// Post-training tokens `D` seen at this checkpoint.
     pub tokens: f64,
@@ -100,6 +101,7 @@ impl Curve {
 /// Where in an input an error sits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Location {
     /// 1-based line of a text file.
     Line(u64),

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 /// A preset fit and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Preset {
     pub id: String,
     pub title: String,

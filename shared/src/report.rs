@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 /// Bootstrap intervals as stored in a fit file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Intervals {
     pub level: f64,
     pub by: crate::bootstrap::Resample,
@@ -29,6 +30,7 @@ pub struct Intervals {
 
 /// What the fit was made from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DataSummary {
     pub points: usize,
     pub curves: usize,
@@ -58,6 +60,7 @@ impl DataSummary {
 
 /// A stored fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FitReport {
     pub law: LawForm,
     pub objective_kind: Objective,

@@ -13,6 +13,7 @@ use std::str::FromStr;
 /// A held-out protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Protocol {
     Last20,
     LargestN0,
@@ -48,6 +49,7 @@ impl FromStr for Protocol {
 
 /// Scores of a fit on data it did not see.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HoldoutReport {
     pub protocol: Protocol,
     pub train_points: usize,

@@ -204,3 +204,19 @@ async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()>
     assert_eq!(client.get(format!("{url}/api/nothing")).send().await?.status(), StatusCode::NOT_FOUND);
     Ok(())
 }
+
+/// The OpenAPI document describes every route and the types it carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_covers_the_api() -> Result<()> {
+    let backend = Backend::api_only().await?;
+    let doc: Value = reqwest::get(format!("http://{}/api/openapi.json", backend.addr)).await?.json().await?;
+    assert!(doc["openapi"].as_str().unwrap_or_default().starts_with("3."));
+    for path in ["/api/uploads", "/api/uploads/{id}", "/api/uploads/{id}/raw", "/api/runs", "/api/runs/{id}", "/api/fits", "/api/fits/{id}", "/api/presets", "/api/health"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    for schema in ["FitReport", "FitRequest", "StoredFit", "UploadResponse", "RunDetail", "ErrorBody", "LogOptions", "Metrics", "HoldoutReport"] {
+        assert!(doc["components"]["schemas"].get(schema).is_some(), "schema {schema} missing");
+    }
+    assert_eq!(doc["paths"]["/api/fits"]["post"]["security"][0]["bearer"], json!([]));
+    Ok(())
+}

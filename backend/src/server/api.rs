@@ -8,7 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use p2law_shared::api::{FileSummary, FitRequest, RunDetail, RunSummary, StoredFit, UploadMeta, UploadResponse};
+use p2law_shared::api::{ErrorBody, FileSummary, FitRequest, FitSummary, RunDetail, RunSummary, StoredFit, UploadMeta, UploadResponse};
 use p2law_shared::data::{InputError, Location};
 use p2law_shared::logs::{self, ParsedLog};
 use p2law_shared::FitReport;
@@ -19,6 +19,9 @@ pub const MAX_POINTS: usize = 2_000_000;
 
 /// `POST /api/uploads`: multipart `file` parts (any number) and an optional `meta` part (JSON
 /// [`UploadMeta`]). Everything is parsed before anything is stored; one bad file rejects all.
+#[utoipa::path(post, path = "/api/uploads", tag = "uploads", security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data", description = "`file` parts (any number) and an optional `meta` part: JSON UploadMeta"),
+    responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn upload(State(state): State<AppState>, _: Authorized, mut multipart: Multipart) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
     let mut meta = UploadMeta::default();
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
@@ -99,15 +102,19 @@ fn parse_file(name: &str, bytes: &[u8], options: &logs::LogOptions) -> Result<Pa
     Ok(logs::parse(name, text, options)?)
 }
 
+#[utoipa::path(get, path = "/api/runs", tag = "runs", responses((status = 200, body = Vec<RunSummary>)))]
 pub async fn runs(State(state): State<AppState>) -> Result<Json<Vec<RunSummary>>, ApiError> {
     Ok(Json(state.store().runs().await?))
 }
 
+#[utoipa::path(get, path = "/api/runs/{id}", tag = "runs", params(("id" = i64, Path)), responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
 pub async fn run(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<RunDetail>, ApiError> {
     state.store().run(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("run {id}")))
 }
 
 /// `POST /api/fits`: fits the law to stored runs off the async executor and stores the result.
+#[utoipa::path(post, path = "/api/fits", tag = "fits", security(("bearer" = [])), request_body = FitRequest,
+    responses((status = 201, body = StoredFit), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_fit(State(state): State<AppState>, _: Authorized, body: Result<Json<FitRequest>, JsonRejection>) -> Result<(StatusCode, Json<StoredFit>), ApiError> {
     let Json(request) = body.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
     if request.run_ids.is_empty() {
@@ -125,23 +132,31 @@ pub async fn create_fit(State(state): State<AppState>, _: Authorized, body: Resu
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
-pub async fn fits(State(state): State<AppState>) -> Result<Json<Vec<p2law_shared::api::FitSummary>>, ApiError> {
+#[utoipa::path(get, path = "/api/fits", tag = "fits", responses((status = 200, body = Vec<FitSummary>)))]
+pub async fn fits(State(state): State<AppState>) -> Result<Json<Vec<FitSummary>>, ApiError> {
     Ok(Json(state.store().fits().await?))
 }
 
+#[utoipa::path(get, path = "/api/fits/{id}", tag = "fits", params(("id" = i64, Path)), responses((status = 200, body = StoredFit), (status = 404, body = ErrorBody)))]
 pub async fn get_fit(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<StoredFit>, ApiError> {
     state.store().fit(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("fit {id}")))
 }
 
+#[utoipa::path(delete, path = "/api/fits/{id}", tag = "fits", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_fit(State(state): State<AppState>, _: Authorized, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
     if state.store().delete_fit(id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound(format!("fit {id}"))) }
 }
 
+#[utoipa::path(delete, path = "/api/uploads/{id}", tag = "uploads", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_upload(State(state): State<AppState>, _: Authorized, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
     if state.store().delete_upload(id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound(format!("upload {id}"))) }
 }
 
 /// `GET /api/uploads/{id}/raw`: the file exactly as uploaded.
+#[utoipa::path(get, path = "/api/uploads/{id}/raw", tag = "uploads", params(("id" = i64, Path)),
+    responses((status = 200, description = "the file exactly as uploaded", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
 pub async fn upload_raw(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Vec<u8>, ApiError> {
     state.store().upload_bytes(id).await?.map(|(_, b)| b).ok_or_else(|| ApiError::NotFound(format!("upload {id}")))
 }

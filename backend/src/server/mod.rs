@@ -55,6 +55,7 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}", get(api::run))
         .route("/fits", get(api::fits).post(api::create_fit))
         .route("/fits/{id}", get(api::get_fit).delete(api::delete_fit))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async { error::ApiError::NotFound("API route".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let router = Router::new().nest("/api", api);
@@ -65,10 +66,40 @@ pub fn app(state: AppState) -> Router {
     router.with_state(state)
 }
 
+/// The OpenAPI document, generated from the handlers' annotations and the API types.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "p2law", description = "Predict, refit and calibrate post-training after pruning (P² law)."),
+    paths(health, presets, api::upload, api::delete_upload, api::upload_raw, api::runs, api::run, api::create_fit, api::fits, api::get_fit, api::delete_fit),
+    components(schemas(p2law_shared::api::UploadMeta)),
+    modifiers(&BearerAuth),
+    tags((name = "uploads"), (name = "runs"), (name = "fits"), (name = "meta"))
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+#[derive(Debug)]
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
+
+#[utoipa::path(get, path = "/api/health", tag = "meta", responses((status = 200, description = "the server is up")))]
 async fn health() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
+#[utoipa::path(get, path = "/api/presets", tag = "meta", responses((status = 200, body = Vec<p2law_shared::presets::Preset>)))]
 async fn presets() -> impl IntoResponse {
     Json(p2law_shared::presets::presets())
 }

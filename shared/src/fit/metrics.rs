@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Quality of predictions against observed losses.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Metrics {
     /// None when the observed losses have no variance (a single point).
     pub r2: Option<f64>,

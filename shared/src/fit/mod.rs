@@ -25,6 +25,7 @@ use std::str::FromStr;
 /// The fitting objective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Objective {
     /// Sum of squared loss residuals, Levenberg–Marquardt.
     #[default]
@@ -226,6 +227,7 @@ pub struct LocalFit {
 
 /// The spread of a coefficient over the near-optimal starts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Spread {
     pub min: f64,
     pub max: f64,

@@ -137,6 +137,7 @@ pub trait Law: Sync {
 /// The registered law forms. Adding a form is one file plus one variant here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LawForm {
     /// The P² law (form "L1") of Chen et al., arXiv 2411.10272 (ACL 2025).
     P2,

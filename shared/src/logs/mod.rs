@@ -20,6 +20,7 @@ use std::str::FromStr;
 /// A log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Format {
     #[default]
     Auto,
@@ -51,6 +52,7 @@ impl FromStr for Format {
 /// How tokens were obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TokenSource {
     /// Logged by the trainer (`num_input_tokens_seen`, a `tokens` column).
     Logged,
@@ -61,6 +63,7 @@ pub enum TokenSource {
 /// What the user tells p2law about the logs: which metric, and the metadata logs lack.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogOptions {
     pub format: Format,
     /// The loss key or column (`eval_loss`, `train/lm_loss`, ...); each format has a default.
@@ -82,6 +85,7 @@ pub struct LogOptions {
 
 /// An entry a parser passed over, and why (not an error: e.g. a `predict_*` record).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Skipped {
     pub location: Location,
     pub reason: String,
