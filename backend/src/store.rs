@@ -257,11 +257,16 @@ impl Store {
         Ok(sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&self.pool).await?.rows_affected() > 0)
     }
 
-    /// Makes sure an API token exists: stores the configured one (hashed), or on first start
-    /// generates one. Returns a newly generated token, to be shown once.
+    /// Makes sure an API token exists: the configured one (stored hashed) replaces any other; with
+    /// none configured, one is generated on first start. Returns a newly generated token, to be
+    /// shown once.
     pub async fn ensure_token(&self, configured: Option<&str>) -> Result<Option<String>, StoreError> {
         if let Some(t) = configured {
-            sqlx::query(&format!("INSERT OR IGNORE INTO api_tokens (sha256, created_at) VALUES (?, {NOW})")).bind(hash(t)).execute(&self.pool).await?;
+            // The configured token is the one token: earlier ones stop working.
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM api_tokens WHERE sha256 != ?").bind(hash(t)).execute(&mut *tx).await?;
+            sqlx::query(&format!("INSERT OR IGNORE INTO api_tokens (sha256, created_at) VALUES (?, {NOW})")).bind(hash(t)).execute(&mut *tx).await?;
+            tx.commit().await?;
             return Ok(None);
         }
         let count: i64 = sqlx::query("SELECT COUNT(*) FROM api_tokens").fetch_one(&self.pool).await?.get(0);

@@ -128,16 +128,7 @@ pub fn Calculator() -> impl IntoView {
             let key = format!("preset:{}", p.id);
             let key2 = key.clone();
             let checked = move || form.with(|f| f.fits.split(',').any(|k| k.trim() == key));
-            let toggle = move |ev: leptos::ev::Event| {
-                let on = event_target_checked(&ev);
-                form.update(|f| {
-                    let mut keys: Vec<String> = f.fits.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty() && *k != key2).collect();
-                    if on {
-                        keys.push(key2.clone());
-                    }
-                    f.fits = keys.join(",");
-                });
-            };
+            let toggle = move |ev: leptos::ev::Event| form.update(|f| toggle_fit(f, &key2, event_target_checked(&ev)));
             view! {
                 <li>
                     <label><input type="checkbox" class="preset" data-id=p.id.clone() prop:checked=checked on:change=toggle /> {p.title.clone()}</label>
@@ -186,16 +177,7 @@ pub fn Calculator() -> impl IntoView {
                     let key = fit.key.clone();
                     let key2 = key.clone();
                     let checked = move || form.with(|f| f.fits.split(',').any(|k| k.trim() == key));
-                    let toggle = move |ev: leptos::ev::Event| {
-                        let on = event_target_checked(&ev);
-                        form.update(|f| {
-                            let mut keys: Vec<String> = f.fits.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty() && *k != key2).collect();
-                            if on {
-                                keys.push(key2.clone());
-                            }
-                            f.fits = keys.join(",");
-                        });
-                    };
+                    let toggle = move |ev: leptos::ev::Event| form.update(|f| toggle_fit(f, &key2, event_target_checked(&ev)));
                     let band = if fit.report.intervals.is_some() { " (with band)" } else { "" };
                     view! { <li><label><input type="checkbox" class="custom-fit" prop:checked=checked on:change=toggle /> {format!("{}{band}", fit.label)}</label></li> }
                 })
@@ -393,6 +375,15 @@ pub fn Calculator() -> impl IntoView {
         </main>
         <footer>"Plot " {WIDTH} "×" {HEIGHT} " · law core compiled to WebAssembly · P² law: Chen et al., arXiv 2411.10272"</footer>
     }
+}
+
+/// Adds or removes one fit key in the form's list.
+fn toggle_fit(f: &mut Form, key: &str, on: bool) {
+    let mut keys: Vec<String> = f.fits.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty() && k != key).collect();
+    if on {
+        keys.push(key.to_string());
+    }
+    f.fits = keys.join(",");
 }
 
 /// The curves as CSV: one row per point.

@@ -29,24 +29,8 @@ pub fn parse_inline(key: &str) -> Result<FitSource, String> {
         let v: f64 = v.parse().map_err(|_| format!("inline fit: `{k}` = `{v}` is not a number"))?;
         map.insert(k.to_string(), v);
     }
-    let report = FitReport {
-        law,
-        objective_kind: p2law_shared::Objective::Lsq,
-        params: map,
-        objective: f64::NAN,
-        metrics: p2law_shared::fit::Metrics { r2: None, rmse: f64::NAN, huber: f64::NAN, asd: None, points: 0 },
-        holdout: None,
-        intervals: None,
-        covariance: None,
-        iterations: 0,
-        stop_reason: String::new(),
-        starts_tried: 0,
-        near_optimal_starts: 0,
-        spread: Default::default(),
-        weakly_identified: Vec::new(),
-        data: None,
-        provenance: Some("coefficients from a shared link".into()),
-    };
+    let nan = p2law_shared::fit::Metrics { r2: None, rmse: f64::NAN, huber: f64::NAN, asd: None, points: 0 };
+    let report = FitReport::from_coefficients(law, p2law_shared::Objective::Lsq, map, nan, "coefficients from a shared link".into());
     report.coefficients().map_err(|e| e.to_string())?;
     Ok(FitSource { key: key.to_string(), label: format!("linked {law} fit"), report })
 }

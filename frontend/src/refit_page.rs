@@ -200,33 +200,12 @@ pub fn RefitPage() -> impl IntoView {
                     let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).map_err(|_| "blob".to_string())?;
                     form.append_with_blob_and_filename("file", &blob, &f.name).map_err(|_| "file".to_string())?;
                 }
-                let resp = gloo_net::http::Request::post("/api/uploads")
-                    .header("Authorization", &format!("Bearer {t}"))
-                    .body(form)
-                    .map_err(|e| e.to_string())?
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !resp.ok() {
-                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                    return Err(format!("upload refused (HTTP {}): {}", resp.status(), body["error"].as_str().unwrap_or("")));
-                }
-                let up: UploadResponse = resp.json().await.map_err(|e| e.to_string())?;
+                let request = gloo_net::http::Request::post("/api/uploads").header("Authorization", &format!("Bearer {t}")).body(form);
+                let up: UploadResponse = send_checked("upload", request).await?;
                 req.run_ids = up.files.iter().flat_map(|f| f.runs.iter().map(|r| r.id)).collect();
                 status.set("fitting on the server…".into());
-                let resp = gloo_net::http::Request::post("/api/fits")
-                    .header("Authorization", &format!("Bearer {t}"))
-                    .json(&req)
-                    .map_err(|e| e.to_string())?
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !resp.ok() {
-                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                    return Err(format!("fit refused (HTTP {}): {}", resp.status(), body["error"].as_str().unwrap_or("")));
-                }
-                let stored: StoredFit = resp.json().await.map_err(|e| e.to_string())?;
-                Ok(stored)
+                let request = gloo_net::http::Request::post("/api/fits").header("Authorization", &format!("Bearer {t}")).json(&req);
+                send_checked::<StoredFit>("fit", request).await
             }
             .await;
             busy.set(false);
@@ -333,4 +312,14 @@ pub fn RefitPage() -> impl IntoView {
             </section>
         </main>
     }
+}
+
+/// Sends a request and reads its JSON answer; a refusal becomes the server's message.
+async fn send_checked<T: serde::de::DeserializeOwned>(what: &str, request: Result<gloo_net::http::Request, gloo_net::Error>) -> Result<T, String> {
+    let resp = request.map_err(|e| e.to_string())?.send().await.map_err(|e| e.to_string())?;
+    if !resp.ok() {
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        return Err(format!("{what} refused (HTTP {}): {}", resp.status(), body["error"].as_str().unwrap_or("")));
+    }
+    resp.json().await.map_err(|e| e.to_string())
 }

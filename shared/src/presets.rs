@@ -86,24 +86,13 @@ fn published() -> Preset {
         id: "chinchilla-epoch-published".into(),
         title: "Chinchilla — Epoch AI's published fit (dense baseline)".into(),
         provenance: provenance.clone(),
-        report: FitReport {
-            law: LawForm::Chinchilla,
-            objective_kind: Objective::HuberLog,
+        report: FitReport::from_coefficients(
+            LawForm::Chinchilla,
+            Objective::HuberLog,
             params,
-            objective: 0.001_018_644_7,
-            metrics: Metrics { r2: None, rmse: 0.02191, huber: 0.001_018_644_7, asd: None, points: 240 },
-            holdout: None,
-            intervals: None,
-            covariance: None,
-            iterations: 0,
-            stop_reason: String::new(),
-            starts_tried: 0,
-            near_optimal_starts: 0,
-            spread: BTreeMap::new(),
-            weakly_identified: Vec::new(),
-            data: None,
-            provenance: Some(provenance),
-        },
+            Metrics { r2: None, rmse: 0.02191, huber: 0.001_018_644_7, asd: None, points: 240 },
+            provenance,
+        ),
     }
 }
 

@@ -135,6 +135,29 @@ impl FitReport {
         }
     }
 
+    /// A report that carries coefficients only (a published fit, or one from a link): no data,
+    /// no metrics beyond what is given.
+    pub fn from_coefficients(law: LawForm, objective_kind: Objective, params: BTreeMap<String, f64>, metrics: Metrics, provenance: String) -> Self {
+        FitReport {
+            law,
+            objective_kind,
+            params,
+            objective: metrics.huber,
+            metrics,
+            holdout: None,
+            intervals: None,
+            covariance: None,
+            iterations: 0,
+            stop_reason: String::new(),
+            starts_tried: 0,
+            near_optimal_starts: 0,
+            spread: BTreeMap::new(),
+            weakly_identified: Vec::new(),
+            data: None,
+            provenance: Some(provenance),
+        }
+    }
+
     /// Coefficients in the law's order.
     pub fn coefficients(&self) -> Result<Vec<f64>, ReportError> {
         self.law

@@ -75,13 +75,22 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `p2law serve --addr 127.0.0.1:0` and reads the bound address from its first line.
+    /// Starts `p2law serve --addr 127.0.0.1:0 --token TOKEN` and reads the bound address from
+    /// its first line.
     pub fn start(data_dir: &Path) -> Result<ServerProcess> {
+        Self::start_with_token(data_dir, Some(TOKEN))
+    }
+
+    /// As [`ServerProcess::start`], with the given token or none (the store's tokens stand).
+    pub fn start_with_token(data_dir: &Path, token: Option<&str>) -> Result<ServerProcess> {
         use std::io::BufRead;
-        let mut child = Command::new(p2law_bin()?)
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(["--static-dir", "/nonexistent", "--token", TOKEN])
+        let mut cmd = Command::new(p2law_bin()?);
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(["--static-dir", "/nonexistent"]);
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        let mut child = cmd
+            .env_remove("P2LAW_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;

@@ -136,6 +136,16 @@ async fn uploads_fits_and_a_restart_lose_nothing() -> Result<()> {
     let after = snapshot(&client, &again.url, fit_id, run_ids[0], &ids).await?;
     assert_eq!(before, after, "everything reads back unchanged after a restart");
     assert!(data.path().join("p2law.sqlite").exists());
+    drop(again);
+
+    // `p2law token` replaces the token: the old one is refused, the new one accepted.
+    let out = std::process::Command::new(p2law_tests::p2law_bin()?).arg("token").arg("--data-dir").arg(data.path()).output()?;
+    assert!(out.status.success());
+    let fresh = String::from_utf8(out.stdout)?.trim().to_string();
+    let third = ServerProcess::start_with_token(data.path(), None)?;
+    let del = |t: String| client.delete(format!("{}/api/fits/{fit_id}", third.url)).bearer_auth(t).send();
+    assert_eq!(del(TOKEN.to_string()).await?.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(del(fresh).await?.status(), StatusCode::NO_CONTENT);
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod load;
 mod plot;
 mod predict;
 mod serve;
+mod token;
 mod table;
 
 use anyhow::{Context, Result};
@@ -34,6 +35,8 @@ pub enum Command {
     Budget(budget::Args),
     /// Serve the web app and its API.
     Serve(serve::Args),
+    /// Replace the API token of a data dir and print the new one.
+    Token(token::Args),
 }
 
 /// Runs one parsed command line.
@@ -44,6 +47,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Budget(a) => budget::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Token(a) => token::run(a),
     }
 }
 

@@ -10,6 +10,35 @@
 
 use super::{Features, Law, Needs, TokensTerm, pow_neg};
 
+/// `(1/rho)^gamma (1/N0)^delta (N_C / N0^alpha + D_C / D^beta + E)`: the P² law less its `L0`
+/// anchor (shared with the `p2-no-l0` ablation).
+pub(super) fn scaled_bracket(p: &[f64], x: &Features) -> f64 {
+    let k = (-p[5] * x.ln_rho - p[6] * x.ln_n0).exp();
+    k * (p[0] * pow_neg(x.ln_n0, p[3]) + p[1] * pow_neg(x.ln_d, p[4]) + p[2])
+}
+
+/// [`scaled_bracket`] with its gradient written into `g`.
+pub(super) fn scaled_bracket_grad(p: &[f64], x: &Features, g: &mut [f64]) -> f64 {
+    let k = (-p[5] * x.ln_rho - p[6] * x.ln_n0).exp();
+    let un = pow_neg(x.ln_n0, p[3]);
+    let ud = pow_neg(x.ln_d, p[4]);
+    let bracket = p[0] * un + p[1] * ud + p[2];
+    g[0] = k * un;
+    g[1] = k * ud;
+    g[2] = k;
+    g[3] = -k * p[0] * un * x.ln_n0;
+    g[4] = -k * p[1] * ud * x.ln_d;
+    g[5] = -x.ln_rho * k * bracket;
+    g[6] = -x.ln_n0 * k * bracket;
+    k * bracket
+}
+
+/// The token term of [`scaled_bracket`], anchored at `l0`.
+pub(super) fn scaled_tokens_term(p: &[f64], x: &Features, l0: f64) -> TokensTerm {
+    let k = (-p[5] * x.ln_rho - p[6] * x.ln_n0).exp();
+    TokensTerm { asymptote: l0 + k * (p[0] * pow_neg(x.ln_n0, p[3]) + p[2]), coef: k * p[1], beta: p[4] }
+}
+
 /// The P² law; coefficients `[N_C, D_C, E, alpha, beta, gamma, delta]`.
 #[derive(Debug, Clone, Copy)]
 pub struct P2;
@@ -28,23 +57,11 @@ impl Law for P2 {
     }
 
     fn value(&self, p: &[f64], x: &Features) -> f64 {
-        let k = (-p[5] * x.ln_rho - p[6] * x.ln_n0).exp();
-        x.l0 + k * (p[0] * pow_neg(x.ln_n0, p[3]) + p[1] * pow_neg(x.ln_d, p[4]) + p[2])
+        x.l0 + scaled_bracket(p, x)
     }
 
     fn value_grad(&self, p: &[f64], x: &Features, g: &mut [f64]) -> f64 {
-        let k = (-p[5] * x.ln_rho - p[6] * x.ln_n0).exp();
-        let un = pow_neg(x.ln_n0, p[3]);
-        let ud = pow_neg(x.ln_d, p[4]);
-        let bracket = p[0] * un + p[1] * ud + p[2];
-        g[0] = k * un;
-        g[1] = k * ud;
-        g[2] = k;
-        g[3] = -k * p[0] * un * x.ln_n0;
-        g[4] = -k * p[1] * ud * x.ln_d;
-        g[5] = -x.ln_rho * k * bracket;
-        g[6] = -x.ln_n0 * k * bracket;
-        x.l0 + k * bracket
+        x.l0 + scaled_bracket_grad(p, x, g)
     }
 
     fn grid_full(&self) -> Vec<Vec<f64>> {
@@ -72,12 +89,7 @@ impl Law for P2 {
     }
 
     fn tokens_term(&self, p: &[f64], x: &Features) -> Option<TokensTerm> {
-        let k = (-p[5] * x.ln_rho - p[6] * x.ln_n0).exp();
-        Some(TokensTerm {
-            asymptote: x.l0 + k * (p[0] * pow_neg(x.ln_n0, p[3]) + p[2]),
-            coef: k * p[1],
-            beta: p[4],
-        })
+        Some(scaled_tokens_term(p, x, x.l0))
     }
 }
 

@@ -4,7 +4,7 @@
 //! L = (1/rho)^gamma (1/N0)^delta (N_C / N0^alpha + D_C / D^beta + E)
 //! ```
 
-use super::{Features, Law, Needs, TokensTerm, pow_neg};
+use super::{Features, Law, Needs, TokensTerm};
 
 /// Coefficients `[N_C, D_C, E, alpha, beta, gamma, delta]`.
 #[derive(Debug, Clone, Copy)]
@@ -24,23 +24,11 @@ impl Law for P2NoL0 {
     }
 
     fn value(&self, p: &[f64], x: &Features) -> f64 {
-        let k = (-p[5] * x.ln_rho - p[6] * x.ln_n0).exp();
-        k * (p[0] * pow_neg(x.ln_n0, p[3]) + p[1] * pow_neg(x.ln_d, p[4]) + p[2])
+        super::p2::scaled_bracket(p, x)
     }
 
     fn value_grad(&self, p: &[f64], x: &Features, g: &mut [f64]) -> f64 {
-        let k = (-p[5] * x.ln_rho - p[6] * x.ln_n0).exp();
-        let un = pow_neg(x.ln_n0, p[3]);
-        let ud = pow_neg(x.ln_d, p[4]);
-        let bracket = p[0] * un + p[1] * ud + p[2];
-        g[0] = k * un;
-        g[1] = k * ud;
-        g[2] = k;
-        g[3] = -k * p[0] * un * x.ln_n0;
-        g[4] = -k * p[1] * ud * x.ln_d;
-        g[5] = -x.ln_rho * k * bracket;
-        g[6] = -x.ln_n0 * k * bracket;
-        k * bracket
+        super::p2::scaled_bracket_grad(p, x, g)
     }
 
     fn grid_full(&self) -> Vec<Vec<f64>> {
@@ -60,8 +48,7 @@ impl Law for P2NoL0 {
     }
 
     fn tokens_term(&self, p: &[f64], x: &Features) -> Option<TokensTerm> {
-        let k = (-p[5] * x.ln_rho - p[6] * x.ln_n0).exp();
-        Some(TokensTerm { asymptote: k * (p[0] * pow_neg(x.ln_n0, p[3]) + p[2]), coef: k * p[1], beta: p[4] })
+        Some(super::p2::scaled_tokens_term(p, x, 0.0))
     }
 }
 
