@@ -6,7 +6,8 @@ use crate::compute::{Series, token_grid};
 use crate::plot::{Axes, Observed, render};
 use p2law_shared::data::Curve;
 use p2law_shared::law::Features;
-use p2law_shared::logs::{self, LogOptions, ParsedLog};
+use p2law_shared::logs::{self, LogOptions, ParsedLog, RunMeta};
+use std::collections::BTreeMap;
 use p2law_shared::{FitReport, Inputs};
 
 /// A file the user dropped, with the options it is read with.
@@ -19,12 +20,15 @@ pub struct FileEntry {
     pub options: LogOptions,
 }
 
-/// Parses a file as the server would; binary files are left to the server.
-pub fn parse_entry(e: &FileEntry) -> Result<Option<ParsedLog>, String> {
-    match &e.text {
-        Some(t) => logs::parse(&e.name, t, &e.options).map(Some).map_err(|err| err.to_string()),
-        None => Ok(None),
+/// Parses a file as the server would, then applies the metadata given for single runs; binary
+/// files are left to the server.
+pub fn parse_entry(e: &FileEntry, runs: Option<&BTreeMap<String, RunMeta>>) -> Result<Option<ParsedLog>, String> {
+    let Some(t) = &e.text else { return Ok(None) };
+    let mut log = logs::parse(&e.name, t, &e.options).map_err(|err| err.to_string())?;
+    if let Some(runs) = runs {
+        logs::apply_run_meta(&e.name, &mut log.curves, runs).map_err(|err| err.to_string())?;
     }
+    Ok(Some(log))
 }
 
 /// Observed points of every curve, one colour each.
@@ -114,7 +118,7 @@ mod tests {
     #[test]
     fn fit_here_is_the_servers_pipeline() {
         let entry = FileEntry { name: "p2.csv".into(), text: Some(p2_csv()), bytes: Vec::new(), options: LogOptions::default() };
-        let log = parse_entry(&entry).expect("parses").expect("text");
+        let log = parse_entry(&entry, None).expect("parses").expect("text");
         let req: FitRequest = serde_json::from_value(serde_json::json!({"run_ids": [1], "law": "p2", "holdout": "last20", "bootstrap": 5})).expect("request");
         let (o, p, b) = req.resolve().expect("valid");
         let report = run_fit(&log.curves, &o, p, b).expect("fit");

@@ -7,7 +7,9 @@ use leptos::prelude::*;
 use p2law_shared::api::{FitRequest, StoredFit, UploadMeta, UploadResponse};
 use p2law_shared::data::Curve;
 use p2law_shared::report::run_fit;
+use p2law_shared::logs::RunMeta;
 use p2law_shared::{FitReport, LawForm};
+use std::collections::BTreeMap;
 
 const TOKEN_KEY: &str = "p2law-token";
 
@@ -21,6 +23,14 @@ struct Outcome {
 
 fn storage() -> Option<web_sys::Storage> {
     window().local_storage().ok().flatten()
+}
+
+/// Records (or clears) the message of one input, keyed by `what`.
+fn note_error(errors: RwSignal<Vec<String>>, what: String, err: Option<String>) {
+    errors.update(|e| {
+        e.retain(|m| !m.starts_with(&format!("{what}:")));
+        e.extend(err.map(|m| format!("{what}: {m}")));
+    });
 }
 
 fn opt_number(text: &str) -> Result<Option<f64>, String> {
@@ -45,7 +55,19 @@ pub fn RefitPage() -> impl IntoView {
     let status = RwSignal::new(String::new());
     let busy = RwSignal::new(false);
 
-    let parsed = Memo::new(move |_| files.with(|fs| fs.iter().map(|f| (f.name.clone(), parse_entry(f))).collect::<Vec<_>>()));
+    let run_meta: RwSignal<BTreeMap<String, BTreeMap<String, RunMeta>>> = RwSignal::new(BTreeMap::new());
+    let parsed = Memo::new(move |_| {
+        files.with(|fs| run_meta.with(|rm| fs.iter().map(|f| (f.name.clone(), parse_entry(f, rm.get(&f.name)))).collect::<Vec<_>>()))
+    });
+    // The forms are rebuilt only when the set of files or of runs changes, never while typing.
+    let names = Memo::new(move |_| files.with(|fs| fs.iter().map(|f| f.name.clone()).collect::<Vec<_>>()));
+    let run_names = Memo::new(move |_| {
+        files.with(|fs| {
+            fs.iter()
+                .map(|f| parse_entry(f, None).ok().flatten().map(|l| l.curves.into_iter().map(|c| c.run).collect::<Vec<_>>()).unwrap_or_default())
+                .collect::<Vec<_>>()
+        })
+    });
     let curves = Memo::new(move |_| {
         parsed.with(|ps| ps.iter().filter_map(|(_, r)| r.as_ref().ok().cloned().flatten()).flat_map(|l| l.curves).collect::<Vec<Curve>>())
     });
@@ -72,79 +94,125 @@ pub fn RefitPage() -> impl IntoView {
         }
     };
 
-    // One metadata form per file; every change re-parses (and so re-validates) in the browser.
+    // One metadata form per file and per run; every change re-parses (and so re-validates).
     let file_forms = move || {
-        files.with(|fs| {
-            fs.iter()
-                .enumerate()
-                .map(|(i, f)| {
+        names
+            .get()
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let summary = move || {
                     let result = parsed.with(|ps| ps.get(i).map(|(_, r)| r.clone()));
-                    let summary = match result {
-                        Some(Ok(Some(log))) => format!(
-                            "{:?}: {} run(s), {} checkpoint(s), tokens {:?}, {} skipped",
-                            log.format,
-                            log.curves.len(),
-                            log.curves.iter().map(|c| c.points.len()).sum::<usize>(),
-                            log.token_source,
-                            log.skipped.len()
+                    match result {
+                        Some(Ok(Some(log))) => (
+                            false,
+                            format!(
+                                "{:?}: {} run(s), {} checkpoint(s), tokens {:?}, {} skipped",
+                                log.format,
+                                log.curves.len(),
+                                log.curves.iter().map(|c| c.points.len()).sum::<usize>(),
+                                log.token_source,
+                                log.skipped.len()
+                            ),
                         ),
-                        Some(Ok(None)) => "binary file: the server reads it (TensorBoard)".to_string(),
-                        Some(Err(e)) => e,
-                        None => String::new(),
-                    };
-                    let bad = summary.contains(", line ") || summary.contains(", record ") || summary.contains("field `") || summary.contains(": no ");
-                    let input = move |key: &'static str, label: &'static str| {
-                        let set = move |ev: leptos::ev::Event| {
-                            let v = event_target_value(&ev);
-                            let mut err = None;
-                            files.update(|fs| {
-                                let Some(f) = fs.get_mut(i) else { return };
-                                let o = &mut f.options;
-                                let num = |t: &str, err: &mut Option<String>| match opt_number(t) {
-                                    Ok(v) => v,
-                                    Err(e) => {
-                                        *err = Some(format!("{}: {key}: {e}", f.name));
-                                        None
-                                    }
-                                };
-                                match key {
-                                    "n0" => o.n0 = num(&v, &mut err),
-                                    "rho" => o.rho = num(&v, &mut err),
-                                    "l0" => o.l0 = num(&v, &mut err),
-                                    "tokens_per_step" => o.tokens_per_step = num(&v, &mut err),
-                                    "method" => o.method = Some(v.clone()).filter(|s| !s.is_empty()),
-                                    "metric" => o.metric = Some(v.clone()).filter(|s| !s.is_empty()),
-                                    _ => {}
+                        Some(Ok(None)) => (false, "binary file: the server reads it (TensorBoard)".to_string()),
+                        Some(Err(e)) => (true, e),
+                        None => (false, String::new()),
+                    }
+                };
+                let file_input = move |key: &'static str, label: &'static str| {
+                    let set = move |ev: leptos::ev::Event| {
+                        let v = event_target_value(&ev);
+                        let mut err = None;
+                        files.update(|fs| {
+                            let Some(f) = fs.get_mut(i) else { return };
+                            let o = &mut f.options;
+                            let mut num = |t: &str| match opt_number(t) {
+                                Ok(v) => v,
+                                Err(e) => {
+                                    err = Some(e);
+                                    None
                                 }
-                            });
-                            field_errors.update(|e| {
-                                e.retain(|m| !m.starts_with(&format!("{}: {key}:", files.with_untracked(|fs| fs.get(i).map(|f| f.name.clone()).unwrap_or_default()))));
-                                e.extend(err);
-                            });
-                        };
-                        view! {
-                            <label class="field"><span class="label">{label}</span>
-                                <input type="text" class=format!("meta-{key}") data-file=i on:input=set />
-                            </label>
-                        }
+                            };
+                            match key {
+                                "n0" => o.n0 = num(&v),
+                                "rho" => o.rho = num(&v),
+                                "l0" => o.l0 = num(&v),
+                                "tokens_per_step" => o.tokens_per_step = num(&v),
+                                "method" => o.method = Some(v.clone()).filter(|s| !s.is_empty()),
+                                "metric" => o.metric = Some(v.clone()).filter(|s| !s.is_empty()),
+                                _ => {}
+                            }
+                        });
+                        note_error(field_errors, format!("{}: {key}", names.with_untracked(|n| n.get(i).cloned().unwrap_or_default())), err);
                     };
                     view! {
-                        <fieldset class="file" data-file=i>
-                            <legend>{f.name.clone()}</legend>
-                            <p class=if bad { "parse error" } else { "parse ok" }>{summary}</p>
-                            <div class="meta-grid">
-                                {input("n0", "N0")}
-                                {input("rho", "ρ")}
-                                {input("l0", "L0")}
-                                {input("tokens_per_step", "tokens per step")}
-                                {input("metric", "loss key")}
-                                {input("method", "method")}
-                            </div>
-                        </fieldset>
+                        <label class="field"><span class="label">{label}</span>
+                            <input type="text" class=format!("meta-{key}") data-file=i on:input=set />
+                        </label>
                     }
-                })
-                .collect_view()
-        })
+                };
+                let file_name = name.clone();
+                let run_rows = move || {
+                    let file_name = file_name.clone();
+                    run_names
+                        .get()
+                        .get(i)
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .take(50)
+                        .map(|run| {
+                            let cell = |key: &'static str| {
+                                let (file, run_key) = (file_name.clone(), run.clone());
+                                let set = move |ev: leptos::ev::Event| {
+                                    let run = &run_key;
+                                    let v = event_target_value(&ev);
+                                    let mut err = None;
+                                    run_meta.update(|rm| {
+                                        let m = rm.entry(file.clone()).or_default().entry(run.to_string()).or_default();
+                                        let mut num = |t: &str| match opt_number(t) {
+                                            Ok(v) => v,
+                                            Err(e) => {
+                                                err = Some(e);
+                                                None
+                                            }
+                                        };
+                                        match key {
+                                            "n0" => m.n0 = num(&v),
+                                            "rho" => m.rho = num(&v),
+                                            "l0" => m.l0 = num(&v),
+                                            _ => m.method = Some(v.clone()).filter(|s| !s.is_empty()),
+                                        }
+                                    });
+                                    note_error(field_errors, format!("{file}: run {run}: {key}"), err);
+                                };
+                                view! { <td><input type="text" class=format!("run-{key}") data-run=run.clone() aria-label=format!("{run} {key}") on:input=set /></td> }
+                            };
+                            view! { <tr><td>{run.clone()}</td>{cell("n0")}{cell("rho")}{cell("l0")}{cell("method")}</tr> }
+                        })
+                        .collect_view()
+                };
+                view! {
+                    <fieldset class="file" data-file=i>
+                        <legend>{name}</legend>
+                        <p class=move || if summary().0 { "parse error" } else { "parse ok" }>{move || summary().1}</p>
+                        <div class="meta-grid">
+                            {file_input("n0", "N0 (all runs)")}
+                            {file_input("rho", "ρ (all runs)")}
+                            {file_input("l0", "L0 (all runs)")}
+                            {file_input("tokens_per_step", "tokens per step")}
+                            {file_input("metric", "loss key")}
+                            {file_input("method", "method")}
+                        </div>
+                        <details open=true>
+                            <summary>"Per run (overrides the file's values)"</summary>
+                            <table class="run-meta"><thead><tr><th>"run"</th><th>"N0"</th><th>"ρ"</th><th>"L0"</th><th>"method"</th></tr></thead><tbody>{run_rows}</tbody></table>
+                        </details>
+                    </fieldset>
+                }
+            })
+            .collect_view()
     };
 
     let request = move || -> Result<FitRequest, String> {
@@ -193,7 +261,11 @@ pub fn RefitPage() -> impl IntoView {
         leptos::task::spawn_local(async move {
             let result = async {
                 let form = web_sys::FormData::new().map_err(|_| "FormData".to_string())?;
-                let meta = UploadMeta { all: Default::default(), files: entries.iter().map(|f| (f.name.clone(), f.options.clone())).collect() };
+                let meta = UploadMeta {
+                    all: Default::default(),
+                    files: entries.iter().map(|f| (f.name.clone(), f.options.clone())).collect(),
+                    runs: run_meta.get_untracked(),
+                };
                 form.append_with_str("meta", &serde_json::to_string(&meta).map_err(|e| e.to_string())?).map_err(|_| "meta".to_string())?;
                 for f in &entries {
                     let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(f.bytes.as_slice()).into());

@@ -5,7 +5,7 @@ use crate::fit::{FitError, FitOptions};
 use crate::data::CurvePoint;
 use crate::fit::Objective;
 use crate::law::LawForm;
-use crate::logs::{Format, LogOptions, Skipped, TokenSource};
+use crate::logs::{Format, LogOptions, RunMeta, Skipped, TokenSource};
 use crate::report::FitReport;
 use crate::validate::Protocol;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,8 @@ pub struct UploadMeta {
     pub all: LogOptions,
     /// By file name; replaces `all` for that file.
     pub files: BTreeMap<String, LogOptions>,
+    /// By file name, then run name: metadata of single runs (e.g. each run of a W&B export).
+    pub runs: BTreeMap<String, BTreeMap<String, RunMeta>>,
 }
 
 /// A run as stored: metadata and counts.

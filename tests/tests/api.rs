@@ -71,7 +71,14 @@ async fn uploads_fits_and_a_restart_lose_nothing() -> Result<()> {
         (200, "train/num_input_tokens_seen", 1_638_400.0),
     ]);
     let uploads: Vec<(&str, Vec<u8>, Value, usize, usize, &str)> = vec![
-        ("colpret_olmo_wandb_export_sample.csv", external("colpret_olmo_wandb_export_sample.csv")?, json!({"all": {"tokens_per_step": 4194304.0}}), 36, 0, "steps"),
+        (
+            "colpret_olmo_wandb_export_sample.csv",
+            external("colpret_olmo_wandb_export_sample.csv")?,
+            json!({"all": {"tokens_per_step": 4194304.0}, "runs": {"colpret_olmo_wandb_export_sample.csv": {"OLMo-7B-run-002": {"n0": 6.888e9, "rho": 0.0}}}}),
+            36,
+            0,
+            "steps",
+        ),
         ("misfitting_wandb_runs_export_spm.csv", external("misfitting_wandb_runs_export_spm.csv")?, json!({}), 0, 0, "logged"),
         (
             "pythia_train_lm_loss_70m-0.csv",
@@ -99,6 +106,10 @@ async fn uploads_fits_and_a_restart_lose_nothing() -> Result<()> {
             assert_eq!(got_runs.iter().map(|r| r["points"].as_u64().unwrap_or(0)).sum::<u64>(), *points as u64, "{name}");
         }
         stored_upload_ids.push((f["upload_id"].as_i64().context("id")?, bytes.clone()));
+        if let Some(r) = got_runs.iter().find(|r| r["name"] == "OLMo-7B-run-002") {
+            assert_eq!(r["n0"], 6.888e9, "per-run metadata is applied");
+            assert!(got_runs.iter().filter(|r| r["name"] != "OLMo-7B-run-002").all(|r| r["n0"].is_null()));
+        }
     }
     // The trainer_state's skipped entries are reported, not errors.
     let (_, hf) = upload(&client, &url, vec![file("trainer_state.json", TRAINER_STATE.as_bytes().to_vec())], Some(json!({"all": {"tokens_per_step": 65536.0}})), Some(TOKEN)).await?;
@@ -171,6 +182,8 @@ async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()>
         ("rho outside [0,1)", vec![good()], Some(json!({"all": {"rho": 1.5}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `rho`"),
         ("unknown meta key", vec![good()], Some(json!({"all": {"tokens_per_stp": 1}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `meta`"),
         ("meta for a missing file", vec![good()], Some(json!({"files": {"other.csv": {}}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "other.csv"),
+        ("meta for a missing run", vec![good()], Some(json!({"runs": {"good.csv": {"nope": {"n0": 1e9}}}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `runs.nope`"),
+        ("run rho out of range", vec![good()], Some(json!({"runs": {"good.csv": {"m1.2e8-0.15": {"rho": 1.0}}}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `runs.m1.2e8-0.15.rho`"),
         ("binary, not TensorBoard", vec![file("blob.bin", vec![0xff, 0xfe, 0x00, 0x01])], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "not UTF-8"),
         ("corrupt TensorBoard", vec![file("events.out.tfevents.x", corrupt_tb)], Some(json!({"all": {"tokens_per_step": 1.0}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "checksum"),
         ("HF without token counts", vec![csv("trainer_state.json", TRAINER_STATE)], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "record 1, field `num_input_tokens_seen`"),

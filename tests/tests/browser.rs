@@ -178,6 +178,20 @@ async fn refit_page_previews_fits_and_opens_the_fit_in_the_calculator() -> Resul
     assert!(summary.contains("5 run(s), 50 checkpoint(s)"), "{summary}");
     assert_eq!(b.client.find_all(fantoccini::Locator::Css("#preview circle.observed")).await?.len(), 50);
 
+    // Per-run metadata is validated as it is typed, naming the run and the field.
+    b.client
+        .execute(
+            "const e = document.querySelector(\"input.run-rho[data-run='m1.2e8-0.15']\"); e.focus(); e.value = '1.5'; e.dispatchEvent(new Event('input', {bubbles: true}));",
+            vec![],
+        )
+        .await?;
+    let bad = b.wait_for("fieldset.file .parse.error").await?.text().await?;
+    assert!(bad.contains("field `runs.m1.2e8-0.15.rho`"), "{bad}");
+    let focused = b.client.execute("return document.activeElement.getAttribute('data-run');", vec![]).await?;
+    assert_eq!(focused, "m1.2e8-0.15", "typing keeps the focus in the field");
+    set_run_rho(&b, "m1.2e8-0.15", "").await?;
+    b.wait_for("fieldset.file .parse.ok").await?;
+
     // Fit in the browser: nothing is uploaded.
     b.wait_for("#fit-here").await?.click().await?;
     b.wait_for("#fit-result .coefficients").await?;
@@ -233,4 +247,14 @@ async fn coefficient(b: &Browser, name: &str) -> Result<f64> {
 
 async fn reqwest_get(url: &str) -> Result<serde_json::Value> {
     Ok(reqwest::get(url).await?.json().await?)
+}
+
+async fn set_run_rho(b: &Browser, run: &str, value: &str) -> Result<()> {
+    b.client
+        .execute(
+            "const e = document.querySelector(`input.run-rho[data-run='${arguments[0]}']`); e.value = arguments[1]; e.dispatchEvent(new Event('input', {bubbles: true}));",
+            vec![serde_json::json!(run), serde_json::json!(value)],
+        )
+        .await?;
+    Ok(())
 }

@@ -43,15 +43,20 @@ pub async fn upload(State(state): State<AppState>, _: Authorized, mut multipart:
     if files.is_empty() {
         return Err(ApiError::BadRequest("no `file` part: attach at least one log".into()));
     }
-    if let Some(name) = meta.files.keys().find(|k| !files.iter().any(|(n, _)| n == *k)) {
-        return Err(ApiError::Unprocessable(format!("field `meta.files`: `{name}` is not among the uploaded files")));
+    for (part, names) in [("files", meta.files.keys().collect::<Vec<_>>()), ("runs", meta.runs.keys().collect())] {
+        if let Some(name) = names.into_iter().find(|k| !files.iter().any(|(n, _)| n == *k)) {
+            return Err(ApiError::Unprocessable(format!("field `meta.{part}`: `{name}` is not among the uploaded files")));
+        }
     }
     let parsed = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let mut out = Vec::new();
         let mut points = 0usize;
         for (name, bytes) in files {
             let options = meta.files.get(&name).cloned().unwrap_or_else(|| meta.all.clone());
-            let log = parse_file(&name, &bytes, &options)?;
+            let mut log = parse_file(&name, &bytes, &options)?;
+            if let Some(runs) = meta.runs.get(&name) {
+                logs::apply_run_meta(&name, &mut log.curves, runs)?;
+            }
             points += log.curves.iter().map(|c| c.points.len()).sum::<usize>();
             if points > MAX_POINTS {
                 return Err(ApiError::Unprocessable(format!("{name}: the upload holds more than {MAX_POINTS} checkpoints; split it or thin the logs")));

@@ -186,40 +186,85 @@ pub fn detect(file: &str, text: &str) -> Result<Format, InputError> {
 
 /// Fills metadata the user gave into curves that lack it; checks its ranges.
 fn apply_metadata(file: &str, curves: &mut [Curve], o: &LogOptions) -> Result<(), InputError> {
-    let bad = |field: &str, msg: String| InputError::new(file, Location::File, Some(field), msg);
-    if let Some(n0) = o.n0 {
-        if !(n0.is_finite() && n0 > 0.0) {
-            return Err(bad("n0", format!("must be a positive parameter count, got {n0}")));
-        }
-    }
-    let rho = match (o.rho, o.n) {
-        (Some(_), Some(_)) => return Err(bad("rho", "give rho or n, not both".into())),
-        (Some(r), None) => Some(r),
-        (None, Some(n)) => {
-            let n0 = o.n0.ok_or_else(|| bad("n", "n needs n0 to give rho = 1 - n/n0".into()))?;
-            if !(n.is_finite() && n > 0.0 && n <= n0) {
-                return Err(bad("n", format!("must be in (0, n0 = {n0}], got {n}")));
-            }
-            Some(1.0 - n / n0)
-        }
-        (None, None) => None,
-    };
-    if let Some(r) = rho {
-        if !(r.is_finite() && (0.0..1.0).contains(&r)) {
-            return Err(bad("rho", format!("must be in [0, 1), got {r}")));
-        }
-    }
-    if let Some(l0) = o.l0 {
-        if !(l0.is_finite() && l0 > 0.0) {
-            return Err(bad("l0", format!("must be a positive loss, got {l0}")));
-        }
-    }
+    let meta = RunMeta { n0: o.n0, rho: o.rho, n: o.n, l0: o.l0, method: o.method.clone(), family: o.family.clone() };
+    let (n0, rho) = meta.resolve().map_err(|(field, msg)| InputError::new(file, Location::File, Some(field), msg))?;
     for c in curves {
-        c.n0 = c.n0.or(o.n0);
+        c.n0 = c.n0.or(n0);
         c.rho = c.rho.or(rho);
         c.l0 = c.l0.or(o.l0);
         c.method = c.method.take().or_else(|| o.method.clone());
         c.family = c.family.take().or_else(|| o.family.clone());
+    }
+    Ok(())
+}
+
+/// Metadata the user gives for one run, overriding what its log and the file's options say.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunMeta {
+    pub n0: Option<f64>,
+    pub rho: Option<f64>,
+    /// Parameters after pruning, instead of `rho`.
+    pub n: Option<f64>,
+    pub l0: Option<f64>,
+    pub method: Option<String>,
+    pub family: Option<String>,
+}
+
+impl RunMeta {
+    /// Checks ranges and turns `n` into `rho`: `(n0, rho)`, or the field at fault and why.
+    pub fn resolve(&self) -> Result<(Option<f64>, Option<f64>), (&'static str, String)> {
+        if let Some(n0) = self.n0 {
+            if !(n0.is_finite() && n0 > 0.0) {
+                return Err(("n0", format!("must be a positive parameter count, got {n0}")));
+            }
+        }
+        let rho = match (self.rho, self.n) {
+            (Some(_), Some(_)) => return Err(("rho", "give rho or n, not both".into())),
+            (Some(r), None) => Some(r),
+            (None, Some(n)) => {
+                let n0 = self.n0.ok_or(("n", "n needs n0 to give rho = 1 - n/n0".to_string()))?;
+                if !(n.is_finite() && n > 0.0 && n <= n0) {
+                    return Err(("n", format!("must be in (0, n0 = {n0}], got {n}")));
+                }
+                Some(1.0 - n / n0)
+            }
+            (None, None) => None,
+        };
+        if let Some(r) = rho {
+            if !(r.is_finite() && (0.0..1.0).contains(&r)) {
+                return Err(("rho", format!("must be in [0, 1), got {r}")));
+            }
+        }
+        if let Some(l0) = self.l0 {
+            if !(l0.is_finite() && l0 > 0.0) {
+                return Err(("l0", format!("must be a positive loss, got {l0}")));
+            }
+        }
+        Ok((self.n0, rho))
+    }
+}
+
+/// Applies per-run metadata (by run name) to a file's curves; a name that matches no run, or a
+/// value out of range, is an error naming the run and the field.
+pub fn apply_run_meta(file: &str, curves: &mut [Curve], runs: &std::collections::BTreeMap<String, RunMeta>) -> Result<(), InputError> {
+    for (name, meta) in runs {
+        let at = |field: &str| format!("runs.{name}.{field}");
+        let c = curves
+            .iter_mut()
+            .find(|c| &c.run == name)
+            .ok_or_else(|| InputError::new(file, Location::File, Some(&format!("runs.{name}")), "no run of that name in the file"))?;
+        let (n0, rho) = meta.resolve().map_err(|(field, msg)| InputError::new(file, Location::File, Some(&at(field)), msg))?;
+        c.n0 = n0.or(c.n0);
+        c.rho = rho.or(c.rho);
+        c.l0 = meta.l0.or(c.l0);
+        if meta.method.is_some() {
+            c.method = meta.method.clone();
+        }
+        if meta.family.is_some() {
+            c.family = meta.family.clone();
+        }
     }
     Ok(())
 }
@@ -277,6 +322,25 @@ mod tests {
         assert_eq!(d("x", "run,n0,rho,l0,tokens,loss\n"), Ok(Format::Csv));
         assert!(d("x.bin", "a,b,c\n").unwrap_err().contains("x.bin, line 1"));
         assert!(d("x", "  ").unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn run_metadata_overrides_and_names_the_run() {
+        let text = "run,tokens,loss\na,10,3\na,20,2.5\nb,10,3.2\nb,20,2.8\n";
+        let mut log = parse("r.csv", text, &LogOptions { n0: Some(1e9), rho: Some(0.2), ..Default::default() }).expect("valid");
+        let mut runs = std::collections::BTreeMap::new();
+        runs.insert("b".to_string(), RunMeta { n: Some(5e8), n0: Some(1e9), l0: Some(2.1), ..Default::default() });
+        apply_run_meta("r.csv", &mut log.curves, &runs).expect("valid");
+        assert_eq!(log.curves[0].rho, Some(0.2));
+        assert_eq!(log.curves[1].rho, Some(0.5));
+        assert_eq!(log.curves[1].l0, Some(2.1));
+        runs.insert("c".to_string(), RunMeta::default());
+        let e = apply_run_meta("r.csv", &mut log.curves, &runs).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("runs.c"));
+        runs.remove("c");
+        runs.insert("a".to_string(), RunMeta { rho: Some(1.0), ..Default::default() });
+        let e = apply_run_meta("r.csv", &mut log.curves, &runs).unwrap_err();
+        assert_eq!(e.to_string(), "r.csv, field `runs.a.rho`: must be in [0, 1), got 1");
     }
 
     #[test]
