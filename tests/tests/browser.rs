@@ -88,6 +88,54 @@ async fn calculator_draws_reacts_shares_and_matches_the_cli() -> Result<()> {
     let cli_budget = q["recommendation"]["tokens"].as_f64().context("tokens")?;
     assert!((page_budget - cli_budget).abs() <= 1e-12 * cli_budget, "page {page_budget} vs p2law budget {cli_budget}");
 
+    // Hover read-out: the law's loss at the tokens under the pointer.
+    b.client
+        .execute(
+            "const p = document.getElementById('plot'); const r = p.getBoundingClientRect(); \
+             p.dispatchEvent(new MouseEvent('mousemove', {bubbles: true, clientX: r.left + r.width / 2, clientY: r.top + r.height / 2}));",
+            vec![],
+        )
+        .await?;
+    let mut readout = String::new();
+    for _ in 0..50 {
+        readout = b.wait_for("#readout").await?.text().await?;
+        if readout.starts_with("D = ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(readout.starts_with("D = ") && readout.contains("ρ = 0.2: "), "{readout}");
+
+    // Exports: capture what each button hands to the browser's download.
+    let exports = b
+        .client
+        .execute_async(
+            r#"const cb = arguments[arguments.length - 1];
+               const got = {};
+               const blobs = new Map();
+               const make = URL.createObjectURL;
+               URL.createObjectURL = (blob) => { const u = make(blob); blobs.set(u, blob); return u; };
+               HTMLAnchorElement.prototype.click = function () { got[this.download] = this.href; };
+               for (const id of ['export-svg', 'export-csv', 'export-png']) document.getElementById(id).click();
+               const wait = async () => {
+                 for (let i = 0; i < 100 && !got['p2law-curves.png']; i++) await new Promise(r => setTimeout(r, 20));
+                 cb({
+                   svg: await blobs.get(got['p2law-curves.svg']).text(),
+                   csv: await blobs.get(got['p2law-curves.csv']).text(),
+                   png: (got['p2law-curves.png'] || '').slice(0, 22),
+                 });
+               };
+               wait();"#,
+            vec![],
+        )
+        .await?;
+    let svg = exports["svg"].as_str().context("svg export")?;
+    assert!(svg.starts_with("<svg") && svg.matches(r#"class="curve""#).count() == 3);
+    let csv = exports["csv"].as_str().context("csv export")?;
+    assert_eq!(csv.lines().count(), 1 + 3 * 400, "header + 3 curves x 400 points");
+    assert!(csv.starts_with("curve,rho,n,tokens,loss,band_lo,band_hi\n"));
+    assert_eq!(exports["png"], "data:image/png;base64,");
+
     let shot = artifacts()?.join("calculator-default.png");
     std::fs::write(&shot, b.client.screenshot().await?)?;
     println!("screenshot: {}", shot.display());
