@@ -33,12 +33,17 @@ fn note_error(errors: RwSignal<Vec<String>>, what: String, err: Option<String>) 
     });
 }
 
-fn opt_number(text: &str) -> Result<Option<f64>, String> {
+/// The number typed into a numeric field (`None` when empty), or why it is not one; text
+/// fields (`method`, `metric`) give neither.
+fn numeric_field(key: &str, text: &str) -> (Option<f64>, Option<String>) {
     let t = text.trim();
-    if t.is_empty() {
-        return Ok(None);
+    if matches!(key, "method" | "metric") || t.is_empty() {
+        return (None, None);
     }
-    t.parse::<f64>().map(Some).map_err(|_| format!("`{t}` is not a number"))
+    match t.parse::<f64>() {
+        Ok(v) => (Some(v), None),
+        Err(_) => (None, Some(format!("`{t}` is not a number"))),
+    }
 }
 
 #[component]
@@ -123,22 +128,15 @@ pub fn RefitPage() -> impl IntoView {
                 let file_input = move |key: &'static str, label: &'static str| {
                     let set = move |ev: leptos::ev::Event| {
                         let v = event_target_value(&ev);
-                        let mut err = None;
+                        let (num, err) = numeric_field(key, &v);
                         files.update(|fs| {
                             let Some(f) = fs.get_mut(i) else { return };
                             let o = &mut f.options;
-                            let mut num = |t: &str| match opt_number(t) {
-                                Ok(v) => v,
-                                Err(e) => {
-                                    err = Some(e);
-                                    None
-                                }
-                            };
                             match key {
-                                "n0" => o.n0 = num(&v),
-                                "rho" => o.rho = num(&v),
-                                "l0" => o.l0 = num(&v),
-                                "tokens_per_step" => o.tokens_per_step = num(&v),
+                                "n0" => o.n0 = num,
+                                "rho" => o.rho = num,
+                                "l0" => o.l0 = num,
+                                "tokens_per_step" => o.tokens_per_step = num,
                                 "method" => o.method = Some(v.clone()).filter(|s| !s.is_empty()),
                                 "metric" => o.metric = Some(v.clone()).filter(|s| !s.is_empty()),
                                 _ => {}
@@ -168,20 +166,13 @@ pub fn RefitPage() -> impl IntoView {
                                 let set = move |ev: leptos::ev::Event| {
                                     let run = &run_key;
                                     let v = event_target_value(&ev);
-                                    let mut err = None;
+                                    let (num, err) = numeric_field(key, &v);
                                     run_meta.update(|rm| {
                                         let m = rm.entry(file.clone()).or_default().entry(run.to_string()).or_default();
-                                        let mut num = |t: &str| match opt_number(t) {
-                                            Ok(v) => v,
-                                            Err(e) => {
-                                                err = Some(e);
-                                                None
-                                            }
-                                        };
                                         match key {
-                                            "n0" => m.n0 = num(&v),
-                                            "rho" => m.rho = num(&v),
-                                            "l0" => m.l0 = num(&v),
+                                            "n0" => m.n0 = num,
+                                            "rho" => m.rho = num,
+                                            "l0" => m.l0 = num,
                                             _ => m.method = Some(v.clone()).filter(|s| !s.is_empty()),
                                         }
                                     });
