@@ -1,0 +1,238 @@
+//! A Llama-style decoder in burn: RMSNorm, rotary embeddings (the `rotate_half` convention of
+//! Hugging Face's Llama and Qwen2), SwiGLU MLP, grouped-query attention, tied or untied embeddings.
+//!
+//! The wire shape ([`DecoderShape`], the `config.json` fields) is kept apart from the module; a
+//! pruned model is the same module built from a smaller shape.
+
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{silu, softmax};
+use p2law_shared::models::DecoderShape;
+
+/// What a model needs beyond its shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelOptions {
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub max_seq_len: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self { rope_theta: 10_000.0, rms_norm_eps: 1e-5, max_seq_len: 256 }
+    }
+}
+
+/// Rotary position tables, `[max_seq_len, head_dim]` each.
+#[derive(Module, Debug)]
+pub struct Rope {
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, max_seq_len: usize, theta: f64, device: &Device) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_seq_len * head_dim);
+        let mut sin = Vec::with_capacity(max_seq_len * head_dim);
+        for pos in 0..max_seq_len {
+            // The first and second halves share frequencies (rotate_half layout).
+            for i in 0..head_dim {
+                let inv_freq = theta.powf(-2.0 * (i % half) as f64 / head_dim as f64);
+                let angle = pos as f64 * inv_freq;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        let table = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [max_seq_len, head_dim]), device);
+        Self { cos: table(cos), sin: table(sin) }
+    }
+
+    /// `x * cos + rotate_half(x) * sin` for `x: [batch, heads, seq, head_dim]`.
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let [_, _, seq, head_dim] = x.dims();
+        let half = head_dim / 2;
+        let cos = self.cos.clone().slice([0..seq, 0..head_dim]).unsqueeze::<4>();
+        let sin = self.sin.clone().slice([0..seq, 0..head_dim]).unsqueeze::<4>();
+        let first = x.clone().narrow(3, 0, half);
+        let second = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![second.neg(), first], 3);
+        x * cos + rotated * sin
+    }
+}
+
+/// Grouped-query self-attention.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl Attention {
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope) -> Tensor<3> {
+        let [batch, seq, _] = x.dims();
+        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        // [batch, seq, heads * head_dim] -> [batch, heads, seq, head_dim]
+        let q = self.q.forward(x.clone()).reshape([batch, seq, h, hd]).swap_dims(1, 2);
+        let k = self.k.forward(x.clone()).reshape([batch, seq, kvh, hd]).swap_dims(1, 2);
+        let v = self.v.forward(x).reshape([batch, seq, kvh, hd]).swap_dims(1, 2);
+        let (q, k) = (rope.apply(q), rope.apply(k));
+        // Each key/value head serves `h / kvh` query heads.
+        let repeat = |t: Tensor<4>| t.unsqueeze_dim::<5>(2).expand([batch, kvh, h / kvh, seq, hd]).reshape([batch, h, seq, hd]);
+        let (k, v) = (repeat(k), repeat(v));
+        let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [batch, heads, seq, seq]
+        let future = Tensor::<2, Bool>::tril_mask([seq, seq], 0, &scores.device()).unsqueeze::<4>();
+        let weights = softmax(scores.mask_fill(future, f32::NEG_INFINITY), 3);
+        let out = weights.matmul(v).swap_dims(1, 2).reshape([batch, seq, h * hd]);
+        self.o.forward(out)
+    }
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down.forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+    }
+}
+
+/// One pre-norm decoder layer.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub attn_norm: RmsNorm,
+    pub attn: Attention,
+    pub mlp_norm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.attn_norm.forward(x), rope);
+        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+    }
+}
+
+/// The decoder.
+#[derive(Module, Debug)]
+pub struct Llama {
+    pub embed: Embedding,
+    pub blocks: Vec<Block>,
+    pub norm: RmsNorm,
+    /// `None` when the output projection is the embedding, transposed.
+    pub head: Option<Linear>,
+    pub rope: Rope,
+}
+
+impl Llama {
+    pub fn new(shape: &DecoderShape, options: &ModelOptions, device: &Device) -> Self {
+        let (h, i) = (shape.hidden_size as usize, shape.intermediate_size as usize);
+        let (heads, kv, hd) = (shape.num_attention_heads as usize, shape.num_key_value_heads as usize, shape.head_dim as usize);
+        let linear = |d_in, d_out, bias| LinearConfig::new(d_in, d_out).with_bias(bias).init(device);
+        let norm = || RmsNormConfig::new(h).with_epsilon(options.rms_norm_eps).init(device);
+        let blocks = (0..shape.num_hidden_layers)
+            .map(|_| Block {
+                attn_norm: norm(),
+                attn: Attention {
+                    q: linear(h, heads * hd, shape.attention_bias),
+                    k: linear(h, kv * hd, shape.attention_bias),
+                    v: linear(h, kv * hd, shape.attention_bias),
+                    o: linear(heads * hd, h, false),
+                    heads,
+                    kv_heads: kv,
+                    head_dim: hd,
+                },
+                mlp_norm: norm(),
+                mlp: Mlp { gate: linear(h, i, false), up: linear(h, i, false), down: linear(i, h, false) },
+            })
+            .collect();
+        Self {
+            embed: EmbeddingConfig::new(shape.vocab_size as usize, h).init(device),
+            blocks,
+            norm: norm(),
+            head: (!shape.tie_word_embeddings).then(|| linear(h, shape.vocab_size as usize, false)),
+            rope: Rope::new(hd, options.max_seq_len, options.rope_theta, device),
+        }
+    }
+
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let mut x = self.embed.forward(tokens); // [batch, seq, hidden]
+        for block in &self.blocks {
+            x = block.forward(x, &self.rope);
+        }
+        let x = self.norm.forward(x);
+        match &self.head {
+            Some(head) => head.forward(x),
+            None => x.matmul(self.embed.weight.val().transpose().unsqueeze::<3>()),
+        }
+    }
+
+    /// Mean next-token cross-entropy (nats/token) of `tokens: [batch, seq + 1]`.
+    pub fn loss(&self, tokens: Tensor<2, Int>) -> Tensor<1> {
+        let [batch, len] = tokens.dims();
+        let inputs = tokens.clone().slice([0..batch, 0..len - 1]);
+        let targets = tokens.slice([0..batch, 1..len]).reshape([batch * (len - 1)]);
+        let logits = self.forward(inputs);
+        let [_, seq, vocab] = logits.dims();
+        burn::nn::loss::CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.reshape([batch * seq, vocab]), targets)
+    }
+
+    /// Trainable parameters, counted from the module (not from the shape).
+    pub fn parameters(&self) -> usize {
+        self.num_params()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(tied: bool) -> DecoderShape {
+        DecoderShape {
+            vocab_size: 256,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 8,
+            tie_word_embeddings: tied,
+            attention_bias: !tied,
+        }
+    }
+
+    #[test]
+    fn parameter_count_equals_the_shapes_count() {
+        let device = Device::flex();
+        for tied in [true, false] {
+            let shape = tiny(tied);
+            let model = Llama::new(&shape, &ModelOptions::default(), &device);
+            // The rope tables are constants, not parameters.
+            assert_eq!(model.parameters() as u64, shape.parameters(), "tied = {tied}");
+        }
+    }
+
+    #[test]
+    fn logits_have_the_right_shape_and_are_causal() {
+        let device = Device::flex();
+        let model = Llama::new(&tiny(true), &ModelOptions::default(), &device);
+        let a = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 5, 6], [1, 6]), &device);
+        let b = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 9, 9, 9], [1, 6]), &device);
+        let (la, lb) = (model.forward(a), model.forward(b));
+        assert_eq!(la.dims(), [1, 6, 256]);
+        // Changing later tokens must not change earlier logits.
+        let diff = (la.slice([0..1, 0..3, 0..256]) - lb.slice([0..1, 0..3, 0..256])).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-5, "{diff}");
+    }
+}
