@@ -195,10 +195,11 @@ impl Llama {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tiny(tied: bool) -> DecoderShape {
+    /// A two-layer byte-level model with GQA; tied embeddings, or untied with QKV biases.
+    pub(crate) fn tiny(tied: bool) -> DecoderShape {
         DecoderShape {
             vocab_size: 256,
             hidden_size: 32,

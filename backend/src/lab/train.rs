@@ -74,7 +74,6 @@ pub fn train(mut model: Llama, train: &[u8], cfg: &TrainConfig, device: &Device,
 mod tests {
     use super::*;
     use crate::lab::model::ModelOptions;
-    use p2law_shared::models::DecoderShape;
 
     #[test]
     fn schedule_warms_up_then_decays_to_the_floor() {
@@ -91,17 +90,7 @@ mod tests {
         let text = include_bytes!("../../../shared/data/external/colpret_LICENSE.txt").repeat(4);
         let (train_text, held_out) = text.split_at(text.len() * 9 / 10);
         let device = Device::flex().autodiff();
-        let shape = DecoderShape {
-            vocab_size: 256,
-            hidden_size: 32,
-            intermediate_size: 64,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            num_key_value_heads: 2,
-            head_dim: 8,
-            tie_word_embeddings: true,
-            attention_bias: false,
-        };
+        let shape = crate::lab::model::tests::tiny(true);
         let model = Llama::new(&shape, &ModelOptions { max_seq_len: 64, ..Default::default() }, &device);
         let before = evaluate(&model, held_out, 32, 8, &device);
         let cfg = TrainConfig { steps: 60, batch: 8, seq_len: 32, peak_lr: 3e-3, min_lr: 3e-4, warmup_steps: 5, weight_decay: 0.01, seed: 1 };
