@@ -5,6 +5,7 @@
 //! added behind the same methods without touching them.
 
 use p2law_shared::api::{FitRequest, FitSummary, RunDetail, RunSummary, StoredFit};
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, CalibrationRequest, JobStatus};
 use p2law_shared::data::{Curve, CurvePoint};
 use p2law_shared::logs::{LogOptions, ParsedLog, TokenSource};
 use p2law_shared::report::FitReport;
@@ -74,6 +75,14 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::new();
         for f in files {
+            out.push(Self::insert_upload_tx(&mut tx, f).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn insert_upload_tx(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, f: &NewUpload<'_>) -> Result<(i64, Vec<RunSummary>), StoreError> {
+        {
             let sha = format!("{:x}", Sha256::digest(f.bytes));
             let options = serde_json::to_string(f.options).unwrap_or_default();
             let summary = serde_json::json!({
@@ -90,7 +99,7 @@ impl Store {
             .bind(f.bytes)
             .bind(options)
             .bind(summary)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?
             .get(0);
             let mut runs = Vec::new();
@@ -107,7 +116,7 @@ impl Store {
                 .bind(&c.family)
                 .bind(&c.split)
                 .bind(token_source_name(f.parsed.token_source))
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
                 let run_id: i64 = row.get(0);
                 for (i, p) in c.points.iter().enumerate() {
@@ -116,7 +125,7 @@ impl Store {
                         .bind(i as i64)
                         .bind(p.tokens)
                         .bind(p.loss)
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
                 }
                 runs.push(RunSummary {
@@ -134,10 +143,8 @@ impl Store {
                     created_at: row.get(1),
                 });
             }
-            out.push((upload_id, runs));
+            Ok((upload_id, runs))
         }
-        tx.commit().await?;
-        Ok(out)
     }
 
     /// The original bytes of an upload.
@@ -302,4 +309,162 @@ fn new_token() -> Result<String, StoreError> {
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|e| StoreError::Entropy(e.to_string()))?;
     Ok(format!("p2l_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+/// Calibration jobs.
+impl Store {
+    /// Queues a job.
+    pub async fn insert_calibration(&self, request: &CalibrationRequest, units: usize) -> Result<CalibrationJob, StoreError> {
+        let text = serde_json::to_string(request).unwrap_or_default();
+        let id: i64 = sqlx::query(&format!("INSERT INTO calibrations (created_at, updated_at, status, request, units) VALUES ({NOW}, {NOW}, 'queued', ?, ?) RETURNING id"))
+            .bind(text)
+            .bind(units as i64)
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        self.calibration(id).await?.ok_or(StoreError::MissingRun { id })
+    }
+
+    pub async fn calibration(&self, id: i64) -> Result<Option<CalibrationJob>, StoreError> {
+        let row = sqlx::query("SELECT id, created_at, updated_at, status, request, units, device, fit_id, error FROM calibrations WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        match row {
+            None => Ok(None),
+            Some(r) => Ok(Some(self.job_from_row(r).await?)),
+        }
+    }
+
+    async fn job_from_row(&self, r: sqlx::sqlite::SqliteRow) -> Result<CalibrationJob, StoreError> {
+        let id: i64 = r.get(0);
+        let run_ids: Vec<i64> =
+            sqlx::query("SELECT run_id FROM calibration_runs WHERE job_id = ? ORDER BY rowid").bind(id).fetch_all(&self.pool).await?.iter().map(|r| r.get(0)).collect();
+        let status: String = r.get(3);
+        Ok(CalibrationJob {
+            id,
+            created_at: r.get(1),
+            updated_at: r.get(2),
+            status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+            request: json("calibrations", id, &r.get::<String, _>(4))?,
+            units_done: run_ids.len(),
+            units: r.get::<i64, _>(5) as usize,
+            run_ids,
+            device: r.get(6),
+            fit_id: r.get(7),
+            error: r.get(8),
+        })
+    }
+
+    /// Every job, newest first.
+    pub async fn calibrations(&self) -> Result<Vec<CalibrationJob>, StoreError> {
+        let rows = sqlx::query("SELECT id, created_at, updated_at, status, request, units, device, fit_id, error FROM calibrations ORDER BY id DESC").fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(self.job_from_row(r).await?);
+        }
+        Ok(out)
+    }
+
+    /// The next job to run: one left running (interrupted: it resumes) before the oldest queued.
+    pub async fn next_calibration(&self) -> Result<Option<CalibrationJob>, StoreError> {
+        let id: Option<i64> = sqlx::query(
+            "SELECT id FROM calibrations WHERE status IN ('running', 'queued') AND cancel_requested = 0 ORDER BY status = 'running' DESC, id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| r.get(0));
+        match id {
+            Some(id) => self.calibration(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Sets a job's status (and device, error, fit when given).
+    pub async fn set_calibration_status(&self, id: i64, status: JobStatus, device: Option<&str>, error: Option<&str>, fit_id: Option<i64>) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "UPDATE calibrations SET status = ?, device = COALESCE(?, device), error = COALESCE(?, error), fit_id = COALESCE(?, fit_id), updated_at = {NOW} WHERE id = ?"
+        ))
+        .bind(status.as_str())
+        .bind(device)
+        .bind(error)
+        .bind(fit_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Asks a job to stop. Returns `None` if it is unknown, else whether it was still queued (and
+    /// is now cancelled).
+    pub async fn request_cancel(&self, id: i64) -> Result<Option<bool>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(&format!("UPDATE calibrations SET cancel_requested = 1, updated_at = {NOW} WHERE id = ?")).bind(id).execute(&mut *tx).await?.rows_affected();
+        let queued = sqlx::query(&format!("UPDATE calibrations SET status = 'cancelled', updated_at = {NOW} WHERE id = ? AND status = 'queued'"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok((n > 0).then_some(queued > 0))
+    }
+
+    /// Marks a job running unless it was cancelled meanwhile; returns whether it is the worker's.
+    pub async fn claim_calibration(&self, id: i64) -> Result<bool, StoreError> {
+        let n = sqlx::query(&format!("UPDATE calibrations SET status = 'running', updated_at = {NOW} WHERE id = ? AND status IN ('queued', 'running') AND cancel_requested = 0"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Jobs whose cancellation was asked before a restart are cancelled, not resumed.
+    pub async fn settle_cancelled(&self) -> Result<(), StoreError> {
+        sqlx::query(&format!("UPDATE calibrations SET status = 'cancelled', updated_at = {NOW} WHERE cancel_requested = 1 AND status IN ('queued', 'running')"))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn cancel_requested(&self, id: i64) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query("SELECT cancel_requested FROM calibrations WHERE id = ?").bind(id).fetch_one(&self.pool).await?.get(0);
+        Ok(n != 0)
+    }
+
+    /// Stores a finished unit's curve as a run (an upload of its canonical CSV) and links it to
+    /// the job, in one transaction.
+    pub async fn insert_calibration_run(&self, job: i64, unit: &str, file: &NewUpload<'_>) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (_, runs) = Self::insert_upload_tx(&mut tx, file).await?;
+        let run_id = runs.first().map(|r| r.id).ok_or(StoreError::MissingRun { id: job })?;
+        sqlx::query("INSERT INTO calibration_runs (job_id, unit, run_id) VALUES (?, ?, ?)").bind(job).bind(unit).bind(run_id).execute(&mut *tx).await?;
+        sqlx::query(&format!("UPDATE calibrations SET updated_at = {NOW} WHERE id = ?")).bind(job).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(run_id)
+    }
+
+    /// Units already finished, by key.
+    pub async fn calibration_units(&self, job: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT unit, run_id FROM calibration_runs WHERE job_id = ? ORDER BY rowid").bind(job).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Appends an event, numbering it; returns it with its `seq`.
+    pub async fn append_event(&self, job: i64, mut event: CalibrationEvent) -> Result<CalibrationEvent, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM calibration_events WHERE job_id = ?").bind(job).fetch_one(&mut *tx).await?.get(0);
+        event.seq = seq as u64;
+        sqlx::query("INSERT INTO calibration_events (job_id, seq, event) VALUES (?, ?, ?)")
+            .bind(job)
+            .bind(seq)
+            .bind(serde_json::to_string(&event).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    /// Events after `after`, in order.
+    pub async fn events(&self, job: i64, after: u64) -> Result<Vec<CalibrationEvent>, StoreError> {
+        let rows = sqlx::query("SELECT event FROM calibration_events WHERE job_id = ? AND seq > ? ORDER BY seq").bind(job).bind(after as i64).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| json("calibration_events", job, &r.get::<String, _>(0))).collect()
+    }
 }

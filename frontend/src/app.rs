@@ -41,10 +41,17 @@ pub fn App() -> impl IntoView {
     let path = window().location().pathname().unwrap_or_default();
     view! {
         <nav class="pages">
-            <a href="/" class:current=!path.starts_with("/refit")>"Calculator"</a>
+            <a href="/" class:current=!path.starts_with("/refit") && !path.starts_with("/calibrate")>"Calculator"</a>
             <a href="/refit" class:current=path.starts_with("/refit")>"Refit from run logs"</a>
+            <a href="/calibrate" class:current=path.starts_with("/calibrate")>"Calibrate"</a>
         </nav>
-        {if path.starts_with("/refit") { crate::refit_page::RefitPage().into_any() } else { Calculator().into_any() }}
+        {if path.starts_with("/refit") {
+            crate::refit_page::RefitPage().into_any()
+        } else if path.starts_with("/calibrate") {
+            crate::calibrate_page::CalibratePage().into_any()
+        } else {
+            Calculator().into_any()
+        }}
     }
 }
 

@@ -6,8 +6,10 @@
 //! - [`compute`]: curves, bands and budgets for a scenario;
 //! - [`plot`]: the SVG plot;
 //! - [`refit`]: the Refit page's parsing preview and fit pictures;
-//! - `app`, `refit_page` (wasm only): the Leptos components.
+//! - [`calibrate`]: the Calibrate page's cost estimate and live curves;
+//! - `app`, `refit_page`, `calibrate_page` (wasm only): the Leptos components.
 
+pub mod calibrate;
 pub mod compute;
 pub mod fits;
 pub mod plot;
@@ -16,6 +18,8 @@ pub mod state;
 
 #[cfg(target_arch = "wasm32")]
 mod app;
+#[cfg(target_arch = "wasm32")]
+mod calibrate_page;
 #[cfg(target_arch = "wasm32")]
 mod refit_page;
 

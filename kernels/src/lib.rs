@@ -1,1 +1,21 @@
-//! p2law-kernels: CubeCL compute kernels for pruning on wgpu, each beside its CPU reference. Filled by the kernels issue.
+//! p2law-kernels: the compute that pruning needs, as plain CPU references first. The CubeCL
+//! kernels for wgpu (the kernels issue) are checked against these.
+//!
+//! Layout: a weight is `rows × cols` in row-major order with one row per *output* and one column
+//! per *input* (PyTorch's and Hugging Face's layout). N:M groups are `m` consecutive inputs of
+//! one row.
+
+pub mod reference;
+
+/// A shape the computation cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("{n}:{m} needs 0 < n < m")]
+    Pattern { n: usize, m: usize },
+    #[error("the input width {cols} is not a multiple of m = {m}")]
+    Ragged { cols: usize, m: usize },
+    #[error("{what}: expected {expected} values, got {got}")]
+    Length { what: &'static str, expected: usize, got: usize },
+    #[error("empty tensor ({rows} × {cols})")]
+    Empty { rows: usize, cols: usize },
+}

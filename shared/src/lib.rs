@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod calibrate;
 pub mod budget;
 pub mod data;
 pub mod fit;

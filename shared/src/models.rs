@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The shape of a Llama-style decoder (Llama, Qwen2): what fixes its parameter count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DecoderShape {
     pub vocab_size: u64,
     pub hidden_size: u64,

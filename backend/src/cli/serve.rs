@@ -15,6 +15,9 @@ pub struct Args {
     /// The built frontend (`cargo xtask web` writes frontend/dist).
     #[arg(long, default_value = "frontend/dist")]
     pub static_dir: PathBuf,
+    /// Corpora for calibration jobs (default: `<data-dir>/corpus`, where `./dev setup` installs `shakespeare`).
+    #[arg(long)]
+    pub corpus_dir: Option<PathBuf>,
     /// API token for writes (default: $P2LAW_TOKEN, else one generated on first start and printed once).
     #[arg(long, env = "P2LAW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -33,6 +36,6 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(token) = store.ensure_token(a.token.as_deref()).await? {
             eprintln!("p2law: API token for uploads, fits and deletes (shown once, stored hashed): {token}");
         }
-        crate::server::serve(a.addr, crate::server::AppState::new(store, static_dir)).await.with_context(|| format!("serving on {}", a.addr))
+        crate::server::serve(a.addr, crate::server::AppState::new(store, static_dir, a.data_dir.clone(), a.corpus_dir.clone().unwrap_or_else(|| a.data_dir.join("corpus")))).await.with_context(|| format!("serving on {}", a.addr))
     })
 }

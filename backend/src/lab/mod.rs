@@ -1,5 +1,14 @@
-//! The calibration lab: built-in Llama-style models in burn, and their post-training. Pruning,
-//! jobs and sweeps build on these (see the calibration-lab issue).
+//! The calibration lab: built-in Llama-style models in burn, corpora, pruning (depth, width,
+//! N:M), post-training, and sweeps that turn all of it into loss curves and a fitted law.
 
+pub mod corpus;
+pub mod device;
+pub mod family;
 pub mod model;
+pub mod prune;
+pub mod run;
+pub mod sweep;
 pub mod train;
+
+#[cfg(test)]
+mod tests;

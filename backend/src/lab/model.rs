@@ -75,6 +75,11 @@ pub struct Attention {
 
 impl Attention {
     pub fn forward(&self, x: Tensor<3>, rope: &Rope) -> Tensor<3> {
+        self.o.forward(self.mix(x, rope))
+    }
+
+    /// The heads' outputs, concatenated (`[batch, seq, heads * head_dim]`): the input of `o`.
+    pub fn mix(&self, x: Tensor<3>, rope: &Rope) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
         // [batch, seq, heads * head_dim] -> [batch, heads, seq, head_dim]
@@ -88,8 +93,7 @@ impl Attention {
         let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [batch, heads, seq, seq]
         let future = Tensor::<2, Bool>::tril_mask([seq, seq], 0, &scores.device()).unsqueeze::<4>();
         let weights = softmax(scores.mask_fill(future, f32::NEG_INFINITY), 3);
-        let out = weights.matmul(v).swap_dims(1, 2).reshape([batch, seq, h * hd]);
-        self.o.forward(out)
+        weights.matmul(v).swap_dims(1, 2).reshape([batch, seq, h * hd])
     }
 }
 
@@ -103,7 +107,12 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down.forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+        self.down.forward(self.act(x))
+    }
+
+    /// `silu(gate(x)) * up(x)`: the input of `down`.
+    pub fn act(&self, x: Tensor<3>) -> Tensor<3> {
+        silu(self.gate.forward(x.clone())) * self.up.forward(x)
     }
 }
 

@@ -2,15 +2,21 @@
 //! forward, loss, backward, AdamW step, and held-out loss at the checkpoints asked for.
 
 use super::model::Llama;
-use burn::optim::{AdamWConfig, GradientsParams};
+use super::prune::sparse::{Masks, apply};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 
 /// A post-training run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub steps: usize,
+    /// Sequences per micro-batch.
     pub batch: usize,
+    /// Micro-batches whose gradients make one optimizer step.
+    #[serde(default = "one")]
+    pub grad_accum: usize,
     /// Tokens per sequence (the model sees `seq_len`, predicts the next of each).
     pub seq_len: usize,
     pub peak_lr: f64,
@@ -18,6 +24,17 @@ pub struct TrainConfig {
     pub warmup_steps: usize,
     pub weight_decay: f64,
     pub seed: u64,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl TrainConfig {
+    /// Tokens consumed by one optimizer step.
+    pub fn tokens_per_step(&self) -> u64 {
+        (self.batch * self.grad_accum * self.seq_len) as u64
+    }
 }
 
 /// Linear warm-up to `peak`, then cosine decay to `min` at `total`.
@@ -30,11 +47,11 @@ pub fn lr_at(step: usize, total: usize, warmup: usize, peak: f64, min: f64) -> f
 }
 
 /// `count` windows of `len` tokens from `data`, starting at seeded random offsets.
-pub fn windows(data: &[u8], len: usize, count: usize, rng: &mut impl Rng) -> Vec<i64> {
+pub fn windows(data: &[u32], len: usize, count: usize, rng: &mut impl Rng) -> Vec<i64> {
     let mut out = Vec::with_capacity(len * count);
     for _ in 0..count {
         let start = rng.random_range(0..=data.len() - len);
-        out.extend(data[start..start + len].iter().map(|&b| i64::from(b)));
+        out.extend(data[start..start + len].iter().map(|&t| i64::from(t)));
     }
     out
 }
@@ -43,31 +60,89 @@ fn batch(ids: Vec<i64>, rows: usize, len: usize, device: &Device) -> Tensor<2, I
     Tensor::from_data(TensorData::new(ids, [rows, len]), device)
 }
 
-/// Mean held-out loss (nats/token) over fixed, evenly spaced windows of `held_out`.
-pub fn evaluate(model: &Llama, held_out: &[u8], seq_len: usize, windows: usize, device: &Device) -> f64 {
+/// Mean held-out loss (nats/token) over fixed, evenly spaced windows of `held_out`, evaluated in
+/// batches of at most 16 windows.
+pub fn evaluate(model: &Llama, held_out: &[u32], seq_len: usize, windows: usize) -> f64 {
     let model = model.valid();
+    let device = model.embed.weight.val().device();
     let len = seq_len + 1;
     let stride = ((held_out.len() - len) / windows.max(1)).max(1);
-    let ids: Vec<i64> = (0..windows).flat_map(|w| held_out[w * stride..w * stride + len].iter().map(|&b| i64::from(b))).collect();
-    let loss = model.loss(batch(ids, windows, len, device));
-    f64::from(loss.into_scalar::<f32>())
+    let starts: Vec<usize> = (0..windows).map(|w| w * stride).collect();
+    let mut sum = 0.0;
+    for chunk in starts.chunks(16) {
+        let ids: Vec<i64> = chunk.iter().flat_map(|&s| held_out[s..s + len].iter().map(|&t| i64::from(t))).collect();
+        let loss = model.loss(batch(ids, chunk.len(), len, &device));
+        sum += f64::from(loss.into_scalar::<f32>()) * chunk.len() as f64;
+    }
+    sum / windows as f64
 }
 
-/// Trains `model` for `cfg.steps` steps on random windows of `train`; after each step, calls
-/// `checkpoint(step, tokens_seen, &model)` so the caller can evaluate when it wants.
-pub fn train(mut model: Llama, train: &[u8], cfg: &TrainConfig, device: &Device, mut checkpoint: impl FnMut(usize, u64, &Llama)) -> Llama {
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
-    let mut rng = rand_pcg::Pcg64::seed_from_u64(cfg.seed);
-    let len = cfg.seq_len + 1;
-    for step in 0..cfg.steps {
-        let lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.peak_lr, cfg.min_lr);
-        let tokens = batch(windows(train, len, cfg.batch, &mut rng), cfg.batch, len, device);
-        let loss = model.loss(tokens);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr, model, grads);
-        checkpoint(step + 1, ((step + 1) * cfg.batch * cfg.seq_len) as u64, &model);
+/// The optimizer steps after which to evaluate: `count` log-spaced steps ending at `steps`
+/// (step 0, before any training, is always evaluated by the caller).
+pub fn log_spaced_steps(steps: usize, count: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = (1..=count).map(|k| (steps as f64).powf(k as f64 / count as f64).round() as usize).collect();
+    out.retain(|&s| s >= 1);
+    out.dedup();
+    out
+}
+
+/// What the per-step callback tells the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// Where a (resumed) run starts: the optimizer state and the steps already taken.
+pub struct Resume {
+    pub optim: ModuleOptimizer,
+    pub step: usize,
+}
+
+impl std::fmt::Debug for Resume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resume").field("step", &self.step).finish_non_exhaustive()
     }
-    model
+}
+
+/// Trains `model` from `start` (step and optimizer; fresh AdamW when `None`) to `cfg.steps` on
+/// random windows of `train` (the windows of step `s` depend only on the seed and `s`, so a
+/// resumed run sees the same data). With `masks`, they are re-applied after every step. After
+/// each step, `on_step(step, tokens_seen, &model, &optim)` may stop the run.
+pub fn train(
+    mut model: Llama,
+    masks: Option<&Masks>,
+    train: &[u32],
+    cfg: &TrainConfig,
+    device: &Device,
+    start: Option<Resume>,
+    mut on_step: impl FnMut(usize, u64, &Llama, &ModuleOptimizer) -> Control,
+) -> (Llama, ModuleOptimizer, usize) {
+    let (mut optim, first) = match start {
+        Some(r) => (r.optim, r.step),
+        None => (AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init(), 0),
+    };
+    let len = cfg.seq_len + 1;
+    let mut done = first;
+    for step in first..cfg.steps {
+        let lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.peak_lr, cfg.min_lr);
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(cfg.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut acc = GradientsAccumulator::new();
+        for _ in 0..cfg.grad_accum {
+            let tokens = batch(windows(train, len, cfg.batch, &mut rng), cfg.batch, len, device);
+            let loss = model.loss(tokens) / cfg.grad_accum as f64;
+            acc.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+        }
+        model = optim.step(lr, model, acc.grads());
+        if let Some(m) = masks {
+            model = apply(model, m);
+        }
+        done = step + 1;
+        if on_step(done, done as u64 * cfg.tokens_per_step(), &model, &optim) == Control::Stop {
+            break;
+        }
+    }
+    (model, optim, done)
 }
 
 #[cfg(test)]
@@ -87,15 +162,15 @@ mod tests {
     /// real text (a licence file of the external data).
     #[test]
     fn training_lowers_held_out_loss() {
-        let text = include_bytes!("../../../shared/data/external/colpret_LICENSE.txt").repeat(4);
+        let text: Vec<u32> = include_bytes!("../../../shared/data/external/colpret_LICENSE.txt").repeat(4).into_iter().map(u32::from).collect();
         let (train_text, held_out) = text.split_at(text.len() * 9 / 10);
         let device = Device::flex().autodiff();
         let shape = crate::lab::model::tests::tiny(true);
         let model = Llama::new(&shape, &ModelOptions { max_seq_len: 64, ..Default::default() }, &device);
-        let before = evaluate(&model, held_out, 32, 8, &device);
-        let cfg = TrainConfig { steps: 60, batch: 8, seq_len: 32, peak_lr: 3e-3, min_lr: 3e-4, warmup_steps: 5, weight_decay: 0.01, seed: 1 };
-        let model = train(model, train_text, &cfg, &device, |_, _, _| {});
-        let after = evaluate(&model, held_out, 32, 8, &device);
+        let before = evaluate(&model, held_out, 32, 8);
+        let cfg = TrainConfig { steps: 60, batch: 8, grad_accum: 1, seq_len: 32, peak_lr: 3e-3, min_lr: 3e-4, warmup_steps: 5, weight_decay: 0.01, seed: 1 };
+        let (model, _, _) = train(model, None, train_text, &cfg, &device, None, |_, _, _, _| Control::Continue);
+        let after = evaluate(&model, held_out, 32, 8);
         // A byte-level model starts near ln 256 = 5.55 nats.
         assert!(before > 5.0, "{before}");
         assert!(after < before - 1.0, "held-out loss {before} -> {after}");

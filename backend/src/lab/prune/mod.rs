@@ -1,0 +1,73 @@
+//! Pruning to a target fraction `rho` of total parameters, one file per method. Each reports
+//! the fraction it actually removed, exactly, from parameter counts.
+//!
+//! - [`depth`]: drop whole decoder layers, lowest block influence first (ShortGPT).
+//! - [`width`]: drop key/value groups (with their query heads) and MLP channels by activation
+//!   importance; the result is a smaller dense model with an updated shape.
+//! - [`sparse`]: N:M semi-structured sparsity (2:4 by default) by Wanda scores `|W|·‖X‖`; the
+//!   mask is kept and re-applied after every optimizer step.
+
+pub mod calib;
+pub mod depth;
+pub mod sparse;
+pub mod width;
+
+use crate::lab::model::Llama;
+use burn::prelude::*;
+use p2law_shared::models::DecoderShape;
+use serde::{Deserialize, Serialize};
+
+/// A pruning method and its setting.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "method")]
+pub enum Method {
+    Depth { rho: f64 },
+    Width { rho: f64 },
+    /// Keep `n` of every `m` consecutive input weights of each output of every decoder linear.
+    Sparse { n: usize, m: usize },
+}
+
+impl Method {
+    /// The label runs carry (`depth`, `width`, `2:4`).
+    pub fn label(&self) -> String {
+        match self {
+            Method::Depth { .. } => "depth".into(),
+            Method::Width { .. } => "width".into(),
+            Method::Sparse { n, m } => format!("{n}:{m}"),
+        }
+    }
+}
+
+/// Why pruning could not reach its target.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PruneError {
+    #[error("rho = {rho} is outside (0, 1)")]
+    Rate { rho: f64 },
+    #[error("{method}: {message}")]
+    Unreachable { method: &'static str, message: String },
+    #[error("{n}:{m} sparsity needs 0 < n < m and every linear's input width ({width}) a multiple of m")]
+    Pattern { n: usize, m: usize, width: usize },
+}
+
+pub(crate) fn check_rate(rho: f64) -> Result<(), PruneError> {
+    if rho > 0.0 && rho < 1.0 { Ok(()) } else { Err(PruneError::Rate { rho }) }
+}
+
+/// A pruned model and what was done to it.
+#[derive(Debug)]
+pub struct Pruned {
+    pub model: Llama,
+    /// The shape of the pruned model (for sparsity, the dense shape it is stored in).
+    pub shape: DecoderShape,
+    /// Parameters removed (set to zero, for sparsity) over the parent's parameters.
+    pub rho: f64,
+    pub removed: u64,
+    /// For sparsity, the masks to re-apply after every step.
+    pub masks: Option<sparse::Masks>,
+    /// What was removed, for the record (layers, groups and channels kept, ...).
+    pub detail: String,
+}
+
+pub(crate) fn host<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.clone().into_data().iter::<f32>().collect()
+}

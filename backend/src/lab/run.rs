@@ -1,0 +1,176 @@
+//! One resumable training run: evaluate at log-spaced token checkpoints, save a checkpoint
+//! (model, optimizer state, step, points so far) at each of them, and pick up from the last one
+//! when started again on the same directory.
+
+use super::corpus::Corpus;
+use super::model::Llama;
+use super::prune::sparse::Masks;
+use super::train::{Control, Resume, TrainConfig, evaluate, log_spaced_steps, train};
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::prelude::*;
+use p2law_shared::data::CurvePoint;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How held-out loss is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalConfig {
+    pub seq_len: usize,
+    pub windows: usize,
+    /// Log-spaced checkpoints after the one at D = 0.
+    pub checkpoints: usize,
+}
+
+/// A step of progress, for the caller to show or stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+    pub tokens: u64,
+    /// Set when a checkpoint was just evaluated.
+    pub point: Option<CurvePoint>,
+}
+
+/// Why a run stopped early or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: String, message: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    step: usize,
+    points: Vec<CurvePoint>,
+    config: TrainConfig,
+}
+
+fn ck(path: &Path, message: impl ToString) -> RunError {
+    RunError::Checkpoint { path: path.display().to_string(), message: message.to_string() }
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Finished {
+    pub model: Llama,
+    pub points: Vec<CurvePoint>,
+    /// Steps taken in this call (fewer than the run's when it resumed).
+    pub steps_taken: usize,
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Saves a model's weights (burnpack) through a temporary file and a rename.
+pub fn save_model(model: &Llama, path: &Path) -> Result<(), RunError> {
+    let bytes = model.clone().into_record().into_bytes().map_err(|e| ck(path, format!("{e:?}")))?;
+    write_atomic(path, &bytes).map_err(|e| ck(path, e))
+}
+
+/// Loads weights saved by [`save_model`] into a model of the same shape. The file is read
+/// whole first: burn's own file loader reads lazily, which would see a later checkpoint
+/// written over the same path.
+pub fn load_model(model: Llama, path: &Path) -> Result<Llama, RunError> {
+    let bytes = std::fs::read(path).map_err(|e| ck(path, e))?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| ck(path, format!("{e:?}")))?;
+    model.try_load_record(record).map_err(|e| ck(path, format!("{e:?}")))
+}
+
+fn save(dir: &Path, model: &Llama, optim: &ModuleOptimizer, state: &State) -> Result<(), RunError> {
+    save_model(model, &dir.join("model.bpk"))?;
+    let optim_path = dir.join("optim.bpk");
+    let bytes = optim.into_bytes().map_err(|e| ck(&optim_path, format!("{e:?}")))?;
+    write_atomic(&optim_path, &bytes).map_err(|e| ck(&optim_path, e))?;
+    // The state file is the commit point: it names a step whose model and optimizer are on disk.
+    let json = serde_json::to_vec_pretty(state).map_err(|e| ck(dir, e))?;
+    write_atomic(&dir.join("state.json"), &json).map_err(|e| ck(dir, e))
+}
+
+fn load(dir: &Path, model: Llama, cfg: &TrainConfig) -> Result<Option<(Llama, ModuleOptimizer, State)>, RunError> {
+    let state_path = dir.join("state.json");
+    let Ok(text) = std::fs::read_to_string(&state_path) else { return Ok(None) };
+    let state: State = serde_json::from_str(&text).map_err(|e| ck(&state_path, e))?;
+    if state.config != *cfg {
+        return Err(ck(&state_path, "was written by a run with another configuration"));
+    }
+    let model = load_model(model, &dir.join("model.bpk"))?;
+    let optim_path = dir.join("optim.bpk");
+    let bytes = std::fs::read(&optim_path).map_err(|e| ck(&optim_path, e))?;
+    let optim = AdamWConfig::new()
+        .with_weight_decay(cfg.weight_decay as f32)
+        .init()
+        .from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| ck(&optim_path, format!("{e:?}")))?;
+    Ok(Some((model, optim, state)))
+}
+
+/// Runs (or resumes) `cfg` on `model` in checkpoint directory `dir`, evaluating held-out loss
+/// at D = 0 and at log-spaced steps. `cancel` stops it at the next step (the last checkpoint
+/// stays, so the run can resume).
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    model: Llama,
+    masks: Option<&Masks>,
+    corpus: &Corpus,
+    cfg: &TrainConfig,
+    eval: &EvalConfig,
+    device: &Device,
+    dir: &Path,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Finished, RunError> {
+    std::fs::create_dir_all(dir).map_err(|e| ck(dir, e))?;
+    let eval_steps = log_spaced_steps(cfg.steps, eval.checkpoints);
+    let (model, start, mut points) = match load(dir, model.clone(), cfg)? {
+        Some((m, optim, state)) => (m, Some(Resume { optim, step: state.step }), state.points),
+        None => {
+            let loss = evaluate(&model, &corpus.held_out, eval.seq_len, eval.windows);
+            let point = CurvePoint { tokens: 0.0, loss };
+            progress(&Progress { step: 0, steps: cfg.steps, tokens: 0, point: Some(point) });
+            (model, None, vec![point])
+        }
+    };
+    let save_every = (cfg.steps / 10).max(1);
+    let first = start.as_ref().map_or(0, |r| r.step);
+    let mut failure = None;
+    let (model, _, done) = train(model, masks, &corpus.train, cfg, device, start, |step, tokens, m, optim| {
+        let mut p = Progress { step, steps: cfg.steps, tokens, point: None };
+        let at_eval = eval_steps.contains(&step);
+        if at_eval {
+            let point = CurvePoint { tokens: tokens as f64, loss: evaluate(m, &corpus.held_out, eval.seq_len, eval.windows) };
+            points.push(point);
+            p.point = Some(point);
+        }
+        // Checkpoints at every evaluation and at least every tenth of the run.
+        if at_eval || step % save_every == 0 {
+            if let Err(e) = save(dir, m, optim, &State { step, points: points.clone(), config: cfg.clone() }) {
+                failure = Some(e);
+                return Control::Stop;
+            }
+        }
+        progress(&p);
+        if cancel.load(Ordering::Relaxed) { Control::Stop } else { Control::Continue }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if done < cfg.steps {
+        return Err(RunError::Cancelled);
+    }
+    Ok(Finished { model, points, steps_taken: done - first })
+}
+
+/// The checkpoint directory of a run inside `root`.
+pub fn dir_for(root: &Path, key: &str) -> PathBuf {
+    root.join(key.replace(['/', ':', ' '], "_"))
+}

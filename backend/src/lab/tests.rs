@@ -1,0 +1,217 @@
+//! Invariants of pruning and post-training on a small model trained on real text (this
+//! repository's own sources and docs), on burn's flex CPU backend.
+
+use super::corpus::Corpus;
+use super::model::{Llama, ModelOptions};
+use super::prune::{calib, depth, sparse, width};
+use super::run::{self, EvalConfig};
+use super::train::{Control, TrainConfig, evaluate, train};
+use burn::prelude::*;
+use p2law_shared::models::DecoderShape;
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+
+/// Every `.rs` and `.md` file of the repository's `shared/src` and `backend/src`, in path order.
+fn text() -> &'static Corpus {
+    static CORPUS: OnceLock<Corpus> = OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        let mut stack = vec![root.join("shared/src"), root.join("backend/src")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs" || x == "md") {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = Vec::new();
+        for f in files {
+            all.extend(std::fs::read(f).unwrap());
+        }
+        std::fs::write(dir.path().join("code.txt"), all).unwrap();
+        super::corpus::load(&dir.path().join("code.txt")).unwrap()
+    })
+}
+
+pub(crate) fn shape() -> DecoderShape {
+    DecoderShape {
+        vocab_size: 256,
+        hidden_size: 32,
+        intermediate_size: 96,
+        num_hidden_layers: 4,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 8,
+        tie_word_embeddings: true,
+        attention_bias: false,
+    }
+}
+
+const SEQ: usize = 32;
+
+fn cfg(steps: usize) -> TrainConfig {
+    TrainConfig { steps, batch: 8, grad_accum: 1, seq_len: SEQ, peak_lr: 3e-3, min_lr: 3e-4, warmup_steps: 5, weight_decay: 0.01, seed: 7 }
+}
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+/// A parent trained for 150 steps, shared by the tests.
+fn parent() -> (Llama, f64) {
+    static PARENT: OnceLock<(Vec<u8>, f64)> = OnceLock::new();
+    let device = device();
+    let opts = ModelOptions { max_seq_len: SEQ + 1, ..Default::default() };
+    let (bytes, l0) = PARENT.get_or_init(|| {
+        device.seed(3);
+        let model = Llama::new(&shape(), &opts, &device);
+        let (model, _, _) = train(model, None, &text().train, &cfg(150), &device, None, |_, _, _, _| Control::Continue);
+        let l0 = evaluate(&model, &text().held_out, SEQ, 16);
+        let dir = tempfile::tempdir().unwrap();
+        run::save_model(&model, &dir.path().join("p.bpk")).unwrap();
+        (std::fs::read(dir.path().join("p.bpk")).unwrap(), l0)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.bpk"), bytes).unwrap();
+    (run::load_model(Llama::new(&shape(), &opts, &device), &dir.path().join("p.bpk")).unwrap(), *l0)
+}
+
+fn stats(model: &Llama) -> Vec<calib::LayerStats> {
+    calib::collect(model, &text().train, SEQ, 16, 8)
+}
+
+#[test]
+fn depth_pruning_reaches_the_target_within_one_layer() {
+    let (model, l0) = parent();
+    let s = shape();
+    let st = stats(&model);
+    assert_eq!(st.len(), 4);
+    assert!(st.iter().all(|l| l.influence > 0.0 && l.influence < 2.0), "{:?}", st.iter().map(|l| l.influence).collect::<Vec<_>>());
+    let p = depth::prune(model, &s, &st, 0.3).unwrap();
+    let layer = s.layer_parameters() as f64 / s.parameters() as f64;
+    assert!((p.rho - 0.3).abs() <= layer / 2.0 + 1e-12, "achieved {} for 0.3 (one layer = {layer})", p.rho);
+    assert_eq!(p.model.blocks.len() as u64, p.shape.num_hidden_layers);
+    assert_eq!(p.model.parameters() as u64, p.shape.parameters());
+    assert_eq!(p.removed, s.parameters() - p.shape.parameters());
+    let after = evaluate(&p.model, &text().held_out, SEQ, 16);
+    assert!(after > l0, "loss right after pruning {after} should exceed L0 {l0}");
+}
+
+#[test]
+fn width_pruning_reaches_the_target_within_one_channel_and_stays_grouped() {
+    let (model, l0) = parent();
+    let s = shape();
+    let st = stats(&model);
+    for rho in [0.15, 0.3, 0.45] {
+        let p = width::prune(model.clone(), &s, &st, rho).unwrap();
+        // One channel in every layer is the granularity.
+        let channel = (3 * s.hidden_size * s.num_hidden_layers) as f64 / s.parameters() as f64;
+        assert!((p.rho - rho).abs() <= channel / 2.0 + 1e-12, "achieved {} for {rho}", p.rho);
+        assert_eq!(p.model.parameters() as u64, p.shape.parameters(), "{:?}", p.shape);
+        assert_eq!(p.shape.num_attention_heads % p.shape.num_key_value_heads, 0);
+        let after = evaluate(&p.model, &text().held_out, SEQ, 16);
+        assert!(after > l0, "rho {rho}: {after} vs L0 {l0}");
+    }
+    assert!(width::prune(model, &s, &st, 0.99).is_err());
+}
+
+#[test]
+fn two_four_keeps_exactly_two_per_group_through_post_training() {
+    let (model, l0) = parent();
+    let s = shape();
+    let st = stats(&model);
+    let p = sparse::prune(model, &s, &st, 2, 4).unwrap();
+    let linear_weights: u64 = p.model.blocks.iter().flat_map(|b| sparse::linears(b).map(|l| l.weight.val().dims().iter().product::<usize>() as u64)).sum();
+    assert_eq!(p.removed, linear_weights / 2);
+    assert!((p.rho - p.removed as f64 / s.parameters() as f64).abs() < 1e-15);
+    sparse::check_pattern(&p.model, 2, 4).unwrap();
+    let pruned_loss = evaluate(&p.model, &text().held_out, SEQ, 16);
+    assert!(pruned_loss > l0, "{pruned_loss} vs L0 {l0}");
+    let masks = p.masks.unwrap();
+    let device = device();
+    let (healed, _, _) = train(p.model, Some(&masks), &text().train, &cfg(40), &device, None, |_, _, m, _| {
+        assert!(sparse::check_pattern(m, 2, 4).is_ok());
+        Control::Continue
+    });
+    sparse::check_pattern(&healed, 2, 4).unwrap();
+    let healed_loss = evaluate(&healed, &text().held_out, SEQ, 16);
+    assert!(healed_loss < pruned_loss, "post-training should lower held-out loss: {pruned_loss} -> {healed_loss}");
+    // Patterns that do not fit are errors.
+    let (model, _) = parent();
+    assert!(sparse::prune(model, &s, &st, 2, 5).is_err());
+}
+
+#[test]
+fn post_training_heals_and_a_stopped_run_resumes_to_the_same_curve() {
+    let (model, _) = parent();
+    let s = shape();
+    let st = stats(&model);
+    let device = device();
+    let eval = EvalConfig { seq_len: SEQ, windows: 16, checkpoints: 5 };
+    let cfg = cfg(30);
+    let never = AtomicBool::new(false);
+    let straight_dir = tempfile::tempdir().unwrap();
+    let pruned = depth::prune(model.clone(), &s, &st, 0.25).unwrap();
+    let straight = run::run(pruned.model, None, text(), &cfg, &eval, &device, straight_dir.path(), &never, &mut |_| {}).unwrap();
+    let first = straight.points[0].loss;
+    let last = straight.points.last().unwrap().loss;
+    assert_eq!(straight.points[0].tokens, 0.0);
+    assert!(last < first - 0.05, "post-training should lower held-out loss: {first} -> {last}");
+
+    // Stop after step 12 (a checkpoint is written every 3 steps), then resume in the same dir.
+    let dir = tempfile::tempdir().unwrap();
+    let stop = AtomicBool::new(false);
+    let pruned = depth::prune(model.clone(), &s, &st, 0.25).unwrap();
+    let stopped = run::run(pruned.model, None, text(), &cfg, &eval, &device, dir.path(), &stop, &mut |p| {
+        if p.step == 13 {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    assert!(matches!(stopped, Err(run::RunError::Cancelled)));
+    let pruned = depth::prune(model, &s, &st, 0.25).unwrap();
+    let resumed = run::run(pruned.model, None, text(), &cfg, &eval, &device, dir.path(), &never, &mut |_| {}).unwrap();
+    assert!(resumed.steps_taken < cfg.steps, "it resumed from a checkpoint ({} steps taken)", resumed.steps_taken);
+    assert_eq!(resumed.points.len(), straight.points.len());
+    for (a, b) in resumed.points.iter().zip(&straight.points) {
+        assert_eq!(a.tokens, b.tokens);
+        assert!((a.loss - b.loss).abs() < 1e-4, "resumed {} vs straight {} at D = {}", a.loss, b.loss, a.tokens);
+    }
+}
+
+/// One training step on wgpu (a GPU, or Mesa's lavapipe on CPU-only machines) equals the same
+/// step on burn's flex CPU backend: same initial weights, same batch, same AdamW step.
+#[test]
+fn a_training_step_on_wgpu_matches_the_cpu() {
+    let adapters = super::device::adapters();
+    if adapters.is_empty() {
+        eprintln!("SKIPPED a_training_step_on_wgpu_matches_the_cpu: no wgpu adapter (install mesa-vulkan-drivers; ./dev setup does)");
+        return;
+    }
+    let wgpu = super::device::select(super::device::DeviceChoice::Wgpu).unwrap();
+    eprintln!("wgpu adapter: {}", wgpu.adapter);
+    let cpu = device();
+    let opts = ModelOptions { max_seq_len: SEQ + 1, ..Default::default() };
+    cpu.seed(11);
+    let on_cpu = Llama::new(&shape(), &opts, &cpu);
+    let dir = tempfile::tempdir().unwrap();
+    run::save_model(&on_cpu, &dir.path().join("init.bpk")).unwrap();
+    let on_gpu = run::load_model(Llama::new(&shape(), &opts, &wgpu.device), &dir.path().join("init.bpk")).unwrap();
+    let cfg = cfg(2);
+    let held_out = &text().held_out;
+    let (l_cpu, l_gpu) = (evaluate(&on_cpu, held_out, SEQ, 8), evaluate(&on_gpu, held_out, SEQ, 8));
+    assert!((l_cpu - l_gpu).abs() < 1e-4, "initial loss: cpu {l_cpu}, wgpu {l_gpu}");
+    let (after_cpu, _, _) = train(on_cpu, None, &text().train, &cfg, &cpu, None, |_, _, _, _| Control::Continue);
+    let (after_gpu, _, _) = train(on_gpu, None, &text().train, &cfg, &wgpu.device, None, |_, _, _, _| Control::Continue);
+    let (l_cpu, l_gpu) = (evaluate(&after_cpu, held_out, SEQ, 8), evaluate(&after_gpu, held_out, SEQ, 8));
+    assert!((l_cpu - l_gpu).abs() < 1e-3, "after two steps: cpu {l_cpu}, wgpu {l_gpu}");
+    let w_cpu = super::prune::host(&after_cpu.blocks[0].mlp.up.weight.val());
+    let w_gpu = super::prune::host(&after_gpu.blocks[0].mlp.up.weight.val());
+    let worst = w_cpu.iter().zip(&w_gpu).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "largest weight difference after two steps: {worst}");
+}

@@ -1,0 +1,163 @@
+//! Calibration endpoints: start a sweep, list and read jobs, cancel, and stream a job's events
+//! as server-sent events.
+
+use super::AppState;
+use super::auth::Authorized;
+use super::error::ApiError;
+use crate::lab::{device, sweep};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use p2law_shared::api::ErrorBody;
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, CalibrationRequest, FAMILY};
+use serde::Serialize;
+use std::convert::Infallible;
+
+/// `POST /api/calibrations`: queues a sweep.
+#[utoipa::path(post, path = "/api/calibrations", tag = "calibrations", security(("bearer" = [])), request_body = CalibrationRequest,
+    responses((status = 201, body = CalibrationJob), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(State(state): State<AppState>, _: Authorized, body: Result<Json<CalibrationRequest>, JsonRejection>) -> Result<(StatusCode, Json<CalibrationJob>), ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
+    let units = request.units().map_err(|(field, m)| ApiError::Unprocessable(format!("field `{field}`: {m}")))?;
+    let lab = state.lab();
+    let corpus = sweep::corpus_path(&lab.corpus_dir, request.corpus.as_deref());
+    if !corpus.exists() {
+        return Err(ApiError::Unprocessable(format!(
+            "field `corpus`: `{}` is not in the corpus directory {} (`./dev setup` installs the default)",
+            request.corpus.as_deref().unwrap_or(sweep::DEFAULT_CORPUS),
+            lab.corpus_dir.display()
+        )));
+    }
+    if request.device == "wgpu" && device::adapters().is_empty() {
+        return Err(ApiError::Unprocessable("field `device`: this server has no wgpu adapter; use `cpu` or `auto`".into()));
+    }
+    let job = state.store().insert_calibration(&request, units.len()).await?;
+    lab.wake();
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+#[utoipa::path(get, path = "/api/calibrations", tag = "calibrations", responses((status = 200, body = Vec<CalibrationJob>)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<CalibrationJob>>, ApiError> {
+    Ok(Json(state.store().calibrations().await?))
+}
+
+#[utoipa::path(get, path = "/api/calibrations/{id}", tag = "calibrations", params(("id" = i64, Path)), responses((status = 200, body = CalibrationJob), (status = 404, body = ErrorBody)))]
+pub async fn get(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<CalibrationJob>, ApiError> {
+    state.store().calibration(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("calibration {id}")))
+}
+
+/// `POST /api/calibrations/{id}/cancel`: a queued job is cancelled at once, a running one at its
+/// next training step; finished curves are kept.
+#[utoipa::path(post, path = "/api/calibrations/{id}/cancel", tag = "calibrations", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 202, body = CalibrationJob), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn cancel(State(state): State<AppState>, _: Authorized, Path(id): Path<i64>) -> Result<(StatusCode, Json<CalibrationJob>), ApiError> {
+    match state.store().request_cancel(id).await? {
+        None => return Err(ApiError::NotFound(format!("calibration {id}"))),
+        // It never started: its event log ends here.
+        Some(true) => super::lab::publish(state.store(), state.lab(), id, super::lab::event("cancelled", Some("cancelled before it started".into()))).await,
+        Some(false) => state.lab().cancel(id),
+    }
+    let job = state.store().calibration(id).await?.ok_or_else(|| ApiError::NotFound(format!("calibration {id}")))?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// `GET /api/calibrations/{id}/events`: every event so far (after `Last-Event-ID` when given),
+/// then live ones; the stream ends after the final `done`, `failed` or `cancelled`.
+#[utoipa::path(get, path = "/api/calibrations/{id}/events", tag = "calibrations", params(("id" = i64, Path)),
+    responses((status = 200, description = "server-sent events, each a JSON CalibrationEvent", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
+pub async fn events(State(state): State<AppState>, Path(id): Path<i64>, headers: HeaderMap) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    if state.store().calibration(id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("calibration {id}")));
+    }
+    let after: u64 = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // Subscribe before reading the log, so nothing falls between the two.
+    let mut live = state.lab().subscribe(id);
+    let stored = state.store().events(id, after).await?;
+    let store = state.store().clone();
+    let stream = async_stream(move |tx| async move {
+        let mut last = after;
+        let terminal = |e: &CalibrationEvent| matches!(e.stage.as_str(), "done" | "failed" | "cancelled");
+        for e in stored {
+            last = e.seq;
+            let end = terminal(&e);
+            if tx.send(e).await.is_err() || end {
+                return;
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(e) if e.seq <= last => continue,
+                Ok(e) => {
+                    last = e.seq;
+                    let end = terminal(&e);
+                    if tx.send(e).await.is_err() || end {
+                        return;
+                    }
+                }
+                // Fell behind: catch up from the log.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let Ok(missed) = store.events(id, last).await else { return };
+                    for e in missed {
+                        last = e.seq;
+                        let end = terminal(&e);
+                        if tx.send(e).await.is_err() || end {
+                            return;
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Feeds a channel from a task and streams it as SSE events.
+fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<CalibrationEvent>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(producer(tx));
+    futures_util::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |e: CalibrationEvent| {
+        Ok(Event::default().id(e.seq.to_string()).event(e.stage.clone()).json_data(&e).unwrap_or_else(|_| Event::default().comment("unserialisable event")))
+    })
+}
+
+/// A preset sweep.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NamedPreset {
+    pub name: String,
+    pub request: CalibrationRequest,
+}
+
+/// What the lab offers: the built-in parents, the presets and the wgpu adapters.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LabInfo {
+    pub parents: Vec<p2law_shared::calibrate::Parent>,
+    pub presets: Vec<NamedPreset>,
+    pub adapters: Vec<String>,
+    pub corpus_dir: String,
+    pub corpora: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/lab", tag = "calibrations", responses((status = 200, body = LabInfo)))]
+pub async fn info(State(state): State<AppState>) -> Json<LabInfo> {
+    let adapters = tokio::task::spawn_blocking(device::adapters).await.unwrap_or_default();
+    let lab = state.lab();
+    let mut corpora: Vec<String> = std::fs::read_dir(&lab.corpus_dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect())
+        .unwrap_or_default();
+    corpora.sort();
+    Json(LabInfo {
+        parents: FAMILY.to_vec(),
+        presets: ["smoke", "mini"].iter().filter_map(|p| CalibrationRequest::preset(p).ok().map(|request| NamedPreset { name: p.to_string(), request })).collect(),
+        adapters: adapters.iter().map(|a| format!("{} [{}, {}]", a.name, a.kind, a.backend)).collect(),
+        corpus_dir: lab.corpus_dir.display().to_string(),
+        corpora,
+    })
+}

@@ -1,0 +1,194 @@
+//! The calibration worker: one job at a time from the store's queue, on a blocking thread (burn
+//! uses every core). Events are numbered and stored before they are broadcast, so a client that
+//! connects late replays them; finished units are stored as runs as soon as they finish, so a
+//! killed server loses at most the unit in progress, which resumes from its last checkpoint.
+
+use crate::lab::{corpus, device, sweep};
+use crate::store::{NewUpload, Store};
+use p2law_shared::api::FitRequest;
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, JobStatus};
+use p2law_shared::law::LawForm;
+use p2law_shared::logs::{self, LogOptions};
+use p2law_shared::report::FitReport;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, broadcast};
+
+/// Shared between handlers and the worker.
+#[derive(Debug)]
+pub struct Lab {
+    pub data_dir: PathBuf,
+    pub corpus_dir: PathBuf,
+    wake: Notify,
+    cancel: Mutex<HashMap<i64, Arc<AtomicBool>>>,
+    channels: Mutex<HashMap<i64, broadcast::Sender<CalibrationEvent>>>,
+}
+
+impl Lab {
+    pub fn new(data_dir: PathBuf, corpus_dir: PathBuf) -> Self {
+        Self { data_dir, corpus_dir, wake: Notify::new(), cancel: Mutex::default(), channels: Mutex::default() }
+    }
+
+    /// Tells the worker there is work.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Live events of a job.
+    pub fn subscribe(&self, job: i64) -> broadcast::Receiver<CalibrationEvent> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.entry(job).or_insert_with(|| broadcast::channel(1024).0).subscribe()
+    }
+
+    fn sender(&self, job: i64) -> broadcast::Sender<CalibrationEvent> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.entry(job).or_insert_with(|| broadcast::channel(1024).0).clone()
+    }
+
+    /// Stops a running job at its next step.
+    pub fn cancel(&self, job: i64) {
+        if let Some(flag) = self.cancel.lock().unwrap_or_else(|e| e.into_inner()).get(&job) {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) fn event(stage: &str, message: Option<String>) -> CalibrationEvent {
+    CalibrationEvent { seq: 0, stage: stage.into(), unit: None, step: 0, steps: 0, tokens: 0, point: None, eta_s: None, message, run_id: None, fit_id: None }
+}
+
+/// Stores and broadcasts one event.
+pub(crate) async fn publish(store: &Store, lab: &Lab, job: i64, e: CalibrationEvent) {
+    match store.append_event(job, e).await {
+        Ok(e) => {
+            let _ = lab.sender(job).send(e);
+        }
+        Err(err) => tracing::error!("job {job}: storing an event: {err}"),
+    }
+}
+
+/// Runs queued (and interrupted) jobs until the process ends.
+pub async fn worker(store: Store, lab: Arc<Lab>) {
+    if let Err(e) = store.settle_cancelled().await {
+        tracing::error!("calibration queue: {e}");
+    }
+    loop {
+        let next = match store.next_calibration().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!("calibration queue: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        let Some(job) = next else {
+            lab.wake.notified().await;
+            continue;
+        };
+        let id = job.id;
+        let resumed = job.status == JobStatus::Running;
+        match store.claim_calibration(id).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!("job {id}: {e}");
+                continue;
+            }
+        }
+        publish(&store, &lab, id, event("running", Some(if resumed { "resumed after a restart".into() } else { "started".into() }))).await;
+        let (status, error, fit_id) = run_job(&store, &lab, job).await;
+        if let Err(e) = store.set_calibration_status(id, status, None, error.as_deref(), fit_id).await {
+            tracing::error!("job {id}: {e}");
+        }
+        let mut last = event(status.as_str(), error);
+        last.fit_id = fit_id;
+        publish(&store, &lab, id, last).await;
+        lab.cancel.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+}
+
+async fn run_job(store: &Store, lab: &Arc<Lab>, job: CalibrationJob) -> (JobStatus, Option<String>, Option<i64>) {
+    let id = job.id;
+    let flag = Arc::new(AtomicBool::new(false));
+    lab.cancel.lock().unwrap_or_else(|e| e.into_inner()).insert(id, flag.clone());
+    if store.cancel_requested(id).await.unwrap_or(false) {
+        flag.store(true, Ordering::Relaxed);
+    }
+    let done: BTreeMap<String, ()> = match store.calibration_units(id).await {
+        Ok(units) => units.into_iter().map(|(k, _)| (k, ())).collect(),
+        Err(e) => return (JobStatus::Failed, Some(e.to_string()), None),
+    };
+    let handle = tokio::runtime::Handle::current();
+    let (store2, lab2, request) = (store.clone(), lab.clone(), job.request.clone());
+    let outcome = tokio::task::spawn_blocking(move || -> Result<(), sweep::SweepError> {
+        let choice: device::DeviceChoice = request.device.parse().map_err(sweep::SweepError::Request)?;
+        let dev = device::select(choice).map_err(sweep::SweepError::Request)?;
+        handle.block_on(store2.set_calibration_status(id, JobStatus::Running, Some(&dev.describe()), None, None)).map_err(|e| sweep::SweepError::Io(e.to_string()))?;
+        let path = sweep::corpus_path(&lab2.corpus_dir, request.corpus.as_deref());
+        let corpus = corpus::load(&path).map_err(|e| sweep::SweepError::Request(format!("{e} (the default corpus is installed by `./dev setup`)")))?;
+        let mut on_event = |e: CalibrationEvent| handle.block_on(publish(&store2, &lab2, id, e));
+        let mut on_curve = |unit: &p2law_shared::calibrate::Unit, curve: &p2law_shared::data::Curve| -> Result<(), String> {
+            let csv = logs::canonical::write_csv(std::slice::from_ref(curve));
+            let name = format!("calibration-{id}-{}.csv", unit.key().replace(['/', ':'], "_"));
+            let options = LogOptions::default();
+            let parsed = logs::parse(&name, &csv, &options).map_err(|e| e.to_string())?;
+            let run_id = handle
+                .block_on(store2.insert_calibration_run(id, &unit.key(), &NewUpload { filename: &name, bytes: csv.as_bytes(), options: &options, parsed: &parsed }))
+                .map_err(|e| e.to_string())?;
+            handle.block_on(publish(&store2, &lab2, id, CalibrationEvent { unit: Some(unit.key()), run_id: Some(run_id), ..event("run", Some("curve stored".into())) }));
+            Ok(())
+        };
+        let mut ctx = sweep::Context {
+            lab_dir: lab2.data_dir.join("lab"),
+            job_dir: lab2.data_dir.join("lab").join("jobs").join(id.to_string()),
+            device: dev,
+            cancel: &flag,
+            on_event: &mut on_event,
+            on_curve: &mut on_curve,
+        };
+        sweep::run(&request, &corpus, &done, &mut ctx).map(|_| ())
+    })
+    .await;
+    match outcome {
+        Err(join) => (JobStatus::Failed, Some(format!("the job's thread panicked: {join}")), None),
+        Ok(Err(sweep::SweepError::Cancelled)) => (JobStatus::Cancelled, Some("cancelled; finished curves are kept".into()), None),
+        Ok(Err(e)) => (JobStatus::Failed, Some(format!("{e}; finished curves are kept")), None),
+        Ok(Ok(())) => match fit_job(store, lab, id).await {
+            Ok(fit) => (JobStatus::Done, None, Some(fit)),
+            Err(e) => (JobStatus::Done, Some(format!("every curve is stored, but the P² fit failed: {e}")), None),
+        },
+    }
+}
+
+/// Fits the P² law to the job's stored runs and stores the fit with its provenance.
+async fn fit_job(store: &Store, lab: &Lab, id: i64) -> Result<i64, String> {
+    publish(store, lab, id, event("fit", Some("fitting the P² law to the job's curves".into()))).await;
+    let job = store.calibration(id).await.map_err(|e| e.to_string())?.ok_or("the job vanished")?;
+    let curves = store.curves(&job.run_ids).await.map_err(|e| e.to_string())?;
+    let seed = job.request.seed;
+    let report = tokio::task::spawn_blocking(move || sweep::fit(&curves, seed)).await.map_err(|e| e.to_string())??;
+    let provenance = format!(
+        "p2law {} calibration job {id}: parents {}, methods {}, {} post-training tokens per model, device {}; runs {:?}",
+        env!("CARGO_PKG_VERSION"),
+        job.request.parents.join("+"),
+        job.request.methods.join("+"),
+        job.request.tokens,
+        job.device.as_deref().unwrap_or("?"),
+        job.run_ids
+    );
+    let report = FitReport { provenance: Some(provenance), ..report };
+    let request = FitRequest {
+        run_ids: job.run_ids.clone(),
+        law: LawForm::P2,
+        objective: Default::default(),
+        starts: "quick".into(),
+        holdout: None,
+        bootstrap: 0,
+        bootstrap_by: Default::default(),
+        seed,
+    };
+    let stored = store.insert_fit(&request, &report).await.map_err(|e| e.to_string())?;
+    Ok(stored.id)
+}

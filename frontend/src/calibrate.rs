@@ -1,0 +1,129 @@
+//! The Calibrate page's logic that needs no browser: the cost estimate of a sweep and the live
+//! curves built from a job's events.
+
+use crate::refit::preview_svg;
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest};
+use p2law_shared::data::{Curve, CurvePoint};
+use std::collections::BTreeMap;
+
+/// Training throughput assumed by the estimate when the user gives none: burn's flex backend on
+/// a 2-core CPU, as measured by `bench/lab_tokens.sh` (see the README).
+pub const DEFAULT_GFLOPS: f64 = 10.0;
+
+/// `12.3 s`, `4.5 min`, `2.1 h`.
+pub fn human_seconds(s: f64) -> String {
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 5400.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+/// One line: units, training FLOPs and the time at `gflops`, or what is wrong with the form.
+pub fn estimate(req: &CalibrationRequest, gflops: f64) -> Result<String, String> {
+    let units = req.units().map_err(|(field, m)| format!("{field}: {m}"))?;
+    let flops = req.flops();
+    let secs = flops / (gflops.max(1e-3) * 1e9);
+    Ok(format!("{} pruned models · {:.3e} training FLOPs (6·N·D, pretraining included) · about {} at {gflops} GFLOP/s", units.len(), flops, human_seconds(secs)))
+}
+
+/// The curves of a job so far, one per unit, from its events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveCurves {
+    pub curves: BTreeMap<String, Curve>,
+    /// The latest progress line.
+    pub status: String,
+    pub finished: Option<CalibrationEvent>,
+    pub last_seq: u64,
+}
+
+impl LiveCurves {
+    /// Takes one event (ignores repeats).
+    pub fn apply(&mut self, e: &CalibrationEvent) {
+        if e.seq != 0 && e.seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = e.seq;
+        let unit = e.unit.clone().unwrap_or_default();
+        if e.stage == "train" {
+            if let Some(p) = e.point {
+                self.curves.entry(unit.clone()).or_insert_with(|| Curve::new(unit.clone())).points.push(CurvePoint { tokens: p.tokens, loss: p.loss });
+            }
+        }
+        let eta = e.eta_s.map_or(String::new(), |s| format!(" · about {} left", human_seconds(s)));
+        self.status = match e.stage.as_str() {
+            "train" | "pretrain" => format!(
+                "{} {unit}: step {}/{}{}{eta}",
+                e.stage,
+                e.step,
+                e.steps,
+                e.point.map_or(String::new(), |p| format!(" · held-out loss {:.4} at D = {:.3e}", p.loss, p.tokens))
+            ),
+            other => format!("{other} {unit} {}", e.message.clone().unwrap_or_default()).trim().to_string(),
+        };
+        if matches!(e.stage.as_str(), "done" | "failed" | "cancelled") {
+            self.finished = Some(e.clone());
+        }
+    }
+
+    /// The plot of every unit's held-out loss against post-training tokens (log axes, so the
+    /// D = 0 point is left out).
+    pub fn svg(&self) -> String {
+        let curves: Vec<Curve> = self
+            .curves
+            .values()
+            .map(|c| Curve { points: c.points.iter().copied().filter(|p| p.tokens > 0.0).collect(), ..c.clone() })
+            .filter(|c| !c.points.is_empty())
+            .collect();
+        preview_svg(&curves)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64, stage: &str, unit: &str, point: Option<(f64, f64)>) -> CalibrationEvent {
+        CalibrationEvent {
+            seq,
+            stage: stage.into(),
+            unit: Some(unit.into()),
+            step: 1,
+            steps: 10,
+            tokens: 0,
+            point: point.map(|(tokens, loss)| CurvePoint { tokens, loss }),
+            eta_s: Some(30.0),
+            message: None,
+            run_id: None,
+            fit_id: None,
+        }
+    }
+
+    #[test]
+    fn live_curves_collect_points_per_unit_and_skip_repeats() {
+        let mut live = LiveCurves::default();
+        for e in [ev(1, "train", "a", Some((0.0, 3.0))), ev(2, "train", "a", Some((1e3, 2.5))), ev(2, "train", "a", Some((1e3, 2.5))), ev(3, "train", "b", Some((1e3, 2.7))), ev(4, "train", "b", None)] {
+            live.apply(&e);
+        }
+        assert_eq!(live.curves["a"].points.len(), 2);
+        assert_eq!(live.curves["b"].points.len(), 1);
+        assert!(live.status.contains("step 1/10") && live.status.contains("30 s left"), "{}", live.status);
+        assert!(live.svg().contains("<svg"));
+        live.apply(&ev(5, "done", "", None));
+        assert_eq!(live.finished.as_ref().map(|e| e.seq), Some(5));
+    }
+
+    #[test]
+    fn estimate_counts_units_and_flops() {
+        let r = CalibrationRequest::preset("smoke").unwrap();
+        let line = estimate(&r, 10.0).unwrap();
+        assert!(line.starts_with("6 pruned models"), "{line}");
+        let mut bad = r.clone();
+        bad.rates = vec![2.0];
+        assert!(estimate(&bad, 10.0).unwrap_err().starts_with("rates"));
+        assert_eq!(human_seconds(30.0), "30 s");
+        assert_eq!(human_seconds(600.0), "10.0 min");
+    }
+}

