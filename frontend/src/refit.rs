@@ -36,13 +36,15 @@ pub fn observed(curves: &[Curve]) -> Vec<Observed> {
     curves
         .iter()
         .enumerate()
-        .map(|(i, c)| Observed { color: i, label: c.run.clone(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect() })
+        // Log axes: a D = 0 checkpoint has no place on them.
+        .map(|(i, c)| Observed { color: i, label: c.run.clone(), points: c.points.iter().filter(|p| p.tokens > 0.0).map(|p| (p.tokens, p.loss)).collect() })
         .collect()
 }
 
 fn token_range(curves: &[Curve]) -> Option<(f64, f64)> {
-    let (lo, hi) = curves.iter().flat_map(|c| c.points.iter().map(|p| p.tokens)).fold((f64::INFINITY, 0.0f64), |(a, b), t| (a.min(t), b.max(t)));
-    (lo < hi).then_some((lo / 1.5, hi * 1.5))
+    let (lo, hi) = curves.iter().flat_map(|c| c.points.iter().map(|p| p.tokens)).filter(|t| *t > 0.0).fold((f64::INFINITY, 0.0f64), |(a, b), t| (a.min(t), b.max(t)));
+    // One checkpoint so far (a live run): a decade either side.
+    (lo.is_finite() && hi > 0.0).then(|| if lo < hi { (lo / 1.5, hi * 1.5) } else { (lo / 10.0, hi * 10.0) })
 }
 
 /// The preview: observed points only.

@@ -5,7 +5,9 @@ use crate::data::CurvePoint;
 use crate::models::DecoderShape;
 use serde::{Deserialize, Serialize};
 
-/// A built-in parent: a byte-level Llama-style decoder and the tokens p2law pretrains it on.
+/// A built-in parent: a byte-level Llama-style decoder and the tokens p2law pretrains it on
+/// (tens of tokens per parameter: enough that post-training budgets, a few per cent of it, heal
+/// a pruned model rather than keep training the parent).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Parent {
@@ -34,13 +36,13 @@ const fn shape(h: u64, i: u64, l: u64, heads: u64, kv: u64, hd: u64) -> DecoderS
 /// The family, smallest first: 58 thousand to 8.5 million parameters. Every width is a multiple
 /// of 8, so N:M patterns with `m` up to 8 fit.
 pub const FAMILY: [Parent; 7] = [
-    Parent { name: "p2-nano", shape: shape(32, 96, 4, 4, 2, 8), pretrain_tokens: 400_000, batch: 16, seq_len: 64, peak_lr: 3e-3 },
-    Parent { name: "p2-micro", shape: shape(48, 128, 4, 4, 2, 12), pretrain_tokens: 600_000, batch: 16, seq_len: 64, peak_lr: 3e-3 },
-    Parent { name: "p2-xs", shape: shape(64, 192, 4, 4, 2, 16), pretrain_tokens: 2_000_000, batch: 16, seq_len: 128, peak_lr: 2e-3 },
-    Parent { name: "p2-s", shape: shape(96, 256, 6, 6, 2, 16), pretrain_tokens: 6_000_000, batch: 16, seq_len: 128, peak_lr: 2e-3 },
-    Parent { name: "p2-m", shape: shape(128, 352, 8, 8, 4, 16), pretrain_tokens: 15_000_000, batch: 16, seq_len: 128, peak_lr: 1.5e-3 },
-    Parent { name: "p2-l", shape: shape(192, 512, 10, 12, 4, 16), pretrain_tokens: 40_000_000, batch: 32, seq_len: 128, peak_lr: 1e-3 },
-    Parent { name: "p2-xl", shape: shape(256, 704, 12, 16, 4, 16), pretrain_tokens: 80_000_000, batch: 32, seq_len: 256, peak_lr: 1e-3 },
+    Parent { name: "p2-nano", shape: shape(32, 96, 4, 4, 2, 8), pretrain_tokens: 3_000_000, batch: 16, seq_len: 64, peak_lr: 3e-3 },
+    Parent { name: "p2-micro", shape: shape(48, 128, 4, 4, 2, 12), pretrain_tokens: 5_000_000, batch: 16, seq_len: 64, peak_lr: 3e-3 },
+    Parent { name: "p2-xs", shape: shape(64, 192, 4, 4, 2, 16), pretrain_tokens: 8_000_000, batch: 16, seq_len: 128, peak_lr: 2e-3 },
+    Parent { name: "p2-s", shape: shape(96, 256, 6, 6, 2, 16), pretrain_tokens: 20_000_000, batch: 16, seq_len: 128, peak_lr: 2e-3 },
+    Parent { name: "p2-m", shape: shape(128, 352, 8, 8, 4, 16), pretrain_tokens: 50_000_000, batch: 16, seq_len: 128, peak_lr: 1.5e-3 },
+    Parent { name: "p2-l", shape: shape(192, 512, 10, 12, 4, 16), pretrain_tokens: 150_000_000, batch: 32, seq_len: 128, peak_lr: 1e-3 },
+    Parent { name: "p2-xl", shape: shape(256, 704, 12, 16, 4, 16), pretrain_tokens: 400_000_000, batch: 32, seq_len: 256, peak_lr: 1e-3 },
 ];
 
 /// A parent by name.
@@ -139,8 +141,8 @@ impl CalibrationRequest {
             seed: 0,
         };
         match name {
-            "smoke" => Ok(base(&["p2-nano", "p2-micro"], vec![0.25], &["2:4"], 131_072, 0.5)),
-            "mini" => Ok(base(&["p2-nano", "p2-micro", "p2-xs"], vec![0.15, 0.25, 0.35], &["3:4", "2:4", "1:4"], 524_288, 1.0)),
+            "smoke" => Ok(base(&["p2-nano", "p2-micro"], vec![0.25], &["2:4"], 131_072, 0.06)),
+            "mini" => Ok(base(&["p2-nano", "p2-micro", "p2-xs"], vec![0.15, 0.25, 0.35], &["3:4", "2:4", "1:4"], 131_072, 0.5)),
             other => Err(format!("unknown preset `{other}`; presets are smoke, mini")),
         }
     }

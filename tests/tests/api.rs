@@ -178,7 +178,7 @@ async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()>
         ("no file part", vec![], Some(json!({})), Some(TOKEN), StatusCode::BAD_REQUEST, "no `file` part"),
         ("short CSV row", vec![csv("short.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0.2,2.5,1e8\n")], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "short.csv, line 2"),
         ("NaN loss", vec![csv("nan.csv", "run,tokens,loss\na,1e8,NaN\n")], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "nan.csv, line 2, field `loss`"),
-        ("zero tokens", vec![csv("zero.csv", "run,tokens,loss\na,0,2.9\n")], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "zero.csv, line 2, field `tokens`"),
+        ("negative tokens", vec![csv("neg.csv", "run,tokens,loss\na,0,3.4\na,-5,2.9\n")], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "neg.csv, line 3, field `tokens`"),
         ("rho outside [0,1)", vec![good()], Some(json!({"all": {"rho": 1.5}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `rho`"),
         ("unknown meta key", vec![good()], Some(json!({"all": {"tokens_per_stp": 1}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `meta`"),
         ("meta for a missing file", vec![good()], Some(json!({"files": {"other.csv": {}}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "other.csv"),

@@ -112,7 +112,7 @@ async fn smoke_calibration_runs_end_to_end_through_the_api() -> Result<()> {
     for run_id in job["run_ids"].as_array().unwrap() {
         let run: Value = client.get(format!("{url}/api/runs/{run_id}")).send().await?.json().await?;
         let (l0, rho) = (run["l0"].as_f64().unwrap(), run["rho"].as_f64().unwrap());
-        let points = run["points"].as_array().unwrap();
+        let points = run["checkpoints"].as_array().unwrap();
         let first = points[0]["loss"].as_f64().unwrap();
         let final_loss = points.last().unwrap()["loss"].as_f64().unwrap();
         assert_eq!(points[0]["tokens"].as_f64(), Some(0.0));

@@ -166,7 +166,9 @@ impl Llama {
             })
             .collect();
         Self {
-            embed: EmbeddingConfig::new(shape.vocab_size as usize, h).init(device),
+            // N(0, 0.02), as Llama and Qwen2 initialise it: with tied embeddings, unit-variance
+            // rows would start the logits at a loss of about 30 nats.
+            embed: EmbeddingConfig::new(shape.vocab_size as usize, h).with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std: 0.02 }).init(device),
             blocks,
             norm: norm(),
             head: (!shape.tie_word_embeddings).then(|| linear(h, shape.vocab_size as usize, false)),

@@ -48,7 +48,8 @@ pub enum RunError {
 struct State {
     step: usize,
     points: Vec<CurvePoint>,
-    config: TrainConfig,
+    /// The run's configuration as serialized (compared as text: parsing floats back need not be exact).
+    config: String,
 }
 
 fn ck(path: &Path, message: impl ToString) -> RunError {
@@ -100,7 +101,7 @@ fn load(dir: &Path, model: Llama, cfg: &TrainConfig) -> Result<Option<(Llama, Mo
     let state_path = dir.join("state.json");
     let Ok(text) = std::fs::read_to_string(&state_path) else { return Ok(None) };
     let state: State = serde_json::from_str(&text).map_err(|e| ck(&state_path, e))?;
-    if state.config != *cfg {
+    if state.config != serde_json::to_string(cfg).unwrap_or_default() {
         return Err(ck(&state_path, "was written by a run with another configuration"));
     }
     let model = load_model(model, &dir.join("model.bpk"))?;
@@ -153,7 +154,7 @@ pub fn run(
         }
         // Checkpoints at every evaluation and at least every tenth of the run.
         if at_eval || step % save_every == 0 {
-            if let Err(e) = save(dir, m, optim, &State { step, points: points.clone(), config: cfg.clone() }) {
+            if let Err(e) = save(dir, m, optim, &State { step, points: points.clone(), config: serde_json::to_string(cfg).unwrap_or_default() }) {
                 failure = Some(e);
                 return Control::Stop;
             }

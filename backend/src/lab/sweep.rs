@@ -9,7 +9,6 @@ use super::family::{Parent, Recipe, parent};
 use super::model::{Llama, ModelOptions};
 use super::prune::{self, Pruned, calib};
 use super::run::{self, EvalConfig, Progress, RunError};
-use burn::module::Module;
 use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, Unit, parse_pattern};
 use p2law_shared::data::Curve;
 use p2law_shared::fit::FitOptions;
@@ -255,12 +254,21 @@ pub fn run(req: &CalibrationRequest, corpus: &Corpus, done: &BTreeMap<String, ()
     Ok(curves)
 }
 
-/// Fits the P² law to a sweep's curves (quick multi-start, leave-one-rate-out check when there
-/// are several rates).
+/// Fits the P² law to a sweep's curves (quick multi-start). The D = 0 checkpoint (the loss right
+/// after pruning) is kept in the stored curves but left out of the fit: the law's `D^-beta` term
+/// is not defined there.
 pub fn fit(curves: &[Curve], seed: u64) -> Result<FitReport, String> {
     let mut options = FitOptions::new(LawForm::P2);
     options.seed = seed;
-    run_fit(curves, &options, None, None).map_err(|e| e.to_string())
+    let trained: Vec<Curve> = curves
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            c.points.retain(|p| p.tokens > 0.0);
+            c
+        })
+        .collect();
+    run_fit(&trained, &options, None, None).map_err(|e| e.to_string())
 }
 
 /// The corpus a request names, inside `corpus_dir`.

@@ -140,7 +140,9 @@ impl Dataset {
     pub fn new(curves: &[Curve], law: LawForm) -> Result<Self, FitError> {
         let needs = law.law().needs();
         let mut d = Dataset { features: Vec::new(), loss: Vec::new(), ln_loss: Vec::new(), curve_of: Vec::new(), runs: Vec::new() };
-        for c in curves.iter().filter(|c| !c.points.is_empty()) {
+        // A D = 0 checkpoint (the loss right after pruning) is data, but no law is defined there:
+        // fits leave it out.
+        for c in curves.iter().filter(|c| c.points.iter().any(|p| p.tokens != 0.0)) {
             let missing = |field| FitError::MissingField { run: c.run.clone(), field, law };
             let n0 = c.n0.ok_or_else(|| missing("n0"))?;
             if !(n0.is_finite() && n0 > 0.0) {
@@ -165,7 +167,7 @@ impl Dataset {
             }
             let k = d.runs.len();
             d.runs.push(c.run.clone());
-            for (i, p) in c.points.iter().enumerate() {
+            for (i, p) in c.points.iter().enumerate().filter(|(_, p)| p.tokens != 0.0) {
                 let bad = |field, value| FitError::InvalidPoint { run: c.run.clone(), index: i, field, value };
                 if !(p.tokens.is_finite() && p.tokens > 0.0) {
                     return Err(bad("tokens", p.tokens));

@@ -333,7 +333,7 @@ mod tests {
     fn errors_name_line_and_field() {
         let cases = [
             ("run,tokens,loss\na,1e8,2.9\na,-5,2.8\n", "line 3, field `tokens`"),
-            ("run,tokens,loss\na,0,2.9\n", "line 2, field `tokens`"),
+            ("run,tokens,loss\na,0,2.9\na,-1,2.9\n", "line 3, field `tokens`"),
             ("run,tokens,loss\na,1e8,NaN\n", "line 2, field `loss`"),
             ("run,tokens,loss\na,1e8,abc\n", "line 2, field `loss`"),
             ("run,rho,tokens,loss\na,1.2,1e8,2.9\n", "line 2, field `rho`"),
@@ -349,5 +349,21 @@ mod tests {
         let e = parse_jsonl("bad.jsonl", "{\"tokens\": 1e8, \"loss\": 2}\n{\"tokens\": \"x\", \"loss\": 2}\n", &LogOptions::default())
             .expect_err("string tokens");
         assert!(e.to_string().contains("bad.jsonl, line 2, field `tokens`"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod zero_tokens {
+    use super::*;
+
+    /// A D = 0 checkpoint (the loss right after pruning) is read and kept; fits leave it out.
+    #[test]
+    fn the_checkpoint_right_after_pruning_is_kept_and_not_fitted() {
+        let text = "run,n0,rho,l0,tokens,loss\na,1e9,0.25,2.5,0,3.4\na,1e9,0.25,2.5,1e8,2.9\na,1e9,0.25,2.5,1e9,2.7\n";
+        let log = parse_csv("z.csv", text, &LogOptions::default()).unwrap();
+        assert_eq!(log.curves[0].points[0].tokens, 0.0);
+        let data = crate::fit::Dataset::new(&log.curves, crate::LawForm::P2);
+        // Two points are left for seven coefficients: the D = 0 one was not counted.
+        assert!(matches!(data, Err(crate::fit::FitError::TooFewPoints { points: 2, .. })), "{data:?}");
     }
 }

@@ -293,12 +293,13 @@ pub(crate) fn check_loss(file: &str, loc: Location, field: &str, v: f64) -> Resu
     }
 }
 
-/// A token count must be finite and positive.
+/// A token count must be finite and not negative; 0 is the checkpoint right after pruning (kept
+/// in the curve, left out of fits: no law is defined at D = 0).
 pub(crate) fn check_tokens(file: &str, loc: Location, field: &str, v: f64) -> Result<f64, InputError> {
-    if v.is_finite() && v > 0.0 {
+    if v.is_finite() && v >= 0.0 {
         Ok(v)
     } else {
-        Err(InputError::new(file, loc, Some(field), format!("tokens must be > 0, got {v}")))
+        Err(InputError::new(file, loc, Some(field), format!("tokens must be >= 0, got {v}")))
     }
 }
 
