@@ -325,7 +325,7 @@ async fn calibrate_page_runs_a_sweep_and_opens_its_fit() -> Result<()> {
     anyhow::ensure!(b.attr("#start", "disabled").await.is_ok());
     // A small sweep: one parent, depth and 2:4, few tokens.
     set_input(&b, "rates", "0.25").await?;
-    for unchecked in ["input.parent[value='p2-micro']", "input.method[value='width']"] {
+    for unchecked in ["label.parent input[value='p2-micro']", "label.method input[value='width']"] {
         b.wait_for(unchecked).await?.click().await?;
     }
     set_input(&b, "tokens", "32768").await?;
