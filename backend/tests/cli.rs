@@ -199,7 +199,7 @@ fn bad_input_gets_a_clear_error() {
         ("malformed CSV row", vec!["fit".into(), "--law".into(), "p2".into(), f("short.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0.2,2.5,1e8\n")], "short.csv, line 2"),
         ("NaN loss", vec!["fit".into(), "--law".into(), "p2".into(), f("nan.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0.2,2.5,1e8,NaN\n")], "nan.csv, line 2, field `loss`"),
         ("negative tokens", vec!["fit".into(), "--law".into(), "p2".into(), f("neg.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0.2,2.5,-1e8,2.9\n")], "neg.csv, line 2, field `tokens`"),
-        ("NaN tokens", vec!["fit".into(), "--law".into(), "p2".into(), f("nan.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0.2,2.5,0,2.9\na,1e9,0.2,2.5,NaN,2.9\n")], "nan.csv, line 3, field `tokens`"),
+        ("NaN tokens", vec!["fit".into(), "--law".into(), "p2".into(), f("nantokens.csv", "run,n0,rho,l0,tokens,loss\na,1e9,0.2,2.5,0,2.9\na,1e9,0.2,2.5,NaN,2.9\n")], "nantokens.csv, line 3, field `tokens`"),
         ("rho above 1", vec!["fit".into(), "--law".into(), "p2".into(), f("rho.csv", "run,n0,rho,l0,tokens,loss\na,1e9,1.5,2.5,1e8,2.9\n")], "rho.csv, line 2, field `rho`"),
         ("unknown law", vec!["fit".into(), "--law".into(), "p3".into(), curves.clone()], "unknown law `p3`"),
         ("empty data", vec!["fit".into(), "--law".into(), "chinchilla".into(), f("empty.csv", "n,tokens,loss\n")], "empty.csv: no data rows"),

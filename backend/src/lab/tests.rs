@@ -215,3 +215,27 @@ fn a_training_step_on_wgpu_matches_the_cpu() {
     let worst = w_cpu.iter().zip(&w_gpu).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-4, "largest weight difference after two steps: {worst}");
 }
+
+/// Two micro-batches of 8 with gradient accumulation take the same step as one batch of 16 (the
+/// windows are drawn in the same order), so accumulation changes memory, not the run.
+#[test]
+fn gradient_accumulation_equals_the_larger_batch() {
+    let device = device();
+    let opts = ModelOptions { max_seq_len: SEQ + 1, ..Default::default() };
+    device.seed(5);
+    let init = Llama::new(&shape(), &opts, &device);
+    let dir = tempfile::tempdir().unwrap();
+    run::save_model(&init, &dir.path().join("init.bpk")).unwrap();
+    let twin = run::load_model(Llama::new(&shape(), &opts, &device), &dir.path().join("init.bpk")).unwrap();
+    let big = TrainConfig { batch: 16, grad_accum: 1, ..cfg(3) };
+    let accumulated = TrainConfig { batch: 8, grad_accum: 2, ..cfg(3) };
+    assert_eq!(big.tokens_per_step(), accumulated.tokens_per_step());
+    let (a, _, _) = train(init, None, &text().train, &big, &device, None, |_, _, _, _| Control::Continue);
+    let (b, _, _) = train(twin, None, &text().train, &accumulated, &device, None, |_, _, _, _| Control::Continue);
+    let (wa, wb) = (super::prune::host(&a.blocks[1].mlp.down.weight.val()), super::prune::host(&b.blocks[1].mlp.down.weight.val()));
+    let worst = wa.iter().zip(&wb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    // Float sums in another order; AdamW's first steps are about lr = 3e-3 per weight.
+    assert!(worst < 1e-4, "largest weight difference {worst}");
+    let (la, lb) = (evaluate(&a, &text().held_out, SEQ, 8), evaluate(&b, &text().held_out, SEQ, 8));
+    assert!((la - lb).abs() < 1e-4, "{la} vs {lb}");
+}
