@@ -49,7 +49,7 @@ impl LiveCurves {
         let unit = e.unit.clone().unwrap_or_default();
         if e.stage == "train" {
             if let Some(p) = e.point {
-                self.curves.entry(unit.clone()).or_insert_with(|| Curve::new(unit.clone())).points.push(CurvePoint { tokens: p.tokens, loss: p.loss });
+                self.curves.entry(unit.clone()).or_insert_with(|| Curve::new(unit.clone())).points.push(p);
             }
         }
         let eta = e.eta_s.map_or(String::new(), |s| format!(" · about {} left", human_seconds(s)));
@@ -68,16 +68,10 @@ impl LiveCurves {
         }
     }
 
-    /// The plot of every unit's held-out loss against post-training tokens (log axes, so the
-    /// D = 0 point is left out).
+    /// The plot of every unit's held-out loss against post-training tokens (log axes: the plot
+    /// leaves the D = 0 point out).
     pub fn svg(&self) -> String {
-        let curves: Vec<Curve> = self
-            .curves
-            .values()
-            .map(|c| Curve { points: c.points.iter().copied().filter(|p| p.tokens > 0.0).collect(), ..c.clone() })
-            .filter(|c| !c.points.is_empty())
-            .collect();
-        preview_svg(&curves)
+        preview_svg(&self.curves.values().cloned().collect::<Vec<_>>())
     }
 }
 

@@ -19,18 +19,9 @@ pub struct Parent {
     pub peak_lr: f64,
 }
 
+/// A byte-level decoder with tied embeddings and no attention bias.
 const fn shape(h: u64, i: u64, l: u64, heads: u64, kv: u64, hd: u64) -> DecoderShape {
-    DecoderShape {
-        vocab_size: 256,
-        hidden_size: h,
-        intermediate_size: i,
-        num_hidden_layers: l,
-        num_attention_heads: heads,
-        num_key_value_heads: kv,
-        head_dim: hd,
-        tie_word_embeddings: true,
-        attention_bias: false,
-    }
+    crate::models::shape(256, h, i, l, heads, kv, hd, true, false)
 }
 
 /// The family, smallest first: 58 thousand to 8.5 million parameters. Every width is a multiple

@@ -45,7 +45,7 @@ pub struct KnownModel {
     pub shape: DecoderShape,
 }
 
-const fn shape(v: u64, h: u64, i: u64, l: u64, heads: u64, kv: u64, hd: u64, tied: bool, bias: bool) -> DecoderShape {
+pub(crate) const fn shape(v: u64, h: u64, i: u64, l: u64, heads: u64, kv: u64, hd: u64, tied: bool, bias: bool) -> DecoderShape {
     DecoderShape {
         vocab_size: v,
         hidden_size: h,

@@ -58,12 +58,7 @@ pub fn run(cli: Cli) -> Result<()> {
 /// Writes `contents` to `path` through a temporary file and a rename, so a failed write never
 /// leaves half a file behind.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::write_atomic(path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Reads a fit file written by `p2law fit --out` (or `--json`).

@@ -88,16 +88,20 @@ pub fn select(choice: DeviceChoice) -> Result<LabDevice, String> {
     };
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
-        DeviceChoice::Auto => {
-            let found = adapters();
-            Ok(found.iter().find(|a| a.kind == "DiscreteGpu").or_else(|| found.iter().find(|a| a.is_gpu())).map_or_else(cpu, wgpu_on))
-        }
+        DeviceChoice::Auto => Ok(best_gpu(&adapters()).map_or_else(cpu, wgpu_on)),
         DeviceChoice::Wgpu => {
             let found = adapters();
-            let best = found.iter().find(|a| a.kind == "DiscreteGpu").or_else(|| found.iter().find(|a| a.is_gpu())).or_else(|| found.first());
-            best.map(wgpu_on).ok_or_else(|| "no wgpu adapter: install a GPU driver, or Mesa's lavapipe (apt-get install mesa-vulkan-drivers)".to_string())
+            best_gpu(&found)
+                .or_else(|| found.first())
+                .map(wgpu_on)
+                .ok_or_else(|| "no wgpu adapter: install a GPU driver, or Mesa's lavapipe (apt-get install mesa-vulkan-drivers)".to_string())
         }
     }
+}
+
+/// A discrete GPU first, then any other real GPU.
+fn best_gpu(found: &[Adapter]) -> Option<&Adapter> {
+    found.iter().find(|a| a.kind == "DiscreteGpu").or_else(|| found.iter().find(|a| a.is_gpu()))
 }
 
 fn threads() -> usize {

@@ -15,6 +15,7 @@ use p2law_shared::data::CurvePoint;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use crate::write_atomic;
 
 /// How held-out loss is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -63,13 +64,6 @@ pub struct Finished {
     pub points: Vec<CurvePoint>,
     /// Steps taken in this call (fewer than the run's when it resumed).
     pub steps_taken: usize,
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(tmp, path)
 }
 
 /// Saves a model's weights (burnpack) through a temporary file and a rename.

@@ -163,7 +163,7 @@ fn ensure_parent(p: &Parent, req: &CalibrationRequest, corpus: &Corpus, ctx: &mu
         seconds: started.elapsed().as_secs_f64(),
     };
     let json = serde_json::to_vec_pretty(&record).map_err(|e| SweepError::Io(e.to_string()))?;
-    run::write_atomic(&record_path, &json).map_err(|e| SweepError::Io(format!("{}: {e}", record_path.display())))?;
+    crate::write_atomic(&record_path, &json).map_err(|e| SweepError::Io(format!("{}: {e}", record_path.display())))?;
     (ctx.on_event)(CalibrationEvent { message: Some(format!("pretrained: N0 = {n0}, L0 = {l0:.4}")), ..event("parent", Some(p.name)) });
     Ok((finished.model, record))
 }
@@ -196,7 +196,11 @@ pub fn run(req: &CalibrationRequest, corpus: &Corpus, done: &BTreeMap<String, ()
         message: Some(format!("{}: {} documents, {} train and {} held-out tokens", corpus.source, corpus.documents, corpus.train.len(), corpus.held_out.len())),
         ..event("corpus", None)
     });
-    let total: f64 = parents.iter().map(|p| p.shape.parameters() as f64 * p.pretrain_config(req.pretrain_scale, req.seed).steps as f64 * p.pretrain_config(req.pretrain_scale, req.seed).tokens_per_step() as f64).sum::<f64>()
+    let pretrain_work = |p: &Parent| {
+        let cfg = p.pretrain_config(req.pretrain_scale, req.seed);
+        p.shape.parameters() as f64 * cfg.steps as f64 * cfg.tokens_per_step() as f64
+    };
+    let total: f64 = parents.iter().map(pretrain_work).sum::<f64>()
         + units.iter().filter_map(|u| parent(&u.parent).ok()).map(|p| p.shape.parameters() as f64 * req.tokens as f64).sum::<f64>();
     let mut clock = Clock { start: Instant::now(), done: 0.0, total };
     let mut curves = Vec::new();
@@ -254,21 +258,12 @@ pub fn run(req: &CalibrationRequest, corpus: &Corpus, done: &BTreeMap<String, ()
     Ok(curves)
 }
 
-/// Fits the P² law to a sweep's curves (quick multi-start). The D = 0 checkpoint (the loss right
-/// after pruning) is kept in the stored curves but left out of the fit: the law's `D^-beta` term
-/// is not defined there.
+/// Fits the P² law to a sweep's curves (quick multi-start); the fitter leaves the D = 0
+/// checkpoints out.
 pub fn fit(curves: &[Curve], seed: u64) -> Result<FitReport, String> {
     let mut options = FitOptions::new(LawForm::P2);
     options.seed = seed;
-    let trained: Vec<Curve> = curves
-        .iter()
-        .map(|c| {
-            let mut c = c.clone();
-            c.points.retain(|p| p.tokens > 0.0);
-            c
-        })
-        .collect();
-    run_fit(&trained, &options, None, None).map_err(|e| e.to_string())
+    run_fit(curves, &options, None, None).map_err(|e| e.to_string())
 }
 
 /// The corpus a request names, inside `corpus_dir`.

@@ -79,36 +79,33 @@ pub async fn events(State(state): State<AppState>, Path(id): Path<i64>, headers:
     let store = state.store().clone();
     let stream = async_stream(move |tx| async move {
         let mut last = after;
-        let terminal = |e: &CalibrationEvent| matches!(e.stage.as_str(), "done" | "failed" | "cancelled");
+        // Sends one event; false when the stream is over (client gone, or the job ended).
+        let forward = |e: CalibrationEvent, last: &mut u64| {
+            *last = e.seq;
+            let end = matches!(e.stage.as_str(), "done" | "failed" | "cancelled");
+            let tx = tx.clone();
+            async move { tx.send(e).await.is_ok() && !end }
+        };
         for e in stored {
-            last = e.seq;
-            let end = terminal(&e);
-            if tx.send(e).await.is_err() || end {
+            if !forward(e, &mut last).await {
                 return;
             }
         }
         loop {
-            match live.recv().await {
+            let batch = match live.recv().await {
                 Ok(e) if e.seq <= last => continue,
-                Ok(e) => {
-                    last = e.seq;
-                    let end = terminal(&e);
-                    if tx.send(e).await.is_err() || end {
-                        return;
-                    }
-                }
+                Ok(e) => vec![e],
                 // Fell behind: catch up from the log.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let Ok(missed) = store.events(id, last).await else { return };
-                    for e in missed {
-                        last = e.seq;
-                        let end = terminal(&e);
-                        if tx.send(e).await.is_err() || end {
-                            return;
-                        }
-                    }
-                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => match store.events(id, last).await {
+                    Ok(missed) => missed,
+                    Err(_) => return,
+                },
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            for e in batch {
+                if !forward(e, &mut last).await {
+                    return;
+                }
             }
         }
     });

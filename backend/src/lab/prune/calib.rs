@@ -18,13 +18,6 @@ pub struct LayerStats {
     pub down_in: Vec<f64>,
 }
 
-impl LayerStats {
-    /// `‖X_j‖₂` of a linear's input column `j` (Wanda's activation norm).
-    pub fn norms(sums: &[f64]) -> Vec<f64> {
-        sums.iter().map(|s| s.sqrt()).collect()
-    }
-}
-
 fn column_sumsq(x: &Tensor<3>) -> Vec<f64> {
     let [b, s, d] = x.dims();
     let sums = x.clone().reshape([b * s, d]).powi_scalar(2).sum_dim(0);

@@ -15,28 +15,6 @@ pub mod width;
 use crate::lab::model::Llama;
 use burn::prelude::*;
 use p2law_shared::models::DecoderShape;
-use serde::{Deserialize, Serialize};
-
-/// A pruning method and its setting.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "method")]
-pub enum Method {
-    Depth { rho: f64 },
-    Width { rho: f64 },
-    /// Keep `n` of every `m` consecutive input weights of each output of every decoder linear.
-    Sparse { n: usize, m: usize },
-}
-
-impl Method {
-    /// The label runs carry (`depth`, `width`, `2:4`).
-    pub fn label(&self) -> String {
-        match self {
-            Method::Depth { .. } => "depth".into(),
-            Method::Width { .. } => "width".into(),
-            Method::Sparse { n, m } => format!("{n}:{m}"),
-        }
-    }
-}
 
 /// Why pruning could not reach its target.
 #[derive(Debug, thiserror::Error, PartialEq)]
