@@ -4,6 +4,7 @@
 pub mod corpus;
 pub mod device;
 pub mod family;
+pub mod hf;
 pub mod model;
 pub mod prune;
 pub mod run;

@@ -13,14 +13,49 @@ use p2law_shared::models::DecoderShape;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelOptions {
     pub rope_theta: f64,
+    /// Llama 3.1's frequency-dependent rope scaling, when the checkpoint uses it.
+    pub rope_scaling: Option<Llama3Scaling>,
     pub rms_norm_eps: f64,
     pub max_seq_len: usize,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        Self { rope_theta: 10_000.0, rms_norm_eps: 1e-5, max_seq_len: 256 }
+        Self { rope_theta: 10_000.0, rope_scaling: None, rms_norm_eps: 1e-5, max_seq_len: 256 }
     }
+}
+
+/// `rope_type: "llama3"`: frequencies whose wavelength exceeds the original context over
+/// `low_freq_factor` are divided by `factor`, those shorter than it over `high_freq_factor` are
+/// kept, and the band between is interpolated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Llama3Scaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: f64,
+}
+
+/// The rotary inverse frequencies `theta^(-2i/head_dim)`, `i < head_dim / 2`, scaled as the
+/// checkpoint says; rounded to f32, as transformers computes them.
+pub fn inv_freq(head_dim: usize, theta: f64, scaling: Option<&Llama3Scaling>) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| {
+            let f = (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32 as f64;
+            let Some(s) = scaling else { return f as f32 };
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            let (low_wavelen, high_wavelen) = (s.original_max_position_embeddings / s.low_freq_factor, s.original_max_position_embeddings / s.high_freq_factor);
+            let scaled = if wavelen < high_wavelen {
+                f
+            } else if wavelen > low_wavelen {
+                f / s.factor
+            } else {
+                let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                (1.0 - smooth) * f / s.factor + smooth * f
+            };
+            scaled as f32
+        })
+        .collect()
 }
 
 /// Rotary position tables, `[max_seq_len, head_dim]` each.
@@ -31,15 +66,16 @@ pub struct Rope {
 }
 
 impl Rope {
-    pub fn new(head_dim: usize, max_seq_len: usize, theta: f64, device: &Device) -> Self {
+    pub fn new(head_dim: usize, max_seq_len: usize, theta: f64, scaling: Option<&Llama3Scaling>, device: &Device) -> Self {
         let half = head_dim / 2;
+        let freqs = inv_freq(head_dim, theta, scaling);
         let mut cos = Vec::with_capacity(max_seq_len * head_dim);
         let mut sin = Vec::with_capacity(max_seq_len * head_dim);
         for pos in 0..max_seq_len {
-            // The first and second halves share frequencies (rotate_half layout).
+            // The first and second halves share frequencies (rotate_half layout); the angle is
+            // an f32 product, as in transformers.
             for i in 0..head_dim {
-                let inv_freq = theta.powf(-2.0 * (i % half) as f64 / head_dim as f64);
-                let angle = pos as f64 * inv_freq;
+                let angle = f64::from(pos as f32 * freqs[i % half]);
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);
             }
@@ -172,7 +208,7 @@ impl Llama {
             blocks,
             norm: norm(),
             head: (!shape.tie_word_embeddings).then(|| linear(h, shape.vocab_size as usize, false)),
-            rope: Rope::new(hd, options.max_seq_len, options.rope_theta, device),
+            rope: Rope::new(hd, options.max_seq_len, options.rope_theta, options.rope_scaling.as_ref(), device),
         }
     }
 
