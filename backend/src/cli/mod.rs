@@ -8,6 +8,7 @@ mod fit;
 mod load;
 mod plot;
 mod predict;
+mod prune;
 mod serve;
 mod token;
 mod table;
@@ -36,6 +37,8 @@ pub enum Command {
     Budget(budget::Args),
     /// Run a calibration sweep (pretrain, prune, post-train, fit) in this process.
     Calibrate(calibrate::Args),
+    /// Prune a Hugging Face checkpoint (depth, width or N:M) and write it back in the same format.
+    Prune(prune::Args),
     /// Serve the web app and its API.
     Serve(serve::Args),
     /// Replace the API token of a data dir and print the new one.
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Budget(a) => budget::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Prune(a) => prune::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Token(a) => token::run(a),
     }

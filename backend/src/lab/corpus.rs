@@ -4,7 +4,8 @@
 //! The split is by document when there are at least [`MIN_DOCS_FOR_DOC_SPLIT`] documents (every
 //! tenth document, in file-name then record order, is held out), so no passage is in both halves;
 //! with fewer documents the last tenth of each is held out. Built-in models read bytes: the
-//! byte-level tokenizer maps each byte to its own id (vocabulary 256).
+//! byte-level tokenizer maps each byte to its own id (vocabulary 256). A Hugging Face parent
+//! reads the same text through its own `tokenizer.json` (no special tokens added).
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -43,8 +44,29 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CorpusError + '_ {
     move |source| CorpusError::Io { path: path.display().to_string(), source }
 }
 
+/// How text becomes token ids.
+#[derive(Debug, Clone, Copy)]
+pub enum TextTokenizer<'a> {
+    /// One id per byte (the built-in parents).
+    Bytes,
+    /// A Hugging Face tokenizer.
+    Hf(&'a tokenizers::Tokenizer),
+}
+
+impl TextTokenizer<'_> {
+    fn encode(&self, text: &str, path: &str) -> Result<Vec<u32>, CorpusError> {
+        match self {
+            TextTokenizer::Bytes => Ok(text.bytes().map(u32::from).collect()),
+            TextTokenizer::Hf(t) => t
+                .encode(text, false)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| CorpusError::File { path: path.to_string(), message: format!("tokenizing: {e}") }),
+        }
+    }
+}
+
 /// Reads one file into documents of token ids.
-fn read_file(path: &Path, docs: &mut Vec<Vec<u32>>) -> Result<(), CorpusError> {
+fn read_file(path: &Path, tok: TextTokenizer<'_>, docs: &mut Vec<Vec<u32>>) -> Result<(), CorpusError> {
     let name = path.display().to_string();
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let bytes = std::fs::read(path).map_err(io(path))?;
@@ -62,7 +84,7 @@ fn read_file(path: &Path, docs: &mut Vec<Vec<u32>>) -> Result<(), CorpusError> {
                     line: i + 1,
                     message: "field `text` is missing or not a string".into(),
                 })?;
-                docs.push(text.bytes().map(u32::from).collect());
+                docs.push(tok.encode(text, &name)?);
             }
         }
         "bin" => {
@@ -71,7 +93,13 @@ fn read_file(path: &Path, docs: &mut Vec<Vec<u32>>) -> Result<(), CorpusError> {
             }
             docs.push(bytes.chunks_exact(2).map(|c| u32::from(u16::from_le_bytes([c[0], c[1]]))).collect());
         }
-        _ => docs.push(bytes.into_iter().map(u32::from).collect()),
+        _ => match tok {
+            TextTokenizer::Bytes => docs.push(bytes.into_iter().map(u32::from).collect()),
+            TextTokenizer::Hf(_) => {
+                let text = String::from_utf8(bytes).map_err(|e| CorpusError::File { path: name.clone(), message: format!("not UTF-8: {e}") })?;
+                docs.push(tok.encode(&text, &name)?);
+            }
+        },
     }
     Ok(())
 }
@@ -95,11 +123,16 @@ fn corpus_files(path: &Path) -> Result<Vec<PathBuf>, CorpusError> {
     Ok(files)
 }
 
-/// Reads a file or a directory of files and splits it.
+/// Reads a file or a directory of files as bytes and splits it.
 pub fn load(path: &Path) -> Result<Corpus, CorpusError> {
+    load_with(path, TextTokenizer::Bytes)
+}
+
+/// Reads a file or a directory of files with a tokenizer and splits it.
+pub fn load_with(path: &Path, tok: TextTokenizer<'_>) -> Result<Corpus, CorpusError> {
     let mut docs = Vec::new();
     for f in corpus_files(path)? {
-        read_file(&f, &mut docs)?;
+        read_file(&f, tok, &mut docs)?;
     }
     docs.retain(|d| !d.is_empty());
     let (mut train, mut held_out) = (Vec::new(), Vec::new());

@@ -3,13 +3,16 @@
 //! the curves. Every stage is resumable: parents are cached by corpus and recipe, each run
 //! checkpoints in its own directory, and units already finished are skipped.
 
-use super::corpus::Corpus;
+use super::corpus::{self, Corpus, TextTokenizer};
 use super::device::LabDevice;
 use super::family::{Parent, Recipe, parent};
+use super::hf::{self, HfParent};
 use super::model::{Llama, ModelOptions};
 use super::prune::{self, Pruned, calib};
 use super::run::{self, EvalConfig, Progress, RunError};
-use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, Unit, parse_pattern};
+use super::train::{self, TrainConfig};
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, HF_BATCH, HF_PEAK_LR, HF_SEQ_LEN, Unit, hf_parent, parse_pattern};
+use p2law_shared::models::DecoderShape;
 use p2law_shared::data::Curve;
 use p2law_shared::fit::FitOptions;
 use p2law_shared::law::LawForm;
@@ -26,6 +29,8 @@ const CALIB_WINDOWS: usize = 32;
 const EVAL_WINDOWS: usize = 64;
 /// Log-spaced checkpoints after D = 0.
 const CHECKPOINTS: usize = 8;
+/// Exported safetensors shards stay under this size (transformers' own default is larger).
+const EXPORT_SHARD_BYTES: u64 = 4 << 30;
 
 /// Why a sweep stopped.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +72,10 @@ pub struct Context<'a> {
     pub lab_dir: PathBuf,
     /// This sweep's run checkpoints.
     pub job_dir: PathBuf,
+    /// Where `hf:NAME` parents live (`<models_dir>/NAME`).
+    pub models_dir: PathBuf,
+    /// Where healed Hugging Face models are written (one directory per unit), if anywhere.
+    pub export_dir: Option<PathBuf>,
     pub device: LabDevice,
     pub cancel: &'a AtomicBool,
     /// Progress, with `seq` left at 0 for the receiver to number.
@@ -101,8 +110,118 @@ fn options(p: &Parent) -> ModelOptions {
     ModelOptions { max_seq_len: p.seq_len + 1, ..ModelOptions::default() }
 }
 
-fn eval_config(p: &Parent) -> EvalConfig {
-    EvalConfig { seq_len: p.seq_len, windows: EVAL_WINDOWS, checkpoints: CHECKPOINTS }
+fn eval_config(seq_len: usize) -> EvalConfig {
+    EvalConfig { seq_len, windows: EVAL_WINDOWS, checkpoints: CHECKPOINTS }
+}
+
+/// Where a parent comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// Pretrained here, from the built-in family.
+    BuiltIn(Parent),
+    /// A Hugging Face checkpoint directory.
+    Hf(Box<HfParent>),
+}
+
+/// A parent of a sweep, resolved from its name in the request.
+#[derive(Debug)]
+pub struct Resolved {
+    pub name: String,
+    pub source: Source,
+    pub shape: DecoderShape,
+    pub seq_len: usize,
+}
+
+impl Resolved {
+    /// A built-in name, or `hf:NAME` opened from `models_dir`.
+    pub fn new(name: &str, models_dir: &Path) -> Result<Self, SweepError> {
+        match hf_parent(name) {
+            Some(Err(e)) => Err(SweepError::Request(e)),
+            Some(Ok(dir)) => {
+                let h = HfParent::open(&models_dir.join(dir)).map_err(|e| SweepError::Request(format!("parent `{name}`: {e}")))?;
+                let seq_len = HF_SEQ_LEN.min(h.config.max_position_embeddings as usize - 1).max(1);
+                Ok(Self { name: name.into(), shape: h.shape(), seq_len, source: Source::Hf(Box::new(h)) })
+            }
+            None => {
+                let p = parent(name).map_err(SweepError::Request)?;
+                Ok(Self { name: name.into(), shape: p.shape, seq_len: p.seq_len, source: Source::BuiltIn(p) })
+            }
+        }
+    }
+
+    /// Post-training: the built-in recipe, or continued pretraining at [`HF_PEAK_LR`]; `lr`
+    /// overrides the peak (the floor stays a tenth of it).
+    pub fn post_train_config(&self, tokens: u64, seed: u64, lr: Option<f64>) -> TrainConfig {
+        let mut cfg = match &self.source {
+            Source::BuiltIn(p) => p.post_train_config(tokens, seed),
+            Source::Hf(_) => {
+                let steps = tokens.div_ceil((HF_BATCH * self.seq_len) as u64).max(1) as usize;
+                TrainConfig {
+                    steps,
+                    batch: HF_BATCH,
+                    grad_accum: 1,
+                    seq_len: self.seq_len,
+                    peak_lr: HF_PEAK_LR,
+                    min_lr: HF_PEAK_LR / 10.0,
+                    warmup_steps: (steps / 20).max(1),
+                    weight_decay: 0.1,
+                    seed,
+                }
+            }
+        };
+        if let Some(lr) = lr {
+            cfg.peak_lr = lr;
+            cfg.min_lr = lr / 10.0;
+        }
+        cfg
+    }
+
+    /// The corpus read with this parent's tokenizer.
+    pub fn corpus(&self, path: &Path) -> Result<Corpus, SweepError> {
+        let tok = match &self.source {
+            Source::BuiltIn(_) => TextTokenizer::Bytes,
+            Source::Hf(h) => TextTokenizer::Hf(&h.tokenizer),
+        };
+        let c = corpus::load_with(path, tok).map_err(|e| SweepError::Request(e.to_string()))?;
+        c.check(self.shape.vocab_size, self.seq_len + 1).map_err(|e| SweepError::Request(format!("parent `{}`: {e}", self.name)))?;
+        Ok(c)
+    }
+
+    fn family(&self) -> String {
+        match &self.source {
+            Source::BuiltIn(_) => "p2law-builtin".into(),
+            Source::Hf(h) => format!("hf:{}", h.name),
+        }
+    }
+}
+
+/// A Hugging Face parent, loaded, with `L0` measured on the held-out text.
+fn load_hf(h: &HfParent, r: &Resolved, corpus: &Corpus, ctx: &mut Context<'_>) -> Result<(Llama, ParentRecord), SweepError> {
+    let started = Instant::now();
+    let model = h.load(r.seq_len + 1, &ctx.device.device).map_err(|e| SweepError::Request(e.to_string()))?;
+    let l0 = train::evaluate(&model, &corpus.held_out, r.seq_len, EVAL_WINDOWS);
+    let record = ParentRecord {
+        name: r.name.clone(),
+        n0: r.shape.parameters(),
+        l0,
+        corpus_sha256: corpus.sha256.clone(),
+        pretrain_tokens: 0,
+        device: ctx.device.describe(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    (ctx.on_event)(CalibrationEvent {
+        message: Some(format!(
+            "loaded {} ({}, {} layers, {:?}) in {:.1} s: N0 = {}, L0 = {l0:.4} on the held-out text with its own tokenizer",
+            h.dir.display(),
+            h.config.arch.class(),
+            r.shape.num_hidden_layers,
+            h.dtype,
+            record.seconds,
+            record.n0
+        )),
+        ..event("parent", Some(&r.name))
+    });
+    Ok((model, record))
 }
 
 /// Work done and left, in parameter-tokens, for the ETA.
@@ -149,7 +268,7 @@ fn ensure_parent(p: &Parent, req: &CalibrationRequest, corpus: &Corpus, ctx: &mu
             on_event(CalibrationEvent { step: pr.step, steps: pr.steps, tokens: pr.tokens, point: pr.point, eta_s: clock.eta(), ..event("pretrain", Some(name)) });
         }
     };
-    let finished = run::run(fresh(), None, corpus, &cfg, &eval_config(p), &device, &dir.join("run"), ctx.cancel, &mut progress)?;
+    let finished = run::run(fresh(), None, corpus, &cfg, &eval_config(p.seq_len), &device, &dir.join("run"), ctx.cancel, &mut progress)?;
     let l0 = finished.points.last().map_or(f64::NAN, |pt| pt.loss);
     let final_path = dir.join("final.bpk");
     run::save_model(&finished.model, &final_path)?;
@@ -168,58 +287,104 @@ fn ensure_parent(p: &Parent, req: &CalibrationRequest, corpus: &Corpus, ctx: &mu
     Ok((finished.model, record))
 }
 
-/// Prunes a parent for one unit.
-pub fn prune_unit(model: Llama, p: &Parent, unit: &Unit, corpus: &Corpus) -> Result<Pruned, String> {
-    let stats = calib::collect(&model, &corpus.train, p.seq_len, CALIB_WINDOWS, 16);
+/// Prunes a parent of `shape` for one unit, with statistics from windows of `seq_len` tokens.
+pub fn prune_unit(model: Llama, shape: &DecoderShape, seq_len: usize, unit: &Unit, corpus: &Corpus) -> Result<Pruned, String> {
+    let stats = calib::collect(&model, &corpus.train, seq_len, CALIB_WINDOWS, 16);
     let r = match unit.method.as_str() {
         "depth" | "width" => {
             let rho: f64 = unit.setting.parse().map_err(|_| format!("rate `{}` is not a number", unit.setting))?;
-            if unit.method == "depth" { prune::depth::prune(model, &p.shape, &stats, rho) } else { prune::width::prune(model, &p.shape, &stats, rho) }
+            if unit.method == "depth" { prune::depth::prune(model, shape, &stats, rho) } else { prune::width::prune(model, shape, &stats, rho) }
         }
         _ => {
             let (n, m) = parse_pattern(&unit.setting)?;
-            prune::sparse::prune(model, &p.shape, &stats, n, m)
+            prune::sparse::prune(model, shape, &stats, n, m)
         }
     };
     r.map_err(|e| e.to_string())
 }
 
-/// Runs the sweep, skipping units in `done` (their keys). Returns the curves it produced.
-pub fn run(req: &CalibrationRequest, corpus: &Corpus, done: &BTreeMap<String, ()>, ctx: &mut Context<'_>) -> Result<Vec<Curve>, SweepError> {
-    let units = req.units().map_err(|(field, m)| SweepError::Request(format!("{field}: {m}")))?;
-    let parents: Vec<Parent> = req.parents.iter().map(|n| parent(n)).collect::<Result<_, _>>().map_err(SweepError::Request)?;
-    for p in &parents {
-        corpus.check(p.shape.vocab_size, p.seq_len + 1).map_err(|e| SweepError::Request(e.to_string()))?;
-    }
-    (ctx.on_event)(CalibrationEvent { message: Some(ctx.device.describe()), ..event("device", None) });
-    (ctx.on_event)(CalibrationEvent {
-        message: Some(format!("{}: {} documents, {} train and {} held-out tokens", corpus.source, corpus.documents, corpus.train.len(), corpus.held_out.len())),
-        ..event("corpus", None)
+/// What p2law records in an exported model's `config.json` (under `p2law`).
+pub fn export_record(parent: &str, unit: &Unit, pruned: (f64, u64, &str), tokens: u64, points: &[p2law_shared::data::CurvePoint]) -> serde_json::Value {
+    let (rho, removed, detail) = pruned;
+    let sparsity = (unit.method == "sparse").then(|| {
+        serde_json::json!({"pattern": unit.setting, "layout": "dense with zeros", "scope": "q/k/v/o and gate/up/down of every decoder layer; embeddings, norms and head dense"})
     });
-    let pretrain_work = |p: &Parent| {
-        let cfg = p.pretrain_config(req.pretrain_scale, req.seed);
-        p.shape.parameters() as f64 * cfg.steps as f64 * cfg.tokens_per_step() as f64
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "parent": parent,
+        "method": unit.method,
+        "setting": unit.setting,
+        "rho": rho,
+        "parameters_removed": removed,
+        "detail": detail,
+        "post_training_tokens": tokens,
+        "held_out_loss": points.iter().map(|p| [p.tokens, p.loss]).collect::<Vec<_>>(),
+        "sparsity": sparsity,
+    })
+}
+
+/// Runs the sweep on the corpus at `corpus_path` (read once per tokenizer), skipping units in
+/// `done` (their keys). Returns the curves it produced.
+pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String, ()>, ctx: &mut Context<'_>) -> Result<Vec<Curve>, SweepError> {
+    let units = req.units().map_err(|(field, m)| SweepError::Request(format!("{field}: {m}")))?;
+    let parents: Vec<Resolved> = req.parents.iter().map(|n| Resolved::new(n, &ctx.models_dir)).collect::<Result<_, _>>()?;
+    (ctx.on_event)(CalibrationEvent { message: Some(ctx.device.describe()), ..event("device", None) });
+    let pretrain_work = |r: &Resolved| match &r.source {
+        Source::BuiltIn(p) => {
+            let cfg = p.pretrain_config(req.pretrain_scale, req.seed);
+            p.shape.parameters() as f64 * cfg.steps as f64 * cfg.tokens_per_step() as f64
+        }
+        Source::Hf(_) => 0.0,
     };
-    let total: f64 = parents.iter().map(pretrain_work).sum::<f64>()
-        + units.iter().filter_map(|u| parent(&u.parent).ok()).map(|p| p.shape.parameters() as f64 * req.tokens as f64).sum::<f64>();
+    let unit_work = |r: &Resolved| r.shape.parameters() as f64 * req.tokens as f64;
+    let total: f64 = parents.iter().map(|r| pretrain_work(r) + units.iter().filter(|u| u.parent == r.name).count() as f64 * unit_work(r)).sum();
     let mut clock = Clock { start: Instant::now(), done: 0.0, total };
     let mut curves = Vec::new();
-    for p in &parents {
-        let mine: Vec<&Unit> = units.iter().filter(|u| u.parent == p.name).collect();
+    // The byte-level corpus serves every built-in parent.
+    let mut bytes: Option<Corpus> = None;
+    for r in &parents {
+        let mine: Vec<&Unit> = units.iter().filter(|u| u.parent == r.name).collect();
         if mine.iter().all(|u| done.contains_key(&u.key())) {
-            clock.done += mine.len() as f64 * p.shape.parameters() as f64 * req.tokens as f64;
+            clock.done += pretrain_work(r) + mine.len() as f64 * unit_work(r);
             continue;
         }
-        let (parent_model, record) = ensure_parent(p, req, corpus, ctx, &mut clock)?;
+        let hf_corpus;
+        let corpus: &Corpus = match &r.source {
+            Source::BuiltIn(_) if bytes.is_some() => bytes.as_ref().expect("checked"),
+            _ => {
+                let c = r.corpus(corpus_path)?;
+                (ctx.on_event)(CalibrationEvent {
+                    message: Some(format!(
+                        "{} ({}): {} documents, {} train and {} held-out tokens",
+                        c.source,
+                        if matches!(r.source, Source::BuiltIn(_)) { "bytes".to_string() } else { format!("tokenizer of {}", r.name) },
+                        c.documents,
+                        c.train.len(),
+                        c.held_out.len()
+                    )),
+                    ..event("corpus", None)
+                });
+                if matches!(r.source, Source::BuiltIn(_)) {
+                    bytes.insert(c)
+                } else {
+                    hf_corpus = c;
+                    &hf_corpus
+                }
+            }
+        };
+        let (parent_model, record) = match &r.source {
+            Source::BuiltIn(p) => ensure_parent(p, req, corpus, ctx, &mut clock)?,
+            Source::Hf(h) => load_hf(h, r, corpus, ctx)?,
+        };
         for unit in mine {
             let key = unit.key();
-            let cfg = p.post_train_config(req.tokens, req.seed);
+            let cfg = r.post_train_config(req.tokens, req.seed, req.lr);
             let n0 = record.n0 as f64;
             if done.contains_key(&key) {
                 clock.done += n0 * req.tokens as f64;
                 continue;
             }
-            let pruned = prune_unit(parent_model.clone(), p, unit, corpus).map_err(|message| SweepError::Unit { unit: key.clone(), message })?;
+            let pruned = prune_unit(parent_model.clone(), &r.shape, r.seq_len, unit, corpus).map_err(|message| SweepError::Unit { unit: key.clone(), message })?;
             (ctx.on_event)(CalibrationEvent {
                 message: Some(format!("achieved rho = {:.6} ({} of {} parameters); {}", pruned.rho, pruned.removed, record.n0, pruned.detail)),
                 ..event("prune", Some(&key))
@@ -235,9 +400,19 @@ pub fn run(req: &CalibrationRequest, corpus: &Corpus, done: &BTreeMap<String, ()
                 }
             };
             let dir = run::dir_for(&ctx.job_dir, &key);
-            let finished = run::run(pruned.model, pruned.masks.as_ref(), corpus, &cfg, &eval_config(p), &ctx.device.device, &dir, ctx.cancel, &mut progress)?;
+            let finished = run::run(pruned.model, pruned.masks.as_ref(), corpus, &cfg, &eval_config(r.seq_len), &ctx.device.device, &dir, ctx.cancel, &mut progress)?;
             if let Some(m) = &pruned.masks {
                 prune::sparse::check_pattern(&finished.model, m.n, m.m).map_err(|message| SweepError::Unit { unit: key.clone(), message })?;
+            }
+            // The healed model is written before its curve is stored: a unit counts as done only
+            // with its export.
+            if let (Source::Hf(h), Some(root)) = (&r.source, &ctx.export_dir) {
+                let out = root.join(key.replace(['/', ':'], "_"));
+                let _ = std::fs::remove_dir_all(&out);
+                let record = export_record(&r.name, unit, (pruned.rho, pruned.removed, &pruned.detail), req.tokens, &finished.points);
+                let shape = pruned.shape;
+                let written = hf::export(&finished.model, &shape, h, record, &out, EXPORT_SHARD_BYTES).map_err(|e| SweepError::Unit { unit: key.clone(), message: e.to_string() })?;
+                (ctx.on_event)(CalibrationEvent { message: Some(format!("healed model written to {} ({} bytes)", written.dir.display(), written.bytes)), ..event("export", Some(&key)) });
             }
             let curve = Curve {
                 run: key.clone(),
@@ -245,7 +420,7 @@ pub fn run(req: &CalibrationRequest, corpus: &Corpus, done: &BTreeMap<String, ()
                 rho: Some(pruned.rho),
                 l0: Some(record.l0),
                 method: Some(if unit.method == "sparse" { unit.setting.clone() } else { unit.method.clone() }),
-                family: Some("p2law-builtin".into()),
+                family: Some(r.family()),
                 split: Some("held-out".into()),
                 points: finished.points,
             };

@@ -31,6 +31,17 @@ pub async fn create(State(state): State<AppState>, _: Authorized, body: Result<J
             lab.corpus_dir.display()
         )));
     }
+    for p in &request.parents {
+        if let Some(Ok(dir)) = p2law_shared::calibrate::hf_parent(p) {
+            let path = lab.models_dir().join(dir);
+            if !path.join("config.json").exists() {
+                return Err(ApiError::Unprocessable(format!("field `parents`: `{p}`: {} has no config.json (Hugging Face parents are directories in the models directory)", path.display())));
+            }
+        }
+    }
+    if request.export && !request.parents.iter().any(|p| p.starts_with("hf:")) {
+        return Err(ApiError::Unprocessable("field `export`: only Hugging Face parents (`hf:NAME`) are exported".into()));
+    }
     if request.device == "wgpu" && device::adapters().is_empty() {
         return Err(ApiError::Unprocessable("field `device`: this server has no wgpu adapter; use `cpu` or `auto`".into()));
     }
@@ -132,10 +143,50 @@ pub struct NamedPreset {
     pub request: CalibrationRequest,
 }
 
-/// What the lab offers: the built-in parents, the presets and the wgpu adapters.
+/// A Hugging Face checkpoint in the models directory, as its config describes it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    /// The parent's name in a request: `hf:` and the directory name.
+    pub name: String,
+    pub architecture: Option<String>,
+    pub parameters: Option<u64>,
+    pub layers: Option<u64>,
+    pub dtype: Option<String>,
+    /// Why it cannot be used, when it cannot.
+    pub error: Option<String>,
+}
+
+fn models(dir: &std::path::Path) -> Vec<ModelInfo> {
+    let mut out: Vec<ModelInfo> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().join("config.json").exists()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            let name = format!("hf:{}", e.file_name().to_string_lossy());
+            match crate::lab::hf::HfConfig::read(&e.path()) {
+                Ok(c) => ModelInfo {
+                    name,
+                    architecture: Some(c.arch.class().into()),
+                    parameters: Some(c.shape.parameters()),
+                    layers: Some(c.shape.num_hidden_layers),
+                    dtype: c.dtype.map(|d| format!("{d:?}")),
+                    error: None,
+                },
+                Err(err) => ModelInfo { name, architecture: None, parameters: None, layers: None, dtype: None, error: Some(err.to_string()) },
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// What the lab offers: the built-in parents, the Hugging Face checkpoints in the models
+/// directory, the presets and the wgpu adapters.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LabInfo {
     pub parents: Vec<p2law_shared::calibrate::Parent>,
+    pub models_dir: String,
+    pub models: Vec<ModelInfo>,
     pub presets: Vec<NamedPreset>,
     pub adapters: Vec<String>,
     pub corpus_dir: String,
@@ -150,8 +201,17 @@ pub async fn info(State(state): State<AppState>) -> Json<LabInfo> {
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect())
         .unwrap_or_default();
     corpora.sort();
+    let models_dir = lab.models_dir();
+    let found = tokio::task::spawn_blocking({
+        let d = models_dir.clone();
+        move || models(&d)
+    })
+    .await
+    .unwrap_or_default();
     Json(LabInfo {
         parents: FAMILY.to_vec(),
+        models_dir: models_dir.display().to_string(),
+        models: found,
         presets: ["smoke", "mini"].iter().filter_map(|p| CalibrationRequest::preset(p).ok().map(|request| NamedPreset { name: p.to_string(), request })).collect(),
         adapters: adapters.iter().map(|a| format!("{} [{}, {}]", a.name, a.kind, a.backend)).collect(),
         corpus_dir: lab.corpus_dir.display().to_string(),

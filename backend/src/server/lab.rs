@@ -3,7 +3,7 @@
 //! connects late replays them; finished units are stored as runs as soon as they finish, so a
 //! killed server loses at most the unit in progress, which resumes from its last checkpoint.
 
-use crate::lab::{corpus, device, sweep};
+use crate::lab::{device, sweep};
 use crate::store::{NewUpload, Store};
 use p2law_shared::api::FitRequest;
 use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, JobStatus};
@@ -29,6 +29,11 @@ pub struct Lab {
 impl Lab {
     pub fn new(data_dir: PathBuf, corpus_dir: PathBuf) -> Self {
         Self { data_dir, corpus_dir, wake: Notify::new(), cancel: Mutex::default(), channels: Mutex::default() }
+    }
+
+    /// Hugging Face parents (`hf:NAME`) are directories here.
+    pub fn models_dir(&self) -> PathBuf {
+        self.data_dir.join("models")
     }
 
     /// Tells the worker there is work.
@@ -127,7 +132,6 @@ async fn run_job(store: &Store, lab: &Arc<Lab>, job: CalibrationJob) -> (JobStat
         let dev = device::select(choice).map_err(sweep::SweepError::Request)?;
         handle.block_on(store2.set_calibration_status(id, JobStatus::Running, Some(&dev.describe()), None, None)).map_err(|e| sweep::SweepError::Io(e.to_string()))?;
         let path = sweep::corpus_path(&lab2.corpus_dir, request.corpus.as_deref());
-        let corpus = corpus::load(&path).map_err(|e| sweep::SweepError::Request(format!("{e} (the default corpus is installed by `./dev setup`)")))?;
         let mut on_event = |e: CalibrationEvent| handle.block_on(publish(&store2, &lab2, id, e));
         let mut on_curve = |unit: &p2law_shared::calibrate::Unit, curve: &p2law_shared::data::Curve| -> Result<(), String> {
             let csv = logs::canonical::write_csv(std::slice::from_ref(curve));
@@ -143,12 +147,14 @@ async fn run_job(store: &Store, lab: &Arc<Lab>, job: CalibrationJob) -> (JobStat
         let mut ctx = sweep::Context {
             lab_dir: lab2.data_dir.join("lab"),
             job_dir: lab2.data_dir.join("lab").join("jobs").join(id.to_string()),
+            models_dir: lab2.models_dir(),
+            export_dir: request.export.then(|| lab2.data_dir.join("exports").join(format!("job-{id}"))),
             device: dev,
             cancel: &flag,
             on_event: &mut on_event,
             on_curve: &mut on_curve,
         };
-        sweep::run(&request, &corpus, &done, &mut ctx).map(|_| ())
+        sweep::run(&request, &path, &done, &mut ctx).map(|_| ())
     })
     .await;
     match outcome {

