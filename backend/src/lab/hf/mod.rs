@@ -234,8 +234,9 @@ pub struct Exported {
     pub bytes: u64,
 }
 
-fn host<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    crate::lab::prune::host(t)
+/// A tensor's values on the host, in one copy.
+fn host<const D: usize>(t: &Tensor<D>) -> TensorData {
+    t.clone().into_data().convert::<f32>()
 }
 
 /// The tensors of `model` under HF's names, in HF's layouts.
@@ -243,15 +244,15 @@ fn entries<'a>(model: &'a Llama, shape: &DecoderShape) -> Vec<Entry<'a>> {
     let mut out: Vec<Entry<'a>> = Vec::new();
     let linear = |out: &mut Vec<Entry<'a>>, name: String, l: &'a Linear| {
         let [d_in, d_out] = l.weight.val().dims();
-        out.push(Entry { name: format!("{name}.weight"), shape: vec![d_out, d_in], values: Box::new(move || st::transposed(&host(&l.weight.val()), d_in, d_out)) });
+        out.push(Entry { name: format!("{name}.weight"), shape: vec![d_out, d_in], transpose: true, values: Box::new(move || host(&l.weight.val())) });
         if let Some(b) = &l.bias {
-            out.push(Entry { name: format!("{name}.bias"), shape: vec![d_out], values: Box::new(move || host(&b.val())) });
+            out.push(Entry { name: format!("{name}.bias"), shape: vec![d_out], transpose: false, values: Box::new(move || host(&b.val())) });
         }
     };
     let norm = |out: &mut Vec<Entry<'a>>, name: String, n: &'a RmsNorm| {
-        out.push(Entry { name, shape: n.gamma.val().dims().to_vec(), values: Box::new(move || host(&n.gamma.val())) });
+        out.push(Entry { name, shape: n.gamma.val().dims().to_vec(), transpose: false, values: Box::new(move || host(&n.gamma.val())) });
     };
-    out.push(Entry { name: "model.embed_tokens.weight".into(), shape: model.embed.weight.val().dims().to_vec(), values: Box::new(move || host(&model.embed.weight.val())) });
+    out.push(Entry { name: "model.embed_tokens.weight".into(), shape: model.embed.weight.val().dims().to_vec(), transpose: false, values: Box::new(move || host(&model.embed.weight.val())) });
     for (l, b) in model.blocks.iter().enumerate() {
         norm(&mut out, layer_name(l, "input_layernorm.weight"), &b.attn_norm);
         for (p, lin) in [("q", &b.attn.q), ("k", &b.attn.k), ("v", &b.attn.v), ("o", &b.attn.o)] {

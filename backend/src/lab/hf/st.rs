@@ -131,11 +131,14 @@ pub fn encode(values: &[f32], dtype: DType, out: &mut Vec<u8>) {
     }
 }
 
-/// A tensor to write: its name, shape, and a source of its f32 values (row-major).
+/// A tensor to write: its name, shape, and a source of its f32 values (row-major in `shape`,
+/// or, with `transpose`, row-major in `shape` reversed: a burn `[in, out]` weight written as
+/// `[out, in]`).
 pub struct Entry<'a> {
     pub name: String,
     pub shape: Vec<usize>,
-    pub values: Box<dyn Fn() -> Vec<f32> + 'a>,
+    pub transpose: bool,
+    pub values: Box<dyn Fn() -> burn::tensor::TensorData + 'a>,
 }
 
 impl std::fmt::Debug for Entry<'_> {
@@ -167,10 +170,23 @@ pub fn write(path: &Path, entries: &[Entry<'_>], dtype: DType) -> Result<u64, Hf
     w.write_all(&text).map_err(io)?;
     let mut buf = Vec::new();
     for e in entries {
-        let values = (e.values)();
-        debug_assert_eq!(values.len(), e.shape.iter().product::<usize>(), "{}", e.name);
-        encode(&values, dtype, &mut buf);
-        w.write_all(&buf).map_err(io)?;
+        let data = (e.values)();
+        let values = data.as_slice::<f32>().map_err(|err| HfError::Weights { path: path.display().to_string(), tensor: e.name.clone(), message: format!("{err:?}") })?;
+        if values.len() != e.shape.iter().product::<usize>() {
+            return Err(HfError::Weights { path: path.display().to_string(), tensor: e.name.clone(), message: format!("{} values for shape {:?}", values.len(), e.shape) });
+        }
+        let flipped;
+        let values = if e.transpose && e.shape.len() == 2 {
+            flipped = transposed(values, e.shape[1], e.shape[0]);
+            &flipped[..]
+        } else {
+            values
+        };
+        // In slices, so the encoded copy stays small next to the tensor.
+        for part in values.chunks(1 << 20) {
+            encode(part, dtype, &mut buf);
+            w.write_all(&buf).map_err(io)?;
+        }
     }
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
