@@ -26,7 +26,8 @@ pub fn estimate(req: &CalibrationRequest, gflops: f64) -> Result<String, String>
     let units = req.units().map_err(|(field, m)| format!("{field}: {m}"))?;
     let flops = req.flops();
     let secs = flops / (gflops.max(1e-3) * 1e9);
-    Ok(format!("{} pruned models · {:.3e} training FLOPs (6·N·D, pretraining included) · about {} at {gflops} GFLOP/s", units.len(), flops, human_seconds(secs)))
+    let hf = if req.parents.iter().any(|p| p.starts_with("hf:")) { " (Hugging Face parents not counted)" } else { "" };
+    Ok(format!("{} pruned models · {:.3e} training FLOPs (6·N·D, pretraining included){hf} · about {} at {gflops} GFLOP/s", units.len(), flops, human_seconds(secs)))
 }
 
 /// The curves of a job so far, one per unit, from its events.

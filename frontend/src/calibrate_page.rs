@@ -11,7 +11,7 @@ use wasm_bindgen::closure::Closure;
 
 const TOKEN_KEY: &str = "p2law-token";
 /// Every stage a job's events can carry (the SSE event names).
-const STAGES: [&str; 14] = ["queued", "running", "device", "corpus", "pretrain", "parent", "prune", "train", "run", "fit", "done", "failed", "cancelled", "message"];
+const STAGES: [&str; 15] = ["queued", "running", "device", "corpus", "pretrain", "parent", "prune", "train", "export", "run", "fit", "done", "failed", "cancelled", "message"];
 
 type Listener = Closure<dyn FnMut(web_sys::MessageEvent)>;
 
@@ -88,7 +88,29 @@ pub fn CalibratePage() -> impl IntoView {
     let live = RwSignal::new(LiveCurves::default());
     let watching: RwSignal<Option<i64>> = RwSignal::new(None);
     let message = RwSignal::new(String::new());
+    let lr = RwSignal::new(String::new());
+    let export = RwSignal::new(false);
+    // Hugging Face checkpoints in the server's models directory, from `/api/lab`.
+    let models: RwSignal<Vec<(String, String)>> = RwSignal::new(Vec::new());
+    let models_dir = RwSignal::new(String::new());
     refresh(jobs);
+    leptos::task::spawn_local(async move {
+        let Ok(resp) = gloo_net::http::Request::get("/api/lab").send().await else { return };
+        let Ok(lab) = resp.json::<serde_json::Value>().await else { return };
+        models_dir.set(lab["models_dir"].as_str().unwrap_or("").to_string());
+        let found = lab["models"].as_array().cloned().unwrap_or_default();
+        models.set(
+            found
+                .iter()
+                .filter(|m| m["error"].is_null())
+                .map(|m| {
+                    let name = m["name"].as_str().unwrap_or("").to_string();
+                    let label = format!("{name} ({}, {:.2e} params, {} layers)", m["architecture"].as_str().unwrap_or("?"), m["parameters"].as_f64().unwrap_or(0.0), m["layers"]);
+                    (name, label)
+                })
+                .collect(),
+        );
+    });
 
     let apply_preset = move |name: &str| {
         if let Ok(p) = CalibrationRequest::preset(name) {
@@ -115,8 +137,11 @@ pub fn CalibratePage() -> impl IntoView {
             device: device.get(),
             corpus: None,
             seed: 0,
-            lr: None,
-            export: false,
+            lr: match lr.get().trim() {
+                "" => None,
+                t => Some(t.parse::<f64>().map_err(|_| format!("learning rate: `{t}` is not a number"))?),
+            },
+            export: export.get(),
         };
         r.units().map_err(|(f, m)| format!("{f}: {m}"))?;
         Ok(r)
@@ -225,11 +250,21 @@ pub fn CalibratePage() -> impl IntoView {
                     <button id="preset-mini" on:click=move |_| apply_preset("mini")>"mini preset"</button>
                 </div>
                 <fieldset><legend>"Parents"</legend>{checkbox_list(parent_items, parents, "parent")}</fieldset>
+                <fieldset id="hf-models"><legend>"Hugging Face checkpoints"</legend>
+                    {move || checkbox_list(models.get(), parents, "parent hf")}
+                    <p class="hint">{move || if models.with(Vec::is_empty) {
+                        format!("none: put a LlamaForCausalLM or Qwen2ForCausalLM directory (config.json, safetensors, tokenizer.json) in {}", models_dir.get())
+                    } else {
+                        "N0 and L0 are measured on the corpus with each model's own tokenizer; pretraining is skipped.".to_string()
+                    }}</p>
+                    <label class="export"><input id="export" type="checkbox" prop:checked=move || export.get() on:change=move |ev| export.set(event_target_checked(&ev)) />" write each healed model back as a Hugging Face directory"</label>
+                </fieldset>
                 <fieldset><legend>"Methods"</legend>{checkbox_list(method_items, methods, "method")}</fieldset>
                 {text("rates", "Rates (depth, width)", rates)}
                 {text("patterns", "N:M patterns (sparse)", patterns)}
                 {text("tokens", "Post-training tokens per model", tokens)}
                 {text("pretrain-scale", "Pretraining scale", scale)}
+                {text("lr", "Peak post-training learning rate (blank: the parent's recipe)", lr)}
                 <label class="field" for="device"><span class="label">"Device"</span>
                     <select id="device" on:change=move |ev| device.set(event_target_value(&ev))>
                         <option value="auto">"auto (a GPU if present, else CPU)"</option>

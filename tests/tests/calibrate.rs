@@ -213,3 +213,106 @@ async fn bad_calibration_requests_are_refused_with_the_field() -> Result<()> {
     assert_eq!(job["status"], "cancelled");
     Ok(())
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    p2law_tests::workspace().join("tests/fixtures/hf").join(name)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        std::fs::copy(e.path(), to.join(e.file_name()))?;
+    }
+    Ok(())
+}
+
+/// A Hugging Face checkpoint in the models directory: listed by `/api/lab`, swept through the
+/// API with its own tokenizer, its healed models exported where the job says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hugging_face_parent_is_calibrated_and_exported_through_the_api() -> Result<()> {
+    corpus_ready()?;
+    let data = tempfile::tempdir()?;
+    copy_dir(&fixture("qwen2-untied-f16"), &data.path().join("models").join("tiny-qwen"))?;
+    std::fs::create_dir_all(data.path().join("models").join("broken"))?;
+    std::fs::write(data.path().join("models").join("broken").join("config.json"), r#"{"architectures": ["GPT2LMHeadModel"]}"#)?;
+    let server = ServerProcess::start(data.path())?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let client = Client::new();
+    let lab: Value = client.get(format!("{url}/api/lab")).send().await?.json().await?;
+    let models = lab["models"].as_array().context("models")?;
+    assert_eq!(models.len(), 2, "{lab}");
+    assert_eq!(models[1]["name"], "hf:tiny-qwen");
+    assert_eq!(models[1]["architecture"], "Qwen2ForCausalLM");
+    assert_eq!(models[1]["parameters"], 61_984);
+    assert!(models[0]["error"].as_str().unwrap_or("").contains("GPT2LMHeadModel"), "{}", models[0]);
+
+    let request = json!({"parents": ["hf:tiny-qwen"], "methods": ["width", "sparse"], "rates": [0.25], "tokens": 8192, "device": "cpu", "lr": 0.003, "export": true});
+    let id = start_job(&client, &url, &request).await?;
+    let events = read_events(&client, &url, id, Duration::from_secs(300), |_, _| false).await?;
+    let last = &events.last().context("no events")?.1;
+    anyhow::ensure!(last["stage"] == "done", "the job ended with {last}");
+    let exports: Vec<&str> = events.iter().filter(|(n, _)| n == "export").filter_map(|(_, e)| e["message"].as_str()).collect();
+    assert_eq!(exports.len(), 2, "{exports:?}");
+    let job: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
+    for run_id in job["run_ids"].as_array().context("runs")? {
+        let run: Value = client.get(format!("{url}/api/runs/{run_id}")).send().await?.json().await?;
+        assert_eq!(run["n0"].as_f64(), Some(61_984.0), "{run}");
+        let points = run["checkpoints"].as_array().context("checkpoints")?;
+        let (first, last) = (points[0]["loss"].as_f64().unwrap(), points.last().unwrap()["loss"].as_f64().unwrap());
+        assert!(last < first, "{}: {first} -> {last}", run["name"]);
+    }
+    for unit in ["hf_tiny-qwen_width_0.25", "hf_tiny-qwen_sparse_2_4"] {
+        let dir = data.path().join("exports").join(format!("job-{id}")).join(unit);
+        let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).with_context(|| dir.display().to_string())?)?;
+        assert_eq!(config["architectures"][0], "Qwen2ForCausalLM");
+        assert_eq!(config["dtype"], "float16");
+        assert_eq!(config["p2law"]["post_training_tokens"], 8192);
+        assert!(dir.join("model.safetensors").exists() && dir.join("tokenizer.json").exists());
+        if unit.contains("width") {
+            assert_eq!(config["num_key_value_heads"], 1, "{config}");
+        }
+    }
+
+    for (body, field) in [
+        (json!({"parents": ["hf:missing"], "methods": ["depth"], "rates": [0.25], "tokens": 100}), "parents"),
+        (json!({"parents": ["hf:../models"], "methods": ["depth"], "rates": [0.25], "tokens": 100}), "parents"),
+        (json!({"parents": ["p2-nano"], "methods": ["depth"], "rates": [0.25], "tokens": 100, "export": true}), "export"),
+        (json!({"parents": ["hf:tiny-qwen"], "methods": ["depth"], "rates": [0.25], "tokens": 100, "lr": 2.0}), "lr"),
+    ] {
+        let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&body).send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {text}");
+        assert!(text.contains(&format!("`{field}`")), "{body}: {text}");
+    }
+    Ok(())
+}
+
+/// `p2law prune` writes a checkpoint transformers' layout can hold; bad flags exit 1 naming them.
+#[test]
+fn the_prune_command_exports_a_smaller_checkpoint() -> Result<()> {
+    corpus_ready()?;
+    let out = tempfile::tempdir()?;
+    let target = out.path().join("pruned");
+    let bin = p2law_tests::p2law_bin()?;
+    let corpus = p2law_tests::corpus_dir().join("shakespeare");
+    let run = std::process::Command::new(&bin)
+        .args(["prune", "--method", "depth", "--rate", "0.25", "--parent"])
+        .arg(fixture("llama-tied-llama3"))
+        .arg("--corpus")
+        .arg(&corpus)
+        .arg("--out")
+        .arg(&target)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("achieved rho") && stdout.contains("held-out loss"), "{stdout}");
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(target.join("config.json"))?)?;
+    assert_eq!(config["num_hidden_layers"], 3);
+    assert_eq!(config["rope_parameters"]["rope_type"], "llama3");
+    let bad = std::process::Command::new(&bin).args(["prune", "--method", "depth", "--rate", "1.5", "--parent"]).arg(fixture("llama-tied-llama3")).arg("--out").arg(out.path().join("x")).output()?;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--rate: 1.5 is outside (0, 1)"), "{}", String::from_utf8_lossy(&bad.stderr));
+    Ok(())
+}
