@@ -3,7 +3,7 @@
 
 use crate::refit::preview_svg;
 use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest};
-use p2law_shared::data::{Curve, CurvePoint};
+use p2law_shared::data::Curve;
 use std::collections::BTreeMap;
 
 /// Training throughput assumed by the estimate when the user gives none: burn's flex backend on
@@ -88,7 +88,7 @@ mod tests {
             step: 1,
             steps: 10,
             tokens: 0,
-            point: point.map(|(tokens, loss)| CurvePoint { tokens, loss }),
+            point: point.map(|(tokens, loss)| p2law_shared::data::CurvePoint { tokens, loss }),
             eta_s: Some(30.0),
             message: None,
             run_id: None,

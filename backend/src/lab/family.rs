@@ -29,18 +29,13 @@ impl Recipe for Parent {
     }
 
     fn post_train_config(&self, tokens: u64, seed: u64) -> TrainConfig {
-        let per_step = (self.batch * self.seq_len) as u64;
-        let steps = tokens.div_ceil(per_step).max(1) as usize;
-        TrainConfig {
-            steps,
-            batch: self.batch,
-            grad_accum: 1,
-            seq_len: self.seq_len,
-            peak_lr: self.peak_lr / 2.0,
-            min_lr: self.peak_lr / 20.0,
-            warmup_steps: (steps / 20).max(1),
-            weight_decay: 0.1,
-            seed,
-        }
+        post_train(self.batch, self.seq_len, self.peak_lr / 2.0, self.peak_lr / 20.0, tokens, seed)
     }
+}
+
+/// A post-training run of `tokens` tokens in batches of `batch` windows of `seq_len`: warm-up
+/// over the first 5% of steps to `peak_lr`, cosine decay to `min_lr`.
+pub fn post_train(batch: usize, seq_len: usize, peak_lr: f64, min_lr: f64, tokens: u64, seed: u64) -> TrainConfig {
+    let steps = tokens.div_ceil((batch * seq_len) as u64).max(1) as usize;
+    TrainConfig { steps, batch, grad_accum: 1, seq_len, peak_lr, min_lr, warmup_steps: (steps / 20).max(1), weight_decay: 0.1, seed }
 }

@@ -5,7 +5,7 @@
 
 use super::corpus::{self, Corpus, TextTokenizer};
 use super::device::LabDevice;
-use super::family::{Parent, Recipe, parent};
+use super::family::{self, Parent, Recipe, parent};
 use super::hf::{self, HfParent};
 use super::model::{Llama, ModelOptions};
 use super::prune::{self, Pruned, calib};
@@ -154,20 +154,7 @@ impl Resolved {
     pub fn post_train_config(&self, tokens: u64, seed: u64, lr: Option<f64>) -> TrainConfig {
         let mut cfg = match &self.source {
             Source::BuiltIn(p) => p.post_train_config(tokens, seed),
-            Source::Hf(_) => {
-                let steps = tokens.div_ceil((HF_BATCH * self.seq_len) as u64).max(1) as usize;
-                TrainConfig {
-                    steps,
-                    batch: HF_BATCH,
-                    grad_accum: 1,
-                    seq_len: self.seq_len,
-                    peak_lr: HF_PEAK_LR,
-                    min_lr: HF_PEAK_LR / 10.0,
-                    warmup_steps: (steps / 20).max(1),
-                    weight_decay: 0.1,
-                    seed,
-                }
-            }
+            Source::Hf(_) => family::post_train(HF_BATCH, self.seq_len, HF_PEAK_LR, HF_PEAK_LR / 10.0, tokens, seed),
         };
         if let Some(lr) = lr {
             cfg.peak_lr = lr;
@@ -323,6 +310,20 @@ pub fn export_record(parent: &str, unit: &Unit, pruned: (f64, u64, &str), tokens
     })
 }
 
+/// The corpus read for one parent, announced in a `corpus` event.
+fn read_corpus(r: &Resolved, path: &Path, ctx: &mut Context<'_>) -> Result<Corpus, SweepError> {
+    let c = r.corpus(path)?;
+    let tokenizer = match r.source {
+        Source::BuiltIn(_) => "bytes".to_string(),
+        Source::Hf(_) => format!("tokenizer of {}", r.name),
+    };
+    (ctx.on_event)(CalibrationEvent {
+        message: Some(format!("{} ({tokenizer}): {} documents, {} train and {} held-out tokens", c.source, c.documents, c.train.len(), c.held_out.len())),
+        ..event("corpus", None)
+    });
+    Ok(c)
+}
+
 /// Runs the sweep on the corpus at `corpus_path` (read once per tokenizer), skipping units in
 /// `done` (their keys). Returns the curves it produced.
 pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String, ()>, ctx: &mut Context<'_>) -> Result<Vec<Curve>, SweepError> {
@@ -349,27 +350,12 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
             continue;
         }
         let hf_corpus;
-        let corpus: &Corpus = match &r.source {
-            Source::BuiltIn(_) if bytes.is_some() => bytes.as_ref().expect("checked"),
-            _ => {
-                let c = r.corpus(corpus_path)?;
-                (ctx.on_event)(CalibrationEvent {
-                    message: Some(format!(
-                        "{} ({}): {} documents, {} train and {} held-out tokens",
-                        c.source,
-                        if matches!(r.source, Source::BuiltIn(_)) { "bytes".to_string() } else { format!("tokenizer of {}", r.name) },
-                        c.documents,
-                        c.train.len(),
-                        c.held_out.len()
-                    )),
-                    ..event("corpus", None)
-                });
-                if matches!(r.source, Source::BuiltIn(_)) {
-                    bytes.insert(c)
-                } else {
-                    hf_corpus = c;
-                    &hf_corpus
-                }
+        let corpus: &Corpus = match (&r.source, &mut bytes) {
+            (Source::BuiltIn(_), Some(c)) => c,
+            (Source::BuiltIn(_), slot @ None) => slot.insert(read_corpus(r, corpus_path, ctx)?),
+            (Source::Hf(_), _) => {
+                hf_corpus = read_corpus(r, corpus_path, ctx)?;
+                &hf_corpus
             }
         };
         let (parent_model, record) = match &r.source {

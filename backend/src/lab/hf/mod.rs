@@ -240,7 +240,7 @@ fn host<const D: usize>(t: &Tensor<D>) -> TensorData {
 }
 
 /// The tensors of `model` under HF's names, in HF's layouts.
-fn entries<'a>(model: &'a Llama, shape: &DecoderShape) -> Vec<Entry<'a>> {
+fn entries<'a>(model: &'a Llama) -> Vec<Entry<'a>> {
     let mut out: Vec<Entry<'a>> = Vec::new();
     let linear = |out: &mut Vec<Entry<'a>>, name: String, l: &'a Linear| {
         let [d_in, d_out] = l.weight.val().dims();
@@ -267,7 +267,6 @@ fn entries<'a>(model: &'a Llama, shape: &DecoderShape) -> Vec<Entry<'a>> {
     if let Some(head) = &model.head {
         linear(&mut out, "lm_head".into(), head);
     }
-    debug_assert!(shape.tie_word_embeddings == model.head.is_none());
     out
 }
 
@@ -303,7 +302,13 @@ pub fn export(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Va
 
 fn write_dir(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Value, dir: &Path, max_shard_bytes: u64) -> Result<Vec<String>, HfError> {
     let dtype = parent.dtype;
-    let all = entries(model, shape);
+    if shape.tie_word_embeddings != model.head.is_none() {
+        return Err(HfError::Checkpoint {
+            path: dir.display().to_string(),
+            message: format!("the model {} an output head but the shape says tie_word_embeddings = {}", if model.head.is_some() { "has" } else { "lacks" }, shape.tie_word_embeddings),
+        });
+    }
+    let all = entries(model);
     // Shards: consecutive tensors up to the limit (a larger tensor gets a shard of its own).
     let mut shards: Vec<Vec<Entry<'_>>> = vec![Vec::new()];
     let mut size = 0u64;
