@@ -1,10 +1,11 @@
-//! p2law-kernels: the compute that pruning needs, as plain CPU references first. The CubeCL
-//! kernels for wgpu (the kernels issue) are checked against these.
+//! p2law-kernels: the compute that pruning needs, as CubeCL kernels on burn's wgpu tensors
+//! ([`gpu`]), each beside a plain CPU reference ([`reference`]) that the tests hold it to.
 //!
 //! Layout: a weight is `rows × cols` in row-major order with one row per *output* and one column
 //! per *input* (PyTorch's and Hugging Face's layout). N:M groups are `m` consecutive inputs of
 //! one row.
 
+pub mod gpu;
 pub mod reference;
 
 /// A shape the computation cannot take.

@@ -19,7 +19,8 @@ fn check(len: usize, rows: usize, cols: usize, n: usize, m: usize) -> Result<(),
 }
 
 /// The N:M mask of a score matrix: in each group of `m` consecutive columns of each row, the `n`
-/// largest scores are kept. Ties go to the lower column; NaN scores rank lowest.
+/// largest scores are kept. Scores compare as numbers (`-0.0` equals `0.0`); NaN ranks below
+/// everything, −∞ included; ties go to the lower column.
 pub fn nm_mask(scores: &[f32], rows: usize, cols: usize, n: usize, m: usize) -> Result<Vec<bool>, ShapeError> {
     check(scores.len(), rows, cols, n, m)?;
     let mut mask = vec![false; scores.len()];
@@ -27,14 +28,24 @@ pub fn nm_mask(scores: &[f32], rows: usize, cols: usize, n: usize, m: usize) -> 
     for (g, group) in scores.chunks_exact(m).enumerate() {
         order.clear();
         order.extend(0..m);
-        let key = |i: usize| if group[i].is_nan() { f32::NEG_INFINITY } else { group[i] };
         // Stable sort, descending: equal scores keep column order.
-        order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
+        order.sort_by(|&a, &b| rank(group[b], group[a]));
         for &i in &order[..n] {
             mask[g * m + i] = true;
         }
     }
     Ok(mask)
+}
+
+/// How score `a` compares with `b` for keeping: as numbers, with every NaN below everything.
+fn rank(a: f32, b: f32) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        (false, false) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    }
 }
 
 /// Wanda scores `|W_ij| · ‖X_j‖` straight to the N:M mask; `act_norms` has one entry per column.
@@ -85,10 +96,16 @@ mod tests {
 
     #[test]
     fn two_of_four_by_hand() {
-        let scores = [1.0, 4.0, 3.0, 2.0, /* ties */ 5.0, 5.0, 5.0, 5.0, f32::NAN, 1.0, 0.0, -1.0];
-        let mask = nm_mask(&scores, 1, 12, 2, 4).unwrap();
+        let scores = [
+            1.0, 4.0, 3.0, 2.0, // plain
+            5.0, 5.0, 5.0, 5.0, // ties: the lower columns
+            f32::NAN, 1.0, 0.0, -1.0, // NaN ranks lowest
+            -0.0, 0.0, -1.0, f32::NAN, // -0 ties 0
+            f32::NAN, f32::NEG_INFINITY, f32::NAN, f32::NEG_INFINITY, // NaN below -inf
+        ];
+        let mask = nm_mask(&scores, 1, 20, 2, 4).unwrap();
         let kept: Vec<usize> = mask.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
-        assert_eq!(kept, vec![1, 2, 4, 5, 9, 10]);
+        assert_eq!(kept, vec![1, 2, 4, 5, 9, 10, 12, 13, 17, 19]);
     }
 
     #[test]
