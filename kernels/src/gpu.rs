@@ -30,6 +30,7 @@ pub enum KernelError {
 /// The kernels themselves, in CubeCL.
 mod kernels {
     use cubecl::prelude::*;
+    use cubecl::std::tensor::layout::linear::{LinearView, LinearViewMut};
 
 
     /// Whether input `j` outranks input `i` of one group: a larger key, or an equal one at a lower
@@ -153,78 +154,118 @@ mod kernels {
         }
     }
 
-    /// The memory-bound floor for the benchmark: one read and one write of every element.
+    /// The masked update where the target and the mask can be read as vectors along their
+    /// contiguous axis (the usual case: both in the weight's own layout). `output` aliases
+    /// `input` for the in-place update.
     #[cube(launch)]
-    pub(super) fn copy_kernel(input: &Tensor<f32>, output: &mut Tensor<f32>) {
-        let pos = ABSOLUTE_POS;
-        let len = output.len();
-        if pos < len {
-            output[pos] = input[pos];
+    pub(super) fn apply_mask_vector_kernel<N: Size>(
+        input: LinearView<'_, Vector<f32, N>>,
+        mask: LinearView<'_, Vector<f32, N>>,
+        mut output: LinearViewMut<'_, Vector<f32, N>>,
+    ) {
+        if !output.is_in_bounds(ABSOLUTE_POS) {
+            terminate!();
         }
+        let keep = Vector::<bool, N>::cast_from(mask.read(ABSOLUTE_POS));
+        output.write(ABSOLUTE_POS, select_many(keep, input.read(ABSOLUTE_POS), Vector::new(f32::new(0.0))));
     }
 
-    /// Block influence as one reduction: each cube takes tokens `CUBE_POS, CUBE_POS + CUBE_COUNT, …`;
-    /// its units stride over the hidden width accumulating `x·y`, `x·x` and `y·y`, a tree in shared
-    /// memory sums them, and the cube adds the token's cosine to its partial. One partial per cube
-    /// comes back; the host adds them in f64.
+    /// The memory-bound floor for the benchmark: one read and one write of every element, in
+    /// vectors, as burn's own elementwise kernels do.
     #[cube(launch)]
-    pub(super) fn cosine_partials_kernel(x_in: &Tensor<f32>, x_out: &Tensor<f32>, partials: &mut Tensor<f32>, #[comptime] units: usize) {
-        let tokens = x_in.shape(0);
-        let hidden = x_in.shape(1);
+    pub(super) fn copy_kernel<N: Size>(input: LinearView<'_, Vector<f32, N>>, mut output: LinearViewMut<'_, Vector<f32, N>>) {
+        if !output.is_in_bounds(ABSOLUTE_POS) {
+            terminate!();
+        }
+        output.write(ABSOLUTE_POS, input.read(ABSOLUTE_POS));
+    }
+
+    /// Block influence as one reduction over contiguous hidden states read as vectors of `N`:
+    /// each cube takes `rows` tokens at a time (tokens `rows·CUBE_POS …`, then a stride of
+    /// `rows·CUBE_COUNT`); its units stride over a row accumulating `x·y`, `x·x` and `y·y` lane by
+    /// lane, one tree in shared memory sums all `3·rows` at once (so a barrier serves `rows`
+    /// tokens), and unit 0 adds the cosines to the cube's partial. One partial per cube comes
+    /// back; the host adds them in f64.
+    #[cube(launch)]
+    pub(super) fn cosine_partials_kernel<N: Size>(
+        x_in: &[Vector<f32, N>],
+        x_out: &[Vector<f32, N>],
+        partials: &mut [f32],
+        tokens: usize,
+        row_vectors: usize,
+        #[comptime] units: usize,
+        #[comptime] rows: usize,
+    ) {
         let u = UNIT_POS as usize;
-        let mut dots = Shared::new_slice(units);
-        let mut in_sq = Shared::new_slice(units);
-        let mut out_sq = Shared::new_slice(units);
+        let mut sums = Shared::new_slice(3 * rows * units);
         let mut acc = f32::new(0.0);
-        let mut t = CUBE_POS as usize;
-        let cubes = CUBE_COUNT as usize;
-        while t < tokens {
-            let mut dot = f32::new(0.0);
-            let mut a2 = f32::new(0.0);
-            let mut b2 = f32::new(0.0);
-            let mut h = u;
-            while h < hidden {
-                let a = x_in[t * x_in.stride(0) + h * x_in.stride(1)];
-                let b = x_out[t * x_out.stride(0) + h * x_out.stride(1)];
-                dot += a * b;
-                a2 += a * a;
-                b2 += b * b;
-                h += units;
+        let mut first = CUBE_POS as usize * rows;
+        let step = CUBE_COUNT as usize * rows;
+        while first < tokens {
+            #[unroll]
+            for r in 0..rows {
+                let t = first + r;
+                let mut dot = Vector::<f32, N>::new(f32::new(0.0));
+                let mut a2 = Vector::<f32, N>::new(f32::new(0.0));
+                let mut b2 = Vector::<f32, N>::new(f32::new(0.0));
+                if t < tokens {
+                    let base = t * row_vectors;
+                    let mut h = u;
+                    while h < row_vectors {
+                        let a = x_in[base + h];
+                        let b = x_out[base + h];
+                        dot += a * b;
+                        a2 += a * a;
+                        b2 += b * b;
+                        h += units;
+                    }
+                }
+                let mut d = f32::new(0.0);
+                let mut x = f32::new(0.0);
+                let mut y = f32::new(0.0);
+                #[unroll]
+                for i in 0..N::value() {
+                    d += dot.extract(i);
+                    x += a2.extract(i);
+                    y += b2.extract(i);
+                }
+                sums[3 * r * units + u] = d;
+                sums[(3 * r + 1) * units + u] = x;
+                sums[(3 * r + 2) * units + u] = y;
             }
-            dots[u] = dot;
-            in_sq[u] = a2;
-            out_sq[u] = b2;
             sync_cube();
             let mut half = CUBE_DIM as usize / 2;
             while half > 0 {
                 if u < half {
-                    let d = dots[u] + dots[u + half];
-                    let a = in_sq[u] + in_sq[u + half];
-                    let b = out_sq[u] + out_sq[u + half];
-                    dots[u] = d;
-                    in_sq[u] = a;
-                    out_sq[u] = b;
+                    #[unroll]
+                    for k in 0..3 * rows {
+                        let v = sums[k * units + u] + sums[k * units + u + half];
+                        sums[k * units + u] = v;
+                    }
                 }
                 sync_cube();
                 half /= 2;
             }
             if u == 0 {
-                let d = dots[0];
-                let a = in_sq[0];
-                let b = out_sq[0];
-                let norms = a.sqrt() * b.sqrt();
-                acc += d / norms.max(f32::new(1e-12));
+                #[unroll]
+                for r in 0..rows {
+                    if first + r < tokens {
+                        let d = sums[3 * r * units];
+                        let a = sums[(3 * r + 1) * units];
+                        let b = sums[(3 * r + 2) * units];
+                        let norms = a.sqrt() * b.sqrt();
+                        acc += d / norms.max(f32::new(1e-12));
+                    }
+                }
             }
             sync_cube();
-            t += cubes;
+            first += step;
         }
         if u == 0 {
             let c = CUBE_POS as usize;
             partials[c] = acc;
         }
     }
-
-
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,8 +395,20 @@ pub fn apply_mask(target: Tensor<2>, mask: &Tensor<2>) -> Result<Tensor<2>, Kern
     let t = cube_of(&target, "target")?;
     drop(target);
     let t = if t.can_mut() && t.is_nonoverlapping() { t } else { t.copy() };
-    let (count, dim) = launch_dims(&t.client, rows * cols);
-    apply_mask_kernel::launch(&t.client.clone(), count, dim, m.into_tensor_arg(), t.clone().into_tensor_arg());
+    let client = t.client.clone();
+    // Vectors along the rows when both are row-major alike (a weight and its mask in burn's own
+    // layout); the strided kernel otherwise.
+    let sizes = || client.io_optimized_vector_sizes(size_of::<f32>());
+    let vector = cubecl::tensor_vector_size_parallel(sizes(), t.meta.shape(), t.meta.strides(), 1)
+        .min(cubecl::tensor_vector_size_parallel(sizes(), m.meta.shape(), m.meta.strides(), 1));
+    if t.meta.strides() == m.meta.strides() && t.meta.strides()[1] == 1 && vector > 1 {
+        let (count, dim) = launch_dims(&client, rows * cols / vector);
+        let (input, mask) = (t.clone().into_linear_view(), m.into_linear_view_like(&t));
+        apply_mask_vector_kernel::launch(&client, count, dim, vector, input, mask, t.as_linear_view_alias(0));
+    } else {
+        let (count, dim) = launch_dims(&client, rows * cols);
+        apply_mask_kernel::launch(&client, count, dim, m.into_tensor_arg(), t.clone().into_tensor_arg());
+    }
     Ok(wrap(t))
 }
 
@@ -364,13 +417,17 @@ pub fn copy(x: &Tensor<2>) -> Result<Tensor<2>, KernelError> {
     let input = cube_of(x, "input")?;
     let out = Tensor::<2>::empty(x.dims(), &x.device());
     let output = cube_of(&out, "output")?;
-    let (count, dim) = launch_dims(&input.client, x.dims().iter().product());
-    copy_kernel::launch(&input.client.clone(), count, dim, input.into_tensor_arg(), output.into_tensor_arg());
+    let client = input.client.clone();
+    let vector = cubecl::tensor_vector_size_parallel(client.io_optimized_vector_sizes(size_of::<f32>()), output.meta.shape(), output.meta.strides(), 1);
+    let (count, dim) = launch_dims(&client, x.dims().iter().product::<usize>() / vector);
+    let input = input.into_linear_view_like(&output);
+    copy_kernel::launch(&client, count, dim, vector, input, output.into_linear_view());
     Ok(out)
 }
 
-/// Units per cube of the influence reduction (a power of two).
+/// Units per cube of the influence reduction (a power of two), and tokens per barrier round.
 const INFLUENCE_UNITS: usize = 64;
+const INFLUENCE_ROWS: usize = 8;
 
 /// Block influence `1 - mean over tokens of cos(x_in, x_out)` for hidden states
 /// `tokens × hidden`, as one reduction on the device; only one partial per cube is read back.
@@ -384,24 +441,45 @@ pub fn block_influence(x_in: &Tensor<2>, x_out: &Tensor<2>) -> Result<f64, Kerne
     if x_out.dims() != [tokens, hidden] {
         return Err(ShapeError::Length { what: "hidden states", expected: tokens * hidden, got: x_out.dims().iter().product() }.into());
     }
-    let a = cube_of(x_in, "x_in")?;
-    let b = cube_of(x_out, "x_out")?;
-    let cubes = tokens.min(1024);
+    // Rows read as vectors: both states made contiguous (a no-op for burn's activations).
+    let contiguous = |t: CubeTensor| if t.is_contiguous() { t } else { burn_cubecl::kernel::into_contiguous(t) };
+    let a = contiguous(cube_of(x_in, "x_in")?);
+    let b = contiguous(cube_of(x_out, "x_out")?);
+    let client = a.client.clone();
+    let sizes = || client.io_optimized_vector_sizes(size_of::<f32>());
+    let vector = cubecl::tensor_vector_size_parallel(sizes(), a.meta.shape(), a.meta.strides(), 1)
+        .min(cubecl::tensor_vector_size_parallel(sizes(), b.meta.shape(), b.meta.strides(), 1));
+    let cubes = tokens.div_ceil(INFLUENCE_ROWS).min(1024);
     let partials = Tensor::<1>::empty([cubes], &x_in.device());
     let p = cube_of(&partials, "partials")?;
-    let units = INFLUENCE_UNITS.min(a.client.properties().hardware.max_units_per_cube as usize).next_power_of_two();
-    let units = if units > a.client.properties().hardware.max_units_per_cube as usize { units / 2 } else { units };
+    let max_units = client.properties().hardware.max_units_per_cube as usize;
+    let mut units = INFLUENCE_UNITS;
+    while units > max_units {
+        units /= 2;
+    }
     cosine_partials_kernel::launch(
-        &a.client.clone(),
+        &client,
         CubeCount::Static(cubes as u32, 1, 1),
         CubeDim::new_1d(units as u32),
-        a.into_tensor_arg(),
-        b.into_tensor_arg(),
-        p.into_tensor_arg(),
+        vector,
+        a.into_buffer_arg(),
+        b.into_buffer_arg(),
+        p.into_buffer_arg(),
+        tokens,
+        hidden / vector,
         units,
+        INFLUENCE_ROWS,
     );
     let sum: f64 = partials.into_data().iter::<f32>().map(f64::from).sum();
     Ok(1.0 - sum / tokens as f64)
+}
+
+/// What the device offers the block-influence reduction: plane (subgroup) operations and the
+/// plane sizes, as `(supported, min, max)`.
+pub fn planes(device: &Device) -> Option<(bool, u32, u32)> {
+    let probe = cube_of(&Tensor::<1>::zeros([1], device), "probe").ok()?;
+    let hardware = &probe.client.properties().hardware;
+    Some((probe.client.features().plane.contains(cubecl::features::Plane::Ops), hardware.plane_size_min, hardware.plane_size_max))
 }
 
 /// A wgpu device for the kernels' tests and benchmark: a real GPU when the machine has one,

@@ -222,3 +222,89 @@ fn gradient_accumulation_equals_the_larger_batch() {
     let (la, lb) = (evaluate(&a, &text().held_out, SEQ, 8), evaluate(&b, &text().held_out, SEQ, 8));
     assert!((la - lb).abs() < 1e-4, "{la} vs {lb}");
 }
+
+/// Every weight of a model, as bits: for "identical", not "close".
+fn weight_bits(model: &Llama) -> Vec<u32> {
+    let mut out: Vec<u32> = super::prune::host(&model.embed.weight.val()).iter().map(|v| v.to_bits()).collect();
+    for b in &model.blocks {
+        for l in sparse::linears(b) {
+            out.extend(super::prune::host(&l.weight.val()).iter().map(|v| v.to_bits()));
+        }
+    }
+    out
+}
+
+/// On wgpu, 2:4 and depth pruning run the CubeCL kernels (fused Wanda selection, the in-place
+/// masked update, the block-influence reduction). From the same weights and calibration text,
+/// the models they give are bit-identical to the CPU path's (the references and burn ops).
+#[test]
+fn pruning_with_the_kernels_on_wgpu_is_identical_to_the_cpu_path() {
+    use super::prune::Compute;
+    if super::device::adapters().is_empty() {
+        eprintln!("SKIPPED pruning_with_the_kernels_on_wgpu_is_identical_to_the_cpu_path: no wgpu adapter (install mesa-vulkan-drivers; ./dev setup does)");
+        return;
+    }
+    let wgpu = super::device::select(super::device::DeviceChoice::Wgpu).unwrap();
+    eprintln!("wgpu adapter: {}", wgpu.adapter);
+    let (on_cpu, _) = parent();
+    let dir = tempfile::tempdir().unwrap();
+    run::save_model(&on_cpu, &dir.path().join("p.bpk")).unwrap();
+    let opts = ModelOptions { max_seq_len: SEQ + 1, ..Default::default() };
+    let model = run::load_model(Llama::new(&shape(), &opts, &wgpu.device), &dir.path().join("p.bpk")).unwrap();
+    assert_eq!(Compute::for_device(&wgpu.device), Compute::Kernels);
+    assert_eq!(Compute::for_device(&device()), Compute::Reference);
+    let s = shape();
+
+    // Calibration: the influence by the kernel and by burn ops; the column sums are burn ops in both.
+    let with_kernels = calib::collect_with(&model, &text().train, SEQ, 16, 8, Compute::Kernels);
+    let with_ops = calib::collect_with(&model, &text().train, SEQ, 16, 8, Compute::Reference);
+    for (l, (k, r)) in with_kernels.iter().zip(&with_ops).enumerate() {
+        assert!((k.influence - r.influence).abs() < 1e-5, "layer {l}: influence {} (kernel) vs {} (burn ops)", k.influence, r.influence);
+        assert_eq!(k.mlp_in, r.mlp_in);
+    }
+
+    // Depth: the same layers go, and the models are identical.
+    assert_eq!(depth::choose(&with_kernels, 1), depth::choose(&with_ops, 1));
+    let deep_k = depth::prune(model.clone(), &s, &with_kernels, 0.25).unwrap();
+    let deep_r = depth::prune(model.clone(), &s, &with_ops, 0.25).unwrap();
+    assert_eq!(weight_bits(&deep_k.model), weight_bits(&deep_r.model));
+
+    // 2:4: the same masks and bit-identical pruned weights (dropped ones are +0.0 on both paths).
+    let k = sparse::prune_with(model.clone(), &s, &with_kernels, 2, 4, Compute::Kernels).unwrap();
+    let r = sparse::prune_with(model.clone(), &s, &with_kernels, 2, 4, Compute::Reference).unwrap();
+    assert_eq!((k.removed, k.rho), (r.removed, r.rho));
+    let (km, rm) = (k.masks.as_ref().unwrap(), r.masks.as_ref().unwrap());
+    for (layer, (a, b)) in km.layers.iter().zip(&rm.layers).enumerate() {
+        for i in 0..7 {
+            assert_eq!(super::prune::host(&a[i]), super::prune::host(&b[i]), "layer {layer} linear {i}: masks differ");
+        }
+    }
+    let bits = weight_bits(&k.model);
+    assert_eq!(bits, weight_bits(&r.model));
+    assert!(bits.contains(&0) && !bits.contains(&0x8000_0000), "dropped weights are +0.0");
+    sparse::check_pattern(&k.model, 2, 4).unwrap();
+    // `prune` itself takes the kernel path on wgpu.
+    assert_eq!(weight_bits(&sparse::prune(model, &s, &with_kernels, 2, 4).unwrap().model), bits);
+
+    // The masked update after an optimizer step: every weight moved, then re-masked both ways.
+    let moved = |m: &Llama| {
+        let mut m = m.clone();
+        let blocks = std::mem::take(&mut m.blocks);
+        m.blocks = blocks
+            .into_iter()
+            .map(|b| sparse::map_linears(b, |_, l| burn::nn::Linear { weight: l.weight.map(|w| w - 0.01), bias: l.bias }))
+            .collect();
+        m
+    };
+    let (a, b) = (sparse::apply_with(moved(&k.model), km, Compute::Kernels), sparse::apply_with(moved(&k.model), km, Compute::Reference));
+    assert_eq!(weight_bits(&a), weight_bits(&b));
+    sparse::check_pattern(&a, 2, 4).unwrap();
+
+    // And in real post-training on wgpu, the pattern holds after every step.
+    let masks = k.masks.unwrap();
+    let (healed, _, _) = train(k.model, Some(&masks), &text().train, &cfg(3), &wgpu.device, None, |_, _, m, _| {
+        assert!(sparse::check_pattern(m, 2, 4).is_ok());
+        Control::Continue
+    });
+    sparse::check_pattern(&healed, 2, 4).unwrap();
+}

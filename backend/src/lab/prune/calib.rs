@@ -1,8 +1,10 @@
 //! Calibration statistics: one pass of the model over calibration windows, recording what each
 //! pruning method ranks by.
 
+use super::Compute;
 use crate::lab::model::Llama;
 use burn::prelude::*;
+use p2law_kernels::gpu;
 
 /// What one decoder layer showed on the calibration text.
 #[derive(Debug, Clone, Default)]
@@ -33,8 +35,9 @@ fn add(into: &mut Vec<f64>, more: Vec<f64>) {
 }
 
 /// Runs `model` (without gradients) over `windows` `[rows, seq]` of token ids and accumulates
-/// per-layer statistics into `stats` (one entry per layer, created when empty).
-pub fn accumulate(model: &Llama, tokens: Tensor<2, Int>, stats: &mut Vec<LayerStats>, token_count: &mut usize) {
+/// per-layer statistics into `stats` (one entry per layer, created when empty). The block
+/// influence is one CubeCL reduction per layer with [`Compute::Kernels`], burn ops otherwise.
+pub fn accumulate(model: &Llama, tokens: Tensor<2, Int>, stats: &mut Vec<LayerStats>, token_count: &mut usize, compute: Compute) {
     let [rows, seq] = tokens.dims();
     if stats.is_empty() {
         stats.resize(model.blocks.len(), LayerStats::default());
@@ -49,10 +52,7 @@ pub fn accumulate(model: &Llama, tokens: Tensor<2, Int>, stats: &mut Vec<LayerSt
         let m_in = block.mlp_norm.forward(h.clone());
         let act = block.mlp.act(m_in.clone());
         let out = h + block.mlp.down.forward(act.clone());
-        // Cosine of each token's input and output hidden state.
-        let dot = (x.clone() * out.clone()).sum_dim(2);
-        let norms = x.clone().powi_scalar(2).sum_dim(2).sqrt() * out.clone().powi_scalar(2).sum_dim(2).sqrt();
-        let cos_mean = f64::from((dot / norms.clamp_min(1e-12)).mean().into_scalar::<f32>());
+        let cos_mean = mean_cosine(&x, &out, compute);
         // Running mean of the influence, weighted by tokens.
         st.influence = (st.influence * total_before + (1.0 - cos_mean) * n) / (total_before + n);
         add(&mut st.attn_in, column_sumsq(&a_in));
@@ -64,8 +64,29 @@ pub fn accumulate(model: &Llama, tokens: Tensor<2, Int>, stats: &mut Vec<LayerSt
     *token_count += rows * seq;
 }
 
-/// Statistics over `count` evenly spaced windows of `seq` tokens from `data`, in batches of `batch`.
+/// The mean over tokens of the cosine between each token's input and output hidden state.
+fn mean_cosine(x: &Tensor<3>, out: &Tensor<3>, compute: Compute) -> f64 {
+    let [b, s, d] = x.dims();
+    if compute == Compute::Kernels {
+        match gpu::block_influence(&x.clone().reshape([b * s, d]), &out.clone().reshape([b * s, d])) {
+            Ok(influence) => return 1.0 - influence,
+            Err(e) => tracing::warn!("block influence kernel: {e}; using burn ops"),
+        }
+    }
+    let dot = (x.clone() * out.clone()).sum_dim(2);
+    let norms = x.clone().powi_scalar(2).sum_dim(2).sqrt() * out.clone().powi_scalar(2).sum_dim(2).sqrt();
+    f64::from((dot / norms.clamp_min(1e-12)).mean().into_scalar::<f32>())
+}
+
+/// Statistics over `count` evenly spaced windows of `seq` tokens from `data`, in batches of
+/// `batch`, with the kernels on wgpu.
 pub fn collect(model: &Llama, data: &[u32], seq: usize, count: usize, batch: usize) -> Vec<LayerStats> {
+    let compute = Compute::for_device(&model.embed.weight.val().device());
+    collect_with(model, data, seq, count, batch, compute)
+}
+
+/// [`collect`] with the given compute.
+pub fn collect_with(model: &Llama, data: &[u32], seq: usize, count: usize, batch: usize, compute: Compute) -> Vec<LayerStats> {
     let model = model.valid();
     let device = &model.embed.weight.val().device();
     let mut stats = Vec::new();
@@ -75,7 +96,7 @@ pub fn collect(model: &Llama, data: &[u32], seq: usize, count: usize, batch: usi
     for chunk in starts.chunks(batch.max(1)) {
         let ids: Vec<i64> = chunk.iter().flat_map(|&s| data[s..s + seq].iter().map(|&t| i64::from(t))).collect();
         let t = Tensor::<2, Int>::from_data(TensorData::new(ids, [chunk.len(), seq]), device);
-        accumulate(&model, t, &mut stats, &mut tokens);
+        accumulate(&model, t, &mut stats, &mut tokens, compute);
     }
     stats
 }

@@ -16,6 +16,22 @@ use crate::lab::model::Llama;
 use burn::prelude::*;
 use p2law_shared::models::DecoderShape;
 
+/// Where pruning's own compute runs (the ranking, the masks, the block influence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compute {
+    /// The CubeCL kernels of `p2law-kernels`, on the model's wgpu tensors.
+    Kernels,
+    /// The CPU references of `p2law-kernels` and burn tensor ops: any device.
+    Reference,
+}
+
+impl Compute {
+    /// The kernels on a wgpu device, the references elsewhere.
+    pub fn for_device(device: &Device) -> Self {
+        if p2law_kernels::gpu::is_wgpu(device) { Self::Kernels } else { Self::Reference }
+    }
+}
+
 /// Why pruning could not reach its target.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PruneError {
@@ -25,6 +41,8 @@ pub enum PruneError {
     Unreachable { method: &'static str, message: String },
     #[error("{n}:{m} sparsity needs 0 < n < m and every linear's input width ({width}) a multiple of m")]
     Pattern { n: usize, m: usize, width: usize },
+    #[error("kernel: {0}")]
+    Kernel(String),
 }
 
 pub(crate) fn check_rate(rho: f64) -> Result<(), PruneError> {

@@ -1,15 +1,17 @@
 //! N:M semi-structured sparsity (2:4 by default) by Wanda scores `|W_ij| · ‖X_j‖`: in every
 //! output row of every decoder linear (`q k v o gate up down`; embeddings and head excluded), keep
 //! the `n` highest-scoring of each `m` consecutive input weights. The model stays dense with zeros;
-//! the masks are kept and re-applied after every optimizer step. Selection is the CPU reference
-//! of `p2law-kernels` (ties go to the lower input index).
+//! the masks are kept and re-applied after every optimizer step. On wgpu, scoring, selection and
+//! masking are one CubeCL kernel pass per linear and the re-masking after each step another, in
+//! place; elsewhere, the CPU reference of `p2law-kernels` and burn ops. Both give the same masks
+//! and bit-identical weights (ties go to the lower input index; dropped weights are `+0.0`).
 
 use super::calib::LayerStats;
-use super::{PruneError, Pruned, host};
+use super::{Compute, PruneError, Pruned, host};
 use crate::lab::model::{Block, Llama};
 use burn::nn::Linear;
 use burn::prelude::*;
-use p2law_kernels::reference;
+use p2law_kernels::{gpu, reference};
 use p2law_shared::models::DecoderShape;
 
 /// One mask per decoder linear, `[d_input, d_output]` like burn's weights, 1 = kept.
@@ -42,8 +44,44 @@ fn input_sums(st: &LayerStats, which: usize) -> &[f64] {
     }
 }
 
-/// Prunes every decoder linear to `n:m`.
+/// Prunes every decoder linear to `n:m`, with the kernels on wgpu and the reference elsewhere.
 pub fn prune(model: Llama, shape: &DecoderShape, stats: &[LayerStats], n: usize, m: usize) -> Result<Pruned, PruneError> {
+    let compute = Compute::for_device(&model.embed.weight.val().device());
+    prune_with(model, shape, stats, n, m, compute)
+}
+
+/// One linear's mask and pruned weight (both `[d_input, d_output]`), and how many it dropped.
+fn mask_one(w: &Tensor<2>, norms: &[f64], n: usize, m: usize, compute: Compute) -> Result<(Tensor<2>, Tensor<2>, u64), PruneError> {
+    let [d_in, d_out] = w.dims();
+    let device = w.device();
+    let pattern = PruneError::Pattern { n, m, width: d_in };
+    let norms: Vec<f32> = norms.iter().map(|s| s.sqrt() as f32).collect();
+    match compute {
+        Compute::Kernels => {
+            // The kernel sees the weight as [out, in] through a transposed view, no copy.
+            let norms = Tensor::<1>::from_floats(norms.as_slice(), &device).inner();
+            let (mask, pruned) = gpu::wanda_nm(&w.clone().transpose(), &norms, n, m).map_err(|e| match e {
+                gpu::KernelError::Shape(_) => pattern,
+                other => PruneError::Kernel(other.to_string()),
+            })?;
+            // Ranks within a group are a permutation, so exactly `m - n` of every `m` are dropped.
+            Ok((mask.transpose(), pruned.transpose(), (d_in * d_out / m * (m - n)) as u64))
+        }
+        Compute::Reference => {
+            // burn stores [in, out]; the reference takes one row per output.
+            let rows = host(&w.clone().transpose());
+            let keep = reference::wanda_nm_mask(&rows, &norms, d_out, d_in, n, m).map_err(|_| pattern)?;
+            let removed = keep.iter().filter(|k| !**k).count() as u64;
+            let keep: Vec<f32> = keep.into_iter().map(|k| if k { 1.0 } else { 0.0 }).collect();
+            let mask = Tensor::<2>::from_data(TensorData::new(keep, [d_out, d_in]), &device).inner().transpose();
+            let pruned = zero_dropped(w.clone().inner(), &mask, Compute::Reference);
+            Ok((mask, pruned, removed))
+        }
+    }
+}
+
+/// Prunes every decoder linear to `n:m` with the given compute.
+pub fn prune_with(model: Llama, shape: &DecoderShape, stats: &[LayerStats], n: usize, m: usize, compute: Compute) -> Result<Pruned, PruneError> {
     let mut model = model;
     let blocks = std::mem::take(&mut model.blocks);
     let mut layers = Vec::with_capacity(blocks.len());
@@ -52,22 +90,17 @@ pub fn prune(model: Llama, shape: &DecoderShape, stats: &[LayerStats], n: usize,
         let mut masks: Vec<Tensor<2>> = Vec::with_capacity(7);
         let mut failure = None;
         let block = map_linears(block, |i, linear| {
-            let w = linear.weight.val();
-            let [d_in, d_out] = w.dims();
-            let device = w.device();
-            // burn stores [in, out]; the reference takes one row per output.
-            let rows = host(&w.clone().transpose());
-            let norms: Vec<f32> = input_sums(st, i).iter().map(|s| s.sqrt() as f32).collect();
-            match reference::wanda_nm_mask(&rows, &norms, d_out, d_in, n, m) {
-                Ok(mask_rows) => {
-                    removed += mask_rows.iter().filter(|k| !**k).count() as u64;
-                    let mask_rows: Vec<f32> = mask_rows.into_iter().map(|k| if k { 1.0 } else { 0.0 }).collect();
-                    let mask = Tensor::<2>::from_data(TensorData::new(mask_rows, [d_out, d_in]), &device).transpose();
-                    masks.push(mask.clone());
-                    mask_linear(linear, &mask)
+            if failure.is_some() {
+                return linear;
+            }
+            match mask_one(&linear.weight.val(), input_sums(st, i), n, m, compute) {
+                Ok((mask, pruned, dropped)) => {
+                    removed += dropped;
+                    masks.push(mask);
+                    map_weight(linear, |_| pruned)
                 }
-                Err(_) => {
-                    failure.get_or_insert(PruneError::Pattern { n, m, width: d_in });
+                Err(e) => {
+                    failure = Some(e);
                     linear
                 }
             }
@@ -90,28 +123,52 @@ pub fn prune(model: Llama, shape: &DecoderShape, stats: &[LayerStats], n: usize,
     })
 }
 
-/// Multiplies a linear's weight by a mask, keeping the parameter (its id, so the optimizer's
-/// state stays attached) and making it a fresh leaf that takes gradients.
-pub fn mask_linear(linear: Linear, mask: &Tensor<2>) -> Linear {
+/// `w` with the weights `mask` drops set to `+0.0`: one in-place kernel pass on wgpu, a masked
+/// fill elsewhere (not a product, which would leave `-0.0` for negative weights).
+fn zero_dropped(w: Tensor<2>, mask: &Tensor<2>, compute: Compute) -> Tensor<2> {
+    if compute == Compute::Kernels {
+        match gpu::apply_mask(w.clone(), mask) {
+            Ok(t) => return t,
+            Err(e) => tracing::warn!("masked update kernel: {e}; using burn ops"),
+        }
+    }
+    w.mask_fill(mask.clone().equal_elem(0.0), 0.0)
+}
+
+/// Replaces a linear's weight by `f(weight)` (taken off the autodiff graph), keeping the
+/// parameter (its id, so the optimizer's state stays attached) and making it a fresh leaf that
+/// takes gradients when the old one did.
+fn map_weight(linear: Linear, f: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Linear {
     let Linear { weight, bias } = linear;
     let weight = weight.map(|w| {
         let (autodiff, tracked) = (w.is_autodiff(), w.is_require_grad());
-        // The product is taken off the autodiff graph, then made a leaf again.
-        let masked = w.inner() * mask.clone().inner();
+        let value = f(w.inner());
         match (autodiff, tracked) {
-            (true, true) => masked.autodiff().require_grad(),
-            (true, false) => masked.autodiff(),
-            _ => masked,
+            (true, true) => value.autodiff().require_grad(),
+            (true, false) => value.autodiff(),
+            _ => value,
         }
     });
     Linear { weight, bias }
 }
 
-/// Re-applies the masks (after an optimizer step).
+/// Re-applies a mask to a linear's weight (after an optimizer step). The weight is handed to
+/// the kernel by value, so on wgpu it is masked in place.
+pub fn mask_linear(linear: Linear, mask: &Tensor<2>, compute: Compute) -> Linear {
+    map_weight(linear, |w| zero_dropped(w, mask, compute))
+}
+
+/// Re-applies the masks (after an optimizer step): in place on wgpu, one kernel pass per linear.
 pub fn apply(model: Llama, masks: &Masks) -> Llama {
+    let compute = Compute::for_device(&model.embed.weight.val().device());
+    apply_with(model, masks, compute)
+}
+
+/// [`apply`] with the given compute.
+pub fn apply_with(model: Llama, masks: &Masks, compute: Compute) -> Llama {
     let mut model = model;
     let blocks = std::mem::take(&mut model.blocks);
-    model.blocks = blocks.into_iter().zip(&masks.layers).map(|(b, layer)| map_linears(b, |i, l| mask_linear(l, &layer[i]))).collect();
+    model.blocks = blocks.into_iter().zip(&masks.layers).map(|(b, layer)| map_linears(b, |i, l| mask_linear(l, &layer[i], compute))).collect();
     model
 }
 
