@@ -23,8 +23,11 @@ fn main() -> Result<()> {
     }
 }
 
+/// The workspace root. `cargo run` sets `CARGO_MANIFEST_DIR` for the process it starts, which
+/// names this checkout even when a target directory shared between clones holds an xtask binary
+/// built from another one; the compile-time value is only the fallback.
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from).join("..")
 }
 
 fn web() -> Result<()> {
