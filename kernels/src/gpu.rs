@@ -278,8 +278,7 @@ fn cube_of<const D: usize>(t: &Tensor<D>, what: &'static str) -> Result<CubeTens
         return Err(KernelError::DType { what, dtype: format!("{:?}", t.dtype()) });
     }
     let device = format!("{:?}", t.device());
-    let inner = if t.is_autodiff() { t.clone().inner() } else { t.clone() };
-    let cube = inner.try_into_primitive::<Cube>().map_err(|_| KernelError::Device { what, device: device.clone() })?;
+    let cube = t.clone().inner().try_into_primitive::<Cube>().map_err(|_| KernelError::Device { what, device: device.clone() })?;
     if !matches!(cube.device, CubeDevice::Wgpu(_)) {
         return Err(KernelError::Device { what, device });
     }
@@ -309,24 +308,12 @@ fn output_like(like: &Tensor<2>, device: &Device) -> Tensor<2> {
     }
 }
 
-fn check_matrix(rows: usize, cols: usize, n: usize, m: usize) -> Result<(), ShapeError> {
-    if n == 0 || n >= m {
-        return Err(ShapeError::Pattern { n, m });
-    }
-    if rows == 0 || cols == 0 {
-        return Err(ShapeError::Empty { rows, cols });
-    }
-    if cols % m != 0 {
-        return Err(ShapeError::Ragged { cols, m });
-    }
-    Ok(())
-}
-
-/// The largest `m` the kernels unroll: a group lives in registers.
+/// The largest `m` the kernels take: a group is ranked in registers.
 pub const MAX_M: usize = 32;
 
-fn check_m(n: usize, m: usize) -> Result<(), ShapeError> {
-    if m > MAX_M { Err(ShapeError::Pattern { n, m }) } else { Ok(()) }
+fn check_matrix(rows: usize, cols: usize, n: usize, m: usize) -> Result<(), ShapeError> {
+    crate::reference::check(rows * cols, rows, cols, n, m)?;
+    if m > MAX_M { Err(ShapeError::GroupTooWide { m, max: MAX_M }) } else { Ok(()) }
 }
 
 fn launch_dims(client: &cubecl::client::Client, units: usize) -> (CubeCount, CubeDim) {
@@ -340,7 +327,6 @@ fn launch_dims(client: &cubecl::client::Client, units: usize) -> (CubeCount, Cub
 pub fn nm_mask(scores: &Tensor<2>, n: usize, m: usize) -> Result<Tensor<2>, KernelError> {
     let [rows, cols] = scores.dims();
     check_matrix(rows, cols, n, m)?;
-    check_m(n, m)?;
     let input = cube_of(scores, "scores")?;
     let out = output_like(scores, &scores.device());
     let mask = cube_of(&out, "mask")?;
@@ -355,7 +341,6 @@ pub fn nm_mask(scores: &Tensor<2>, n: usize, m: usize) -> Result<Tensor<2>, Kern
 pub fn wanda_nm(weight: &Tensor<2>, act_norms: &Tensor<1>, n: usize, m: usize) -> Result<(Tensor<2>, Tensor<2>), KernelError> {
     let [rows, cols] = weight.dims();
     check_matrix(rows, cols, n, m)?;
-    check_m(n, m)?;
     let [len] = act_norms.dims();
     if len != cols {
         return Err(ShapeError::Length { what: "activation norms", expected: cols, got: len }.into());

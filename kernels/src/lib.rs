@@ -19,4 +19,6 @@ pub enum ShapeError {
     Length { what: &'static str, expected: usize, got: usize },
     #[error("empty tensor ({rows} × {cols})")]
     Empty { rows: usize, cols: usize },
+    #[error("m = {m}: a group is ranked in registers, so the kernels take m ≤ {max}")]
+    GroupTooWide { m: usize, max: usize },
 }

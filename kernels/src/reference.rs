@@ -2,7 +2,8 @@
 
 use crate::ShapeError;
 
-fn check(len: usize, rows: usize, cols: usize, n: usize, m: usize) -> Result<(), ShapeError> {
+/// Checks a `rows × cols` matrix of `len` values for an `n:m` pattern.
+pub(crate) fn check(len: usize, rows: usize, cols: usize, n: usize, m: usize) -> Result<(), ShapeError> {
     if n == 0 || n >= m {
         return Err(ShapeError::Pattern { n, m });
     }

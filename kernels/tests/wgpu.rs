@@ -167,7 +167,7 @@ fn shapes_that_do_not_fit_are_errors_not_garbage() {
     assert_eq!(shape(gpu::nm_mask(&z(2, 6), 2, 4)), ShapeError::Ragged { cols: 6, m: 4 });
     assert_eq!(shape(gpu::nm_mask(&z(0, 4), 2, 4)), ShapeError::Empty { rows: 0, cols: 4 });
     assert_eq!(shape(gpu::nm_mask(&z(1, 4), 4, 4)), ShapeError::Pattern { n: 4, m: 4 });
-    assert_eq!(shape(gpu::nm_mask(&z(1, 64), 2, 64)), ShapeError::Pattern { n: 2, m: 64 });
+    assert_eq!(shape(gpu::nm_mask(&z(1, 64), 2, 64)), ShapeError::GroupTooWide { m: 64, max: 32 });
     let norms = Tensor::<1>::zeros([3], &device);
     assert_eq!(
         gpu::wanda_nm(&z(2, 4), &norms, 2, 4).map(|_| ()),

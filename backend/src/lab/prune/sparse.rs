@@ -46,7 +46,11 @@ fn input_sums(st: &LayerStats, which: usize) -> &[f64] {
 
 /// Prunes every decoder linear to `n:m`, with the kernels on wgpu and the reference elsewhere.
 pub fn prune(model: Llama, shape: &DecoderShape, stats: &[LayerStats], n: usize, m: usize) -> Result<Pruned, PruneError> {
-    let compute = Compute::for_device(&model.embed.weight.val().device());
+    // Groups wider than the kernels rank in registers go to the reference.
+    let compute = match Compute::for_device(&model.embed.weight.val().device()) {
+        Compute::Kernels if m > gpu::MAX_M => Compute::Reference,
+        c => c,
+    };
     prune_with(model, shape, stats, n, m, compute)
 }
 
