@@ -13,6 +13,7 @@ use crate::ShapeError;
 use burn::prelude::*;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{Cube, CubeDevice};
+use burn::tensor::wgpu::wgpu;
 use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 use kernels::*;
 
@@ -32,12 +33,18 @@ mod kernels {
     use cubecl::prelude::*;
     use cubecl::std::tensor::layout::linear::{LinearView, LinearViewMut};
 
-
-    /// Whether input `j` outranks input `i` of one group: a larger key, or an equal one at a lower
-    /// column.
+    /// Whether input `i` of a group is among its `n` best: fewer than `n` inputs outrank it, an
+    /// input outranking another with a larger key, or an equal one at a lower column.
     #[cube]
-    fn outranks(key_j: u32, j: usize, key_i: u32, i: usize) -> bool {
-        key_j > key_i || (key_j == key_i && j < i)
+    fn kept(keys: &Array<u32>, i: usize, #[comptime] n: usize, #[comptime] m: usize) -> bool {
+        let mut rank = 0usize;
+        #[unroll]
+        for j in 0..m {
+            if keys[j] > keys[i] || (keys[j] == keys[i] && j < i) {
+                rank += 1;
+            }
+        }
+        rank < n
     }
 
     /// An integer key that orders scores as numbers, so that ranking never depends on how a
@@ -82,14 +89,7 @@ mod kernels {
         }
         #[unroll]
         for i in 0..m {
-            let mut rank = 0usize;
-            #[unroll]
-            for j in 0..m {
-                if outranks(keys[j], j, keys[i], i) {
-                    rank += 1;
-                }
-            }
-            mask[out + i * mask_step] = select(rank < n, f32::new(1.0), f32::new(0.0));
+            mask[out + i * mask_step] = select(kept(&keys, i, n, m), f32::new(1.0), f32::new(0.0));
         }
     }
 
@@ -125,14 +125,7 @@ mod kernels {
         }
         #[unroll]
         for i in 0..m {
-            let mut rank = 0usize;
-            #[unroll]
-            for j in 0..m {
-                if outranks(keys[j], j, keys[i], i) {
-                    rank += 1;
-                }
-            }
-            let keep = rank < n;
+            let keep = kept(&keys, i, n, m);
             mask[out_mask + i * mask_step] = select(keep, f32::new(1.0), f32::new(0.0));
             pruned[out_w + i * w_step] = select(keep, w[i], f32::new(0.0));
         }
@@ -467,26 +460,43 @@ pub fn planes(device: &Device) -> Option<(bool, u32, u32)> {
     Some((probe.client.features().plane.contains(cubecl::features::Plane::Ops), hardware.plane_size_min, hardware.plane_size_max))
 }
 
-/// A wgpu device for the kernels' tests and benchmark: a real GPU when the machine has one,
-/// otherwise any adapter (Mesa's lavapipe on a CPU-only machine), with the adapter's description;
-/// `None` where wgpu finds no adapter at all.
-pub fn wgpu_device() -> Option<(Device, String)> {
-    use burn::tensor::wgpu::wgpu;
+/// The wgpu adapters this machine offers, best first: discrete, integrated and virtual GPUs,
+/// then the rest (Mesa's lavapipe on a CPU-only machine). Empty where wgpu finds no driver.
+pub fn adapters() -> Vec<wgpu::AdapterInfo> {
     let instance = wgpu::Instance::default();
     let found = futures_executor::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-    let infos: Vec<wgpu::AdapterInfo> = found.iter().map(|a| a.get_info()).collect();
-    let rank = |t: wgpu::DeviceType| match t {
+    let mut infos: Vec<wgpu::AdapterInfo> = found.iter().map(|a| a.get_info()).collect();
+    infos.sort_by_key(|i| match i.device_type {
         wgpu::DeviceType::DiscreteGpu => 0,
         wgpu::DeviceType::IntegratedGpu => 1,
         wgpu::DeviceType::VirtualGpu => 2,
         _ => 3,
-    };
-    let best = infos.iter().min_by_key(|i| rank(i.device_type))?;
-    let kind = match best.device_type {
+    });
+    infos
+}
+
+/// Whether an adapter is a real GPU (not a CPU driver such as lavapipe).
+pub fn is_gpu(info: &wgpu::AdapterInfo) -> bool {
+    matches!(info.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu)
+}
+
+/// The burn device on an adapter.
+pub fn device_on(info: &wgpu::AdapterInfo) -> Device {
+    Device::wgpu(match info.device_type {
         wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(0),
         wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(0),
         wgpu::DeviceType::VirtualGpu => DeviceKind::VirtualGpu(0),
         _ => DeviceKind::Cpu,
-    };
-    Some((Device::wgpu(kind), format!("{} [{:?}, {:?}, {}]", best.name, best.device_type, best.backend, best.driver)))
+    })
+}
+
+/// An adapter in one line: name, type, graphics API and driver.
+pub fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} [{:?}, {:?}, {}]", info.name, info.device_type, info.backend, info.driver)
+}
+
+/// The best wgpu device (see [`adapters`]) and its description; `None` without an adapter.
+pub fn wgpu_device() -> Option<(Device, String)> {
+    let best = adapters().into_iter().next()?;
+    Some((device_on(&best), describe(&best)))
 }

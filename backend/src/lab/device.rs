@@ -4,6 +4,7 @@
 
 use burn::prelude::*;
 use burn::tensor::wgpu::wgpu;
+use p2law_kernels::gpu;
 use serde::{Deserialize, Serialize};
 
 /// What the user asked for.
@@ -38,23 +39,16 @@ pub struct Adapter {
     pub driver: String,
 }
 
-impl Adapter {
-    pub fn is_gpu(&self) -> bool {
-        matches!(self.kind.as_str(), "DiscreteGpu" | "IntegratedGpu" | "VirtualGpu")
-    }
+/// The wgpu adapters visible here, best first (an empty list when there is no Vulkan/Metal/GL
+/// driver).
+pub fn adapters() -> Vec<Adapter> {
+    gpu::adapters().iter().map(Adapter::from).collect()
 }
 
-/// The wgpu adapters visible here (an empty list when there is no Vulkan/Metal/GL driver).
-pub fn adapters() -> Vec<Adapter> {
-    let instance = wgpu::Instance::default();
-    let found = futures_executor::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-    found
-        .into_iter()
-        .map(|a| {
-            let info = a.get_info();
-            Adapter { name: info.name, kind: format!("{:?}", info.device_type), backend: format!("{:?}", info.backend), driver: info.driver }
-        })
-        .collect()
+impl From<&wgpu::AdapterInfo> for Adapter {
+    fn from(info: &wgpu::AdapterInfo) -> Self {
+        Adapter { name: info.name.clone(), kind: format!("{:?}", info.device_type), backend: format!("{:?}", info.backend), driver: info.driver.clone() }
+    }
 }
 
 /// The device a run trains on.
@@ -77,31 +71,17 @@ impl LabDevice {
 /// Resolves a choice into a device, or says why it cannot.
 pub fn select(choice: DeviceChoice) -> Result<LabDevice, String> {
     let cpu = || LabDevice { device: Device::flex().autodiff(), backend: "cpu", adapter: format!("burn flex, {} threads", threads()) };
-    let wgpu_on = |a: &Adapter| {
-        let kind = match a.kind.as_str() {
-            "DiscreteGpu" => DeviceKind::DiscreteGpu(0),
-            "IntegratedGpu" => DeviceKind::IntegratedGpu(0),
-            "VirtualGpu" => DeviceKind::VirtualGpu(0),
-            _ => DeviceKind::Cpu,
-        };
-        LabDevice { device: Device::wgpu(kind).autodiff(), backend: "wgpu", adapter: format!("{} [{}, {}, {}]", a.name, a.kind, a.backend, a.driver) }
-    };
+    let wgpu_on = |a: &wgpu::AdapterInfo| LabDevice { device: gpu::device_on(a).autodiff(), backend: "wgpu", adapter: gpu::describe(a) };
+    let found = gpu::adapters();
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
-        DeviceChoice::Auto => Ok(best_gpu(&adapters()).map_or_else(cpu, wgpu_on)),
-        DeviceChoice::Wgpu => {
-            let found = adapters();
-            best_gpu(&found)
-                .or_else(|| found.first())
-                .map(wgpu_on)
-                .ok_or_else(|| "no wgpu adapter: install a GPU driver, or Mesa's lavapipe (apt-get install mesa-vulkan-drivers)".to_string())
-        }
+        DeviceChoice::Auto => Ok(found.iter().find(|a| gpu::is_gpu(a)).map_or_else(cpu, wgpu_on)),
+        // The list is best first: a real GPU when there is one, otherwise lavapipe.
+        DeviceChoice::Wgpu => found
+            .first()
+            .map(wgpu_on)
+            .ok_or_else(|| "no wgpu adapter: install a GPU driver, or Mesa's lavapipe (apt-get install mesa-vulkan-drivers)".to_string()),
     }
-}
-
-/// A discrete GPU first, then any other real GPU.
-fn best_gpu(found: &[Adapter]) -> Option<&Adapter> {
-    found.iter().find(|a| a.kind == "DiscreteGpu").or_else(|| found.iter().find(|a| a.is_gpu()))
 }
 
 fn threads() -> usize {
