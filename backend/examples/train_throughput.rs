@@ -33,13 +33,19 @@ fn main() -> Result<(), String> {
     let mut t0 = None;
     let (_m, _, _) = train::train(m, None, &text.train, &cfg, &dev.device, None, |step, _, model, _| {
         if step == warmup {
-            // Wait for queued work before starting the clock.
+            // Wait for queued work before starting the clock; from here the peak resident set is
+            // the training steps' own (Linux: writing 5 to clear_refs resets VmHWM).
             let _ = model.embed.weight.val().into_data();
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
             t0 = Some(Instant::now());
         }
         train::Control::Continue
     });
     let secs = t0.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
+    let peak_rss_mib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())))
+        .map_or(f64::NAN, |kb| kb / 1024.0);
     let tokens = (steps * cfg.batch * cfg.seq_len) as f64;
     let s = parent.shape;
     let n = s.parameters() as f64;
@@ -47,7 +53,7 @@ fn main() -> Result<(), String> {
     let attn = 12.0 * (s.num_hidden_layers * s.num_attention_heads * s.head_dim) as f64 * parent.seq_len as f64;
     let flops = (6.0 * n + attn) * tokens / secs;
     println!(
-        "{{\"impl\": \"burn\", \"parent\": \"{name}\", \"device\": \"{}\", \"params\": {n}, \"batch\": {}, \"seq_len\": {}, \"steps\": {steps}, \"seconds\": {secs:.3}, \"tokens_per_s\": {:.1}, \"gflops\": {:.2}}}",
+        "{{\"impl\": \"burn\", \"parent\": \"{name}\", \"device\": \"{}\", \"params\": {n}, \"batch\": {}, \"seq_len\": {}, \"steps\": {steps}, \"seconds\": {secs:.3}, \"tokens_per_s\": {:.1}, \"gflops\": {:.2}, \"peak_rss_mib\": {peak_rss_mib:.1}}}",
         dev.describe(),
         cfg.batch,
         cfg.seq_len,

@@ -1,10 +1,14 @@
 //! p2law-kernels: the compute that pruning needs, as CubeCL kernels on burn's wgpu tensors
-//! ([`gpu`]), each beside a plain CPU reference ([`reference`]) that the tests hold it to.
+//! ([`gpu`]), each beside a plain CPU reference ([`reference`]) that the tests hold it to; and
+//! the fused operations that training the lab's decoder needs ([`fused`]: RMSNorm, SwiGLU,
+//! rotary causal attention, cross-entropy, each with its own backward pass), fast on burn's CPU
+//! backend, with burn's own tensor ops as the general path elsewhere.
 //!
 //! Layout: a weight is `rows × cols` in row-major order with one row per *output* and one column
 //! per *input* (PyTorch's and Hugging Face's layout). N:M groups are `m` consecutive inputs of
 //! one row.
 
+pub mod fused;
 pub mod gpu;
 pub mod reference;
 

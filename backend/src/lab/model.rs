@@ -2,11 +2,13 @@
 //! Hugging Face's Llama and Qwen2), SwiGLU MLP, grouped-query attention, tied or untied embeddings.
 //!
 //! The wire shape ([`DecoderShape`], the `config.json` fields) is kept apart from the module; a
-//! pruned model is the same module built from a smaller shape.
+//! pruned model is the same module built from a smaller shape. RMSNorm, SwiGLU's activation,
+//! attention (with its rotary embeddings) and the loss are `p2law_kernels::fused` operations:
+//! one pass each way on the CPU backend, burn's own tensor ops elsewhere.
 
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{silu, softmax};
+use p2law_kernels::fused;
 use p2law_shared::models::DecoderShape;
 
 /// What a model needs beyond its shape.
@@ -61,8 +63,8 @@ pub fn inv_freq(head_dim: usize, theta: f64, scaling: Option<&Llama3Scaling>) ->
 /// Rotary position tables, `[max_seq_len, head_dim]` each.
 #[derive(Module, Debug)]
 pub struct Rope {
-    cos: Tensor<2>,
-    sin: Tensor<2>,
+    pub cos: Tensor<2>,
+    pub sin: Tensor<2>,
 }
 
 impl Rope {
@@ -82,18 +84,6 @@ impl Rope {
         }
         let table = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [max_seq_len, head_dim]), device);
         Self { cos: table(cos), sin: table(sin) }
-    }
-
-    /// `x * cos + rotate_half(x) * sin` for `x: [batch, heads, seq, head_dim]`.
-    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, _, seq, head_dim] = x.dims();
-        let half = head_dim / 2;
-        let cos = self.cos.clone().slice([0..seq, 0..head_dim]).unsqueeze::<4>();
-        let sin = self.sin.clone().slice([0..seq, 0..head_dim]).unsqueeze::<4>();
-        let first = x.clone().narrow(3, 0, half);
-        let second = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![second.neg(), first], 3);
-        x * cos + rotated * sin
     }
 }
 
@@ -115,21 +105,11 @@ impl Attention {
     }
 
     /// The heads' outputs, concatenated (`[batch, seq, heads * head_dim]`): the input of `o`.
+    /// Rotary embeddings, the causal mask and the sharing of each key/value head by
+    /// `heads / kv_heads` query heads happen inside the fused operation.
     pub fn mix(&self, x: Tensor<3>, rope: &Rope) -> Tensor<3> {
-        let [batch, seq, _] = x.dims();
-        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
-        // [batch, seq, heads * head_dim] -> [batch, heads, seq, head_dim]
-        let q = self.q.forward(x.clone()).reshape([batch, seq, h, hd]).swap_dims(1, 2);
-        let k = self.k.forward(x.clone()).reshape([batch, seq, kvh, hd]).swap_dims(1, 2);
-        let v = self.v.forward(x).reshape([batch, seq, kvh, hd]).swap_dims(1, 2);
-        let (q, k) = (rope.apply(q), rope.apply(k));
-        // Each key/value head serves `h / kvh` query heads.
-        let repeat = |t: Tensor<4>| t.unsqueeze_dim::<5>(2).expand([batch, kvh, h / kvh, seq, hd]).reshape([batch, h, seq, hd]);
-        let (k, v) = (repeat(k), repeat(v));
-        let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [batch, heads, seq, seq]
-        let future = Tensor::<2, Bool>::tril_mask([seq, seq], 0, &scores.device()).unsqueeze::<4>();
-        let weights = softmax(scores.mask_fill(future, f32::NEG_INFINITY), 3);
-        weights.matmul(v).swap_dims(1, 2).reshape([batch, seq, h * hd])
+        let (q, k, v) = (self.q.forward(x.clone()), self.k.forward(x.clone()), self.v.forward(x));
+        fused::attention(q, k, v, &rope.cos, &rope.sin, self.heads, self.kv_heads)
     }
 }
 
@@ -148,7 +128,7 @@ impl Mlp {
 
     /// `silu(gate(x)) * up(x)`: the input of `down`.
     pub fn act(&self, x: Tensor<3>) -> Tensor<3> {
-        silu(self.gate.forward(x.clone())) * self.up.forward(x)
+        fused::swiglu(self.gate.forward(x.clone()), self.up.forward(x))
     }
 }
 
@@ -161,10 +141,15 @@ pub struct Block {
     pub mlp: Mlp,
 }
 
+/// `norm` applied to `x` (the fused RMSNorm, with the module's scale and epsilon).
+pub fn rms(norm: &RmsNorm, x: Tensor<3>) -> Tensor<3> {
+    fused::rms_norm(x, norm.gamma.val(), norm.epsilon)
+}
+
 impl Block {
     pub fn forward(&self, x: Tensor<3>, rope: &Rope) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.attn_norm.forward(x), rope);
-        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+        let x = x.clone() + self.attn.forward(rms(&self.attn_norm, x), rope);
+        x.clone() + self.mlp.forward(rms(&self.mlp_norm, x))
     }
 }
 
@@ -218,7 +203,7 @@ impl Llama {
         for block in &self.blocks {
             x = block.forward(x, &self.rope);
         }
-        let x = self.norm.forward(x);
+        let x = rms(&self.norm, x);
         match &self.head {
             Some(head) => head.forward(x),
             None => x.matmul(self.embed.weight.val().transpose().unsqueeze::<3>()),
@@ -232,7 +217,7 @@ impl Llama {
         let targets = tokens.slice([0..batch, 1..len]).reshape([batch * (len - 1)]);
         let logits = self.forward(inputs);
         let [_, seq, vocab] = logits.dims();
-        burn::nn::loss::CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.reshape([batch * seq, vocab]), targets)
+        fused::cross_entropy(logits.reshape([batch * seq, vocab]), targets)
     }
 
     /// Trainable parameters, counted from the module (not from the shape).

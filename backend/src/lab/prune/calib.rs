@@ -2,7 +2,7 @@
 //! pruning method ranks by.
 
 use super::Compute;
-use crate::lab::model::Llama;
+use crate::lab::model::{Llama, rms};
 use burn::prelude::*;
 use p2law_kernels::gpu;
 
@@ -46,10 +46,10 @@ pub fn accumulate(model: &Llama, tokens: Tensor<2, Int>, stats: &mut Vec<LayerSt
     let n = (rows * seq) as f64;
     let mut x = model.embed.forward(tokens);
     for (block, st) in model.blocks.iter().zip(stats.iter_mut()) {
-        let a_in = block.attn_norm.forward(x.clone());
+        let a_in = rms(&block.attn_norm, x.clone());
         let heads = block.attn.mix(a_in.clone(), &model.rope);
         let h = x.clone() + block.attn.o.forward(heads.clone());
-        let m_in = block.mlp_norm.forward(h.clone());
+        let m_in = rms(&block.mlp_norm, h.clone());
         let act = block.mlp.act(m_in.clone());
         let out = h + block.mlp.down.forward(act.clone());
         let cos_mean = mean_cosine(&x, &out, compute);
