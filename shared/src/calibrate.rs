@@ -36,10 +36,10 @@ pub const FAMILY: [Parent; 7] = [
     Parent { name: "p2-xl", shape: shape(256, 704, 12, 16, 4, 16), pretrain_tokens: 400_000_000, batch: 32, seq_len: 256, peak_lr: 1e-3 },
 ];
 
-/// A parent by name.
+/// A parent by name: the built-in family, or the P² study's ([`crate::study::STUDY_FAMILY`]).
 pub fn parent(name: &str) -> Result<Parent, String> {
-    FAMILY.iter().find(|p| p.name == name).copied().ok_or_else(|| {
-        let names: Vec<&str> = FAMILY.iter().map(|p| p.name).collect();
+    FAMILY.iter().chain(&crate::study::STUDY_FAMILY).find(|p| p.name == name).copied().ok_or_else(|| {
+        let names: Vec<&str> = FAMILY.iter().chain(&crate::study::STUDY_FAMILY).map(|p| p.name).collect();
         format!("unknown parent `{name}`; built-in parents are {}", names.join(", "))
     })
 }

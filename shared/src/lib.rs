@@ -12,7 +12,8 @@
 //! - [`budget`]: token-budget rules and their cost;
 //! - [`report`]: the fit file (JSON) that `predict`, `budget` and the browser read;
 //! - [`models`]: published model shapes and their exact parameter counts;
-//! - [`presets`]: fits p2law made itself, shipped with their provenance.
+//! - [`presets`]: fits p2law made itself, shipped with their provenance;
+//! - [`study`]: the P² study's family, grid, manifest and data.
 
 pub mod api;
 pub mod bootstrap;
@@ -25,6 +26,7 @@ pub mod logs;
 pub mod models;
 pub mod presets;
 pub mod report;
+pub mod study;
 pub mod validate;
 
 pub use data::{Curve, CurvePoint, InputError, Location};

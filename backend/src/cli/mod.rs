@@ -10,6 +10,7 @@ mod plot;
 mod predict;
 mod prune;
 mod serve;
+mod study;
 mod token;
 mod table;
 
@@ -39,6 +40,8 @@ pub enum Command {
     Calibrate(calibrate::Args),
     /// Prune a Hugging Face checkpoint (depth, width or N:M) and write it back in the same format.
     Prune(prune::Args),
+    /// The P² study: make its data (`run`), or fit and analyse it (`report`).
+    Study(study::Args),
     /// Serve the web app and its API.
     Serve(serve::Args),
     /// Replace the API token of a data dir and print the new one.
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Calibrate(a) => calibrate::run(a),
         Command::Prune(a) => prune::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Study(a) => study::run(a),
         Command::Token(a) => token::run(a),
     }
 }

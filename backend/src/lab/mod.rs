@@ -8,6 +8,7 @@ pub mod hf;
 pub mod model;
 pub mod prune;
 pub mod run;
+pub mod study;
 pub mod sweep;
 pub mod train;
 

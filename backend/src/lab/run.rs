@@ -5,7 +5,7 @@
 use super::corpus::Corpus;
 use super::model::Llama;
 use super::prune::sparse::Masks;
-use super::train::{Control, Resume, TrainConfig, evaluate, log_spaced_steps, train};
+use super::train::{Control, Resume, TrainConfig, evaluate, log_spaced_from_one, log_spaced_steps, train};
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
@@ -24,6 +24,10 @@ pub struct EvalConfig {
     pub windows: usize,
     /// Log-spaced checkpoints after the one at D = 0.
     pub checkpoints: usize,
+    /// Whether the first of them is after one step (so that they span the whole run), rather
+    /// than at `steps^(1/checkpoints)`.
+    #[serde(default)]
+    pub from_first_step: bool,
 }
 
 /// A step of progress, for the caller to show or stream.
@@ -125,7 +129,7 @@ pub fn run(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Finished, RunError> {
     std::fs::create_dir_all(dir).map_err(|e| ck(dir, e))?;
-    let eval_steps = log_spaced_steps(cfg.steps, eval.checkpoints);
+    let eval_steps = if eval.from_first_step { log_spaced_from_one(cfg.steps, eval.checkpoints) } else { log_spaced_steps(cfg.steps, eval.checkpoints) };
     let (model, start, mut points) = match load(dir, model.clone(), cfg)? {
         Some((m, optim, state)) => (m, Some(Resume { optim, step: state.step }), state.points),
         None => {

@@ -111,7 +111,7 @@ fn options(p: &Parent) -> ModelOptions {
 }
 
 fn eval_config(seq_len: usize) -> EvalConfig {
-    EvalConfig { seq_len, windows: EVAL_WINDOWS, checkpoints: CHECKPOINTS }
+    EvalConfig { seq_len, windows: EVAL_WINDOWS, checkpoints: CHECKPOINTS, from_first_step: false }
 }
 
 /// Where a parent comes from.

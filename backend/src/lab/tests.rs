@@ -136,7 +136,7 @@ fn post_training_heals_and_a_stopped_run_resumes_to_the_same_curve() {
     let s = shape();
     let st = stats(&model);
     let device = device();
-    let eval = EvalConfig { seq_len: SEQ, windows: 16, checkpoints: 5 };
+    let eval = EvalConfig { seq_len: SEQ, windows: 16, checkpoints: 5, from_first_step: false };
     let cfg = cfg(60);
     let never = AtomicBool::new(false);
     let straight_dir = tempfile::tempdir().unwrap();

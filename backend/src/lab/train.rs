@@ -86,6 +86,15 @@ pub fn log_spaced_steps(steps: usize, count: usize) -> Vec<usize> {
     out
 }
 
+/// `count` log-spaced steps from step 1 to `steps`, both included (fewer when rounding makes
+/// two equal).
+pub fn log_spaced_from_one(steps: usize, count: usize) -> Vec<usize> {
+    let last = count.saturating_sub(1).max(1) as f64;
+    let mut out: Vec<usize> = (0..count).map(|k| ((steps as f64).powf(k as f64 / last).round() as usize).clamp(1, steps.max(1))).collect();
+    out.dedup();
+    out
+}
+
 /// What the per-step callback tells the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -156,6 +165,12 @@ mod tests {
         assert!((lr_at(9, 100, 10, 1e-3, 1e-4) - 1e-3).abs() < 1e-12);
         assert!((lr_at(55, 100, 10, 1e-3, 1e-4) - 5.5e-4).abs() < 1e-12);
         assert!((lr_at(100, 100, 10, 1e-3, 1e-4) - 1e-4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn checkpoints_from_the_first_step_span_three_decades() {
+        let s = log_spaced_from_one(1024, 16);
+        assert_eq!(s, vec![1, 2, 3, 4, 6, 10, 16, 25, 40, 64, 102, 161, 256, 406, 645, 1024]);
     }
 
     /// Real burn training on the flex CPU backend lowers the held-out loss of a small model on
