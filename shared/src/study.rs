@@ -13,6 +13,8 @@
 //! - [`StudyData::parse`]: the committed `curves.csv` and `manifest.json`, checked, with every
 //!   error naming the file, line and field.
 
+pub mod analysis;
+
 use crate::calibrate::Parent;
 use crate::data::{Curve, InputError, Location};
 use crate::logs::{LogOptions, canonical};

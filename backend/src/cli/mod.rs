@@ -11,6 +11,7 @@ mod predict;
 mod prune;
 mod serve;
 mod study;
+mod study_report;
 mod token;
 mod table;
 

@@ -18,6 +18,8 @@ pub enum StudyCommand {
     /// Pretrain the study's parents, prune and heal every unit of the grid; writes
     /// `curves.csv` and `manifest.json` into --out as each unit finishes, and resumes there.
     Run(RunArgs),
+    /// Fit and analyse study data; writes `README.md` and SVG figures into --out.
+    Report(super::study_report::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,6 +49,7 @@ pub struct RunArgs {
 pub fn run(a: Args) -> Result<()> {
     match a.command {
         StudyCommand::Run(r) => run_study(r),
+        StudyCommand::Report(r) => super::study_report::run(r),
     }
 }
 

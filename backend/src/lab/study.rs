@@ -217,9 +217,13 @@ fn converge(p: &Parent, seed: u64, corpus: &Corpus, root: &Path, device: &LabDev
     Ok((model, info))
 }
 
-/// Post-training of the study: half the parent's peak rate, a twentieth at the end.
+/// Post-training of the study: half the parent's peak rate, a twentieth at the end, and no warm-up.
+/// A warm-up holds the loss flat over its first steps and bends each curve into a sigmoid in log D,
+/// which no form of the law has; healing from a trained parent starts at the post-training rate.
 fn post_train_config(p: &Parent, tokens: u64, seed: u64) -> TrainConfig {
-    super::family::post_train(p.batch, p.seq_len, p.peak_lr / 2.0, p.peak_lr / 20.0, tokens, seed)
+    let mut cfg = super::family::post_train(p.batch, p.seq_len, p.peak_lr / 2.0, p.peak_lr / 20.0, tokens, seed);
+    cfg.warmup_steps = 0;
+    cfg
 }
 
 /// One unit: pruned (or the unpruned control) and healed, as a curve and its record.
