@@ -217,7 +217,14 @@ impl Store {
             .bind(serde_json::to_string(report).unwrap_or_default())
             .fetch_one(&self.pool)
             .await?;
-        Ok(StoredFit { id: row.get(0), created_at: row.get(1), run_ids: request.run_ids.clone(), request: request.clone(), report: report.clone() })
+        Ok(StoredFit {
+            id: row.get(0),
+            created_at: row.get(1),
+            run_ids: request.run_ids.clone(),
+            request: request.clone(),
+            degenerate: report.degeneracy(),
+            report: report.clone(),
+        })
     }
 
     pub async fn fit(&self, id: i64) -> Result<Option<StoredFit>, StoreError> {
@@ -225,12 +232,14 @@ impl Store {
         else {
             return Ok(None);
         };
+        let report: FitReport = json("fits", id, r.get(4))?;
         Ok(Some(StoredFit {
             id,
             created_at: r.get(1),
             request: json("fits", id, r.get(2))?,
             run_ids: json("fits", id, r.get(3))?,
-            report: json("fits", id, r.get(4))?,
+            degenerate: report.degeneracy(),
+            report,
         }))
     }
 
@@ -249,6 +258,7 @@ impl Store {
                     rmse: report.metrics.rmse,
                     r2: report.metrics.r2,
                     runs: runs.len(),
+                    degenerate: report.degeneracy(),
                 })
             })
             .collect()
@@ -338,6 +348,16 @@ impl Store {
         let run_ids: Vec<i64> =
             sqlx::query("SELECT run_id FROM calibration_runs WHERE job_id = ? ORDER BY rowid").bind(id).fetch_all(&self.pool).await?.iter().map(|r| r.get(0)).collect();
         let status: String = r.get(3);
+        let fit_id: Option<i64> = r.get(7);
+        let fit_warning = match fit_id {
+            Some(f) => sqlx::query("SELECT report FROM fits WHERE id = ?")
+                .bind(f)
+                .fetch_optional(&self.pool)
+                .await?
+                .and_then(|row| serde_json::from_str::<FitReport>(&row.get::<String, _>(0)).ok())
+                .and_then(|report| report.degeneracy()),
+            None => None,
+        };
         Ok(CalibrationJob {
             id,
             created_at: r.get(1),
@@ -348,7 +368,8 @@ impl Store {
             units: r.get::<i64, _>(5) as usize,
             run_ids,
             device: r.get(6),
-            fit_id: r.get(7),
+            fit_id,
+            fit_warning,
             error: r.get(8),
         })
     }

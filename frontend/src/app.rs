@@ -129,6 +129,15 @@ pub fn Calculator() -> impl IntoView {
     };
 
     let presets = p2law_shared::presets::presets();
+    let auto_box = {
+        let checked = move || form.with(|f| f.fits.split(',').any(|k| k.trim() == crate::state::AUTO_P2));
+        let toggle = move |ev: leptos::ev::Event| form.update(|f| toggle_fit(f, crate::state::AUTO_P2, event_target_checked(&ev)));
+        view! {
+            <li>
+                <label><input type="checkbox" class="preset" data-id="p2" prop:checked=checked on:change=toggle /> "P² preset of the pruning method below (p2law study)"</label>
+            </li>
+        }
+    };
     let preset_boxes = presets
         .iter()
         .map(|p| {
@@ -289,7 +298,23 @@ pub fn Calculator() -> impl IntoView {
         if let Some(e) = load_error.get() {
             all.push(e);
         }
-        all.into_iter().map(|m| view! { <li>{m}</li> }).collect_view()
+        let mut items: Vec<(&'static str, String)> = all.into_iter().map(|m| ("message", m)).collect();
+        // A degenerate fit and every extrapolation are warnings, once each.
+        resolved.with(|(s, _)| {
+            items.extend(s.fits.iter().filter_map(|f| f.report.degeneracy().map(|w| ("warning degenerate", format!("{}: {w}", f.label)))));
+        });
+        view_state.with(|v| {
+            let mut seen = std::collections::BTreeSet::new();
+            for s in &v.series {
+                for m in &s.extrapolation {
+                    let line = format!("{}: extrapolation: {m}", s.fit_label);
+                    if seen.insert(line.clone()) {
+                        items.push(("warning extrapolation", line));
+                    }
+                }
+            }
+        });
+        items.into_iter().map(|(class, m)| view! { <li class=class>{m}</li> }).collect_view()
     };
 
     let export_svg = move |_| download("p2law-curves.svg", "image/svg+xml", &view_state.with(|v| v.svg.clone()));
@@ -305,7 +330,7 @@ pub fn Calculator() -> impl IntoView {
             <form class="controls" on:submit=|ev| ev.prevent_default()>
                 <fieldset>
                     <legend>"Law and fit"</legend>
-                    <ul class="presets">{preset_boxes}{custom_boxes}</ul>
+                    <ul class="presets">{auto_box}{preset_boxes}{custom_boxes}</ul>
                     <label class="field" for="fit-file"><span class="label">"Fit file (p2law fit --out)"</span>
                         <input id="fit-file" type="file" accept=".json,application/json" on:change=on_file />
                     </label>

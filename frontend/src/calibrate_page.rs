@@ -229,7 +229,10 @@ pub fn CalibratePage() -> impl IntoView {
                         <td>{format!("{}/{}", j.units_done, j.units)}</td>
                         <td>{j.request.parents.join(", ")}</td>
                         <td>{j.device.clone().unwrap_or_default()}</td>
-                        <td>{j.error.clone().unwrap_or_default()}</td>
+                        <td>
+                            {j.error.clone().unwrap_or_default()}
+                            {j.fit_warning.clone().map(|w| view! { <span class="warning fit-warning" role="alert">{w}</span> })}
+                        </td>
                         <td>
                             <button class="watch" on:click=move |_| watch(id, live, watching, jobs)>"watch"</button>
                             {can_cancel.then(|| view! { <button class="cancel" on:click=move |_| cancel(id)>"cancel"</button> })}

@@ -20,6 +20,8 @@ pub struct Series {
     pub budget: Result<Recommendation, String>,
     /// The predicted loss at the end of the token range.
     pub final_loss: f64,
+    /// Where this curve lies outside its fit's data (N0, rho, L0, the token range, the budget).
+    pub extrapolation: Vec<String>,
 }
 
 /// A series that cannot be drawn, and why.
@@ -57,6 +59,12 @@ pub fn compute(s: &Scenario) -> (Vec<Series>, Vec<SeriesError>) {
             let loss: Vec<f64> = tokens.iter().map(|&d| l.value(&params, &f0.at_tokens(d))).collect();
             let band = boot.as_ref().map(|b| band(l, b, &f0, &tokens));
             let budget = recommend(&fit.report, &x, s.rule, s.teacher, Some(&s.hardware)).map_err(|e| e.to_string());
+            let mut extrapolation: Vec<String> = fit.report.extrapolation(&x, None).into_iter().map(|e| e.message).collect();
+            let budget_tokens = budget.as_ref().ok().map(|b| b.tokens);
+            for (what, d) in [("the plot's start", Some(s.dmin)), ("the plot's end", Some(s.dmax)), ("the budget", budget_tokens)] {
+                let Some(d) = d else { continue };
+                extrapolation.extend(fit.report.extrapolation(&x, Some(d)).into_iter().filter(|e| e.field == "D").map(|e| format!("{what}: {}", e.message)));
+            }
             out.push(Series {
                 label,
                 fit_label: fit.label.clone(),
@@ -67,6 +75,7 @@ pub fn compute(s: &Scenario) -> (Vec<Series>, Vec<SeriesError>) {
                 loss,
                 band,
                 budget,
+                extrapolation,
             });
         }
     }

@@ -39,9 +39,13 @@ pub fn parse_inline(key: &str) -> Result<FitSource, String> {
 mod tests {
     use super::*;
 
+    fn refit() -> p2law_shared::presets::Preset {
+        p2law_shared::presets::presets().into_iter().find(|p| p.id == "chinchilla-epoch-refit").expect("shipped")
+    }
+
     #[test]
     fn inline_keys_round_trip() {
-        let preset = &p2law_shared::presets::presets()[1];
+        let preset = &refit();
         let key = inline_key(&preset.report);
         let back = parse_inline(&key).expect("parses");
         assert_eq!(back.report.coefficients().expect("c"), preset.report.coefficients().expect("c"));
@@ -51,7 +55,7 @@ mod tests {
 
     #[test]
     fn fit_files_parse_or_say_why() {
-        let json = serde_json::to_string(&p2law_shared::presets::presets()[1].report).expect("json");
+        let json = serde_json::to_string(&refit().report).expect("json");
         assert!(parse_fit_json("fit.json", &json).is_ok());
         assert!(parse_fit_json("x.json", "{}").unwrap_err().starts_with("x.json: not a p2law fit file"));
     }

@@ -78,6 +78,7 @@ pub fn fit_svg(curves: &[Curve], report: &FitReport) -> String {
                 loss,
                 band,
                 budget: Err(String::new()),
+                extrapolation: Vec::new(),
             })
         })
         .collect();

@@ -319,6 +319,7 @@ pub fn RefitPage() -> impl IntoView {
                     <h2>{format!("{} fit — {}", r.law, r.law.describe())}</h2>
                     <p class="metrics">{format!("R² {}  ·  RMSE {:.5}  ·  Huber {:.3e}  ·  ASD {}  ·  {} points", m.r2.map_or("n/a".into(), |v| format!("{v:.5}")), m.rmse, m.huber, m.asd.map_or("n/a".into(), |v| format!("{v:.4}")), m.points)}</p>
                     <p class="holdout">{holdout}</p>
+                    {r.degeneracy().map(|w| view! { <p class="warning degenerate" role="alert">{w}</p> })}
                     <table class="coefficients"><thead><tr><th>"coefficient"</th><th>"value"</th><th>"95% interval"</th><th></th></tr></thead><tbody>{coef_rows}</tbody></table>
                     <div class="plot" id="fit-plot" inner_html=fit_svg(&o.curves, r)></div>
                     <h3>"Residuals (predicted − observed)"</h3>

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 /// Every input, as text. Field names are the URL query keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Form {
-    /// Fit sources, comma-separated: `preset:<id>` or `inline:<law>:<name>=<v>;...`.
+    /// Fit sources, comma-separated: `preset:<id>`, `preset:p2` (the P² preset of `method`, see
+    /// [`p2law_shared::presets::study_preset_for`]) or `inline:<law>:<name>=<v>;...`.
     pub fits: String,
     /// A known model name, or `custom` to type `n0`.
     pub model: String,
@@ -35,7 +36,7 @@ pub struct Form {
 impl Default for Form {
     fn default() -> Self {
         Form {
-            fits: "preset:chinchilla-epoch-refit".into(),
+            fits: AUTO_P2.into(),
             model: "Llama-3.1-8B".into(),
             n0: "8030261248".into(),
             l0: "1.9".into(),
@@ -53,6 +54,12 @@ impl Default for Form {
         }
     }
 }
+
+/// The fit key of the P² preset of the selected method.
+pub const AUTO_P2: &str = "preset:p2";
+
+/// The dense reference shown when no P² preset ships.
+const DENSE: &str = "chinchilla-epoch-refit";
 
 /// The query keys in order.
 const KEYS: [&str; 15] =
@@ -209,8 +216,19 @@ pub fn resolve(form: &Form, custom: &BTreeMap<String, FitSource>) -> (Scenario, 
     let mut errors = Vec::new();
     let presets = p2law_shared::presets::presets();
     let mut fits = Vec::new();
+    let auto = |method: &str, errors: &mut Vec<FieldError>| -> Option<FitSource> {
+        let Some(id) = p2law_shared::presets::study_preset_for(method.trim()) else {
+            errors.push(FieldError { field: "fits", message: "no P² preset ships yet; showing the dense Chinchilla reference instead".into() });
+            let p = presets.iter().find(|p| p.id == DENSE)?;
+            return Some(FitSource { key: AUTO_P2.into(), label: p.title.clone(), report: p.report.clone() });
+        };
+        let p = presets.iter().find(|p| p.id == id)?;
+        Some(FitSource { key: AUTO_P2.into(), label: format!("{} (P² preset for `{}`)", p.title, method.trim()), report: p.report.clone() })
+    };
     for key in form.fits.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-        if let Some(id) = key.strip_prefix("preset:") {
+        if key == AUTO_P2 {
+            fits.extend(auto(&form.method, &mut errors));
+        } else if let Some(id) = key.strip_prefix("preset:") {
             match presets.iter().find(|p| p.id == id) {
                 Some(p) => fits.push(FitSource { key: key.to_string(), label: p.title.clone(), report: p.report.clone() }),
                 None => errors.push(FieldError { field: "fits", message: format!("no preset `{id}`") }),
@@ -229,8 +247,10 @@ pub fn resolve(form: &Form, custom: &BTreeMap<String, FitSource>) -> (Scenario, 
         }
     }
     if fits.is_empty() {
-        let p = presets.iter().find(|p| format!("preset:{}", p.id) == d.fits).cloned().unwrap_or_else(|| presets[0].clone());
-        fits.push(FitSource { key: d.fits.clone(), label: p.title, report: p.report });
+        match auto(&form.method, &mut errors) {
+            Some(f) => fits.push(f),
+            None => fits.push(FitSource { key: d.fits.clone(), label: presets[0].title.clone(), report: presets[0].report.clone() }),
+        }
     }
     let n0 = match KNOWN_MODELS.iter().find(|m| m.name == form.model) {
         Some(m) => m.shape.parameters() as f64,

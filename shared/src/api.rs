@@ -127,6 +127,9 @@ pub struct StoredFit {
     pub run_ids: Vec<i64>,
     pub request: FitRequest,
     pub report: FitReport,
+    /// [`FitReport::degeneracy`]: which coefficients the data do not pin down, when any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degenerate: Option<String>,
 }
 
 /// One line of `GET /api/fits`.
@@ -140,6 +143,8 @@ pub struct FitSummary {
     pub rmse: f64,
     pub r2: Option<f64>,
     pub runs: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degenerate: Option<String>,
 }
 
 /// Every error body: a message, and where in the input the problem is when known.

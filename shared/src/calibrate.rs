@@ -330,6 +330,9 @@ pub struct CalibrationJob {
     pub run_ids: Vec<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit_id: Option<i64>,
+    /// The fit's degeneracy ([`crate::report::FitReport::degeneracy`]), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_warning: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The device and adapter the job ran on.

@@ -7,8 +7,14 @@
 //! - `chinchilla-epoch-refit`: p2law's Huber-on-log refit of the same 240 points with a 200-resample
 //!   point bootstrap, made by `cargo run --release -p p2law-shared --example make_presets`.
 //!
-//! No P² preset ships yet: the paper's coefficient tables are not available here, and a P² preset
-//! must come from p2law's own calibration runs.
+//! - `p2-study-depth`, `p2-study-width`, `p2-study-nm`, `p2-study-pooled`: the P² law fitted to
+//!   p2law's own study (`shared/data/study`, made by `p2law study run`), per method and pooled,
+//!   least squares from the full grid of starts with a bootstrap over curves; a group whose fit is
+//!   degenerate ships no preset, and `shared/presets/p2-study.json` says why (the test
+//!   `study_presets_are_what_the_fitter_makes` re-makes them from the committed data).
+//!
+//! The paper's coefficient tables are not available here: every P² preset comes from p2law's
+//! own study.
 
 use crate::data::{Curve, CurvePoint};
 use crate::fit::{Metrics, Objective};
@@ -55,14 +61,137 @@ pub fn epoch_curves() -> Vec<Curve> {
 }
 
 const REFIT: &str = include_str!("../presets/chinchilla-epoch-refit.json");
+const STUDY_PRESETS: &str = include_str!("../presets/p2-study.json");
+const STUDY_CSV: &str = include_str!("../data/study/curves.csv");
+const STUDY_MANIFEST: &str = include_str!("../data/study/manifest.json");
 
-/// Every shipped preset.
+/// The P² presets made from the study, and the groups that got none.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StudyPresets {
+    pub presets: Vec<Preset>,
+    pub refused: Vec<Refusal>,
+}
+
+/// A group of the study that ships no preset, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub id: String,
+    pub reason: String,
+}
+
+/// Resamples of the study presets' bootstrap over curves.
+pub const STUDY_RESAMPLES: usize = 100;
+
+/// The committed study data.
+pub fn study_data() -> Result<crate::study::StudyData, crate::data::InputError> {
+    crate::study::StudyData::parse("shared/data/study/curves.csv", STUDY_CSV, "shared/data/study/manifest.json", STUDY_MANIFEST)
+}
+
+/// The preset id of a study group.
+pub fn study_preset_id(group: &str) -> String {
+    format!("p2-study-{group}")
+}
+
+/// The P² preset of the calculator's method (`depth`, `width`, `2:4` and the other N:M
+/// patterns), or the pooled one when that method has none; `None` when no P² preset ships.
+pub fn study_preset_for(method: &str) -> Option<String> {
+    let group = if method.contains(':') { "nm" } else { method };
+    let shipped: Vec<String> = study_presets().presets.into_iter().map(|p| p.id).collect();
+    [study_preset_id(group), study_preset_id("pooled")].into_iter().find(|id| shipped.contains(id))
+}
+
+/// The shipped study presets (empty when the file does not parse: the test below fails then).
+pub fn study_presets() -> StudyPresets {
+    serde_json::from_str(STUDY_PRESETS).unwrap_or_default()
+}
+
+/// The fit behind a study preset: the P² law by least squares from its full grid of starts,
+/// with a [`STUDY_RESAMPLES`]-fold bootstrap over curves (seed 0).
+pub fn make_study_fit(data: &crate::study::StudyData, group: &crate::study::analysis::Group) -> Result<FitReport, crate::fit::FitError> {
+    crate::study::analysis::fit_group(data, group, LawForm::P2, STUDY_RESAMPLES, 0)
+}
+
+/// Re-makes every study preset (what `make_presets` writes): the fit, its three held-out
+/// protocols, and the provenance; a degenerate fit, or one that fails, becomes a refusal.
+pub fn make_study_presets(data: &crate::study::StudyData) -> StudyPresets {
+    use crate::study::analysis::{GROUPS, protocols};
+    let m = &data.manifest;
+    let mut out = StudyPresets::default();
+    for g in &GROUPS {
+        let id = study_preset_id(g.id);
+        let mut report = match make_study_fit(data, g) {
+            Ok(r) => r,
+            Err(e) => {
+                out.refused.push(Refusal { id, reason: format!("the fit failed: {e}") });
+                continue;
+            }
+        };
+        if let Some(why) = report.degeneracy() {
+            out.refused.push(Refusal { id, reason: why });
+            continue;
+        }
+        let d = report.data.clone().unwrap_or_else(|| crate::report::DataSummary::of(&[]));
+        let range = |r: Option<[f64; 2]>| r.map_or("n/a".to_string(), |[a, b]| format!("{a:.4}–{b:.4}"));
+        let range_e = |r: Option<[f64; 2]>| r.map_or("n/a".to_string(), |[a, b]| format!("{a:.3e}–{b:.3e}"));
+        let parents: Vec<String> = {
+            let mut n0s: Vec<u64> = data.pruned(g.methods).iter().filter_map(|c| c.n0).map(|n| n as u64).collect();
+            n0s.sort_unstable();
+            n0s.dedup();
+            m.parents.iter().filter(|p| n0s.contains(&p.n0)).map(|p| format!("{} ({} parameters, L0 {:.4})", p.name, p.n0, p.l0)).collect()
+        };
+        let checks: Vec<String> = protocols(data, g, LawForm::P2, 0)
+            .into_iter()
+            .map(|r| match r {
+                Ok(p) => format!("{}: mean |rel err| {:.2} %, max {:.2} % ({} test points)", p.protocol, p.mean_rel_error * 100.0, p.max_rel_error * 100.0, p.test_points),
+                Err(e) => format!("not scored: {e}"),
+            })
+            .collect();
+        let band = report.intervals.as_ref().map_or("no band".to_string(), |i| {
+            format!("{:.0} % band from {} curve-bootstrap refits ({} failed, seed {})", i.level * 100.0, i.resamples, i.failed, i.seed)
+        });
+        report.provenance = Some(format!(
+            "P² law (L1 form of Chen et al., arXiv 2411.10272) fitted by p2law to its own study, shared/data/study \
+             (p2law {} at {}; corpus {} sha256 {}; {}): {} ({} curves, {} checkpoints past D = 0), parents {}. \
+             Calibrated ranges: N0 {}, rho {}, D {} tokens, L0 {} nats. Least squares from the full grid of {} starts: \
+             R² {}, RMSE {:.4} nats. Held out: {}. {}. Byte-level decoders trained on one corpus: \
+             outside these ranges every prediction is an extrapolation.",
+            m.p2law_version,
+            &m.p2law_commit[..m.p2law_commit.len().min(12)],
+            m.corpus.source,
+            &m.corpus.sha256[..m.corpus.sha256.len().min(16)],
+            m.device,
+            g.title,
+            d.curves,
+            d.points,
+            parents.join(", "),
+            range_e(d.n0_range),
+            range(d.rho_range),
+            range_e(d.tokens_range),
+            range(d.l0_range),
+            report.starts_tried,
+            report.metrics.r2.map_or("n/a".into(), |r| format!("{r:.4}")),
+            report.metrics.rmse,
+            checks.join("; "),
+            band
+        ));
+        out.presets.push(Preset {
+            id,
+            title: format!("P² — p2law study, {}", g.title),
+            provenance: report.provenance.clone().unwrap_or_default(),
+            report,
+        });
+    }
+    out
+}
+
+/// Every shipped preset: the study's P² presets first, then the dense references.
 pub fn presets() -> Vec<Preset> {
-    let mut out = vec![published()];
+    let mut out = study_presets().presets;
+    out.push(published());
     if let Ok(report) = serde_json::from_str::<FitReport>(REFIT) {
         out.push(Preset {
             id: "chinchilla-epoch-refit".into(),
-            title: "Chinchilla — p2law refit of Epoch AI's data, with bootstrap band".into(),
+            title: "Chinchilla — dense, trained from scratch: p2law refit of Epoch AI's data, with bootstrap band".into(),
             provenance: report.provenance.clone().unwrap_or_default(),
             report,
         });
@@ -84,7 +213,7 @@ fn published() -> Preset {
         .to_string();
     Preset {
         id: "chinchilla-epoch-published".into(),
-        title: "Chinchilla — Epoch AI's published fit (dense baseline)".into(),
+        title: "Chinchilla — dense, trained from scratch: Epoch AI's published fit".into(),
         provenance: provenance.clone(),
         report: FitReport::from_coefficients(
             LawForm::Chinchilla,
@@ -139,10 +268,56 @@ mod tests {
     #[test]
     fn every_preset_has_provenance_and_usable_coefficients() {
         let all = presets();
-        assert_eq!(all.len(), 2);
+        let study = study_presets();
+        assert_eq!(all.len(), 2 + study.presets.len());
+        assert_eq!(study.presets.len() + study.refused.len(), crate::study::analysis::GROUPS.len());
         for p in all {
             assert!(p.provenance.len() > 100, "{}", p.id);
             assert!(p.report.coefficients().is_ok(), "{}", p.id);
+            // No preset from a degenerate fit.
+            assert_eq!(p.report.degeneracy(), None, "{}", p.id);
+        }
+    }
+
+    #[test]
+    fn study_presets_are_what_the_fitter_makes() {
+        let data = study_data().expect("the committed study data parse");
+        let shipped = study_presets();
+        for g in &crate::study::analysis::GROUPS {
+            let id = study_preset_id(g.id);
+            let made = make_study_fit(&data, g);
+            match shipped.presets.iter().find(|p| p.id == id) {
+                Some(p) => {
+                    let made = made.expect("a shipped preset's fit re-makes");
+                    assert_eq!(made.degeneracy(), None, "{id}");
+                    for (k, v) in &made.params {
+                        let s = p.report.params[k];
+                        assert!((s - v).abs() <= 1e-6 * v.abs().max(1e-9), "{id} {k}: shipped {s}, made {v}");
+                    }
+                    let (a, b) = (p.report.intervals.as_ref().expect("band"), made.intervals.expect("band"));
+                    assert_eq!(a.samples.len(), b.samples.len(), "{id}");
+                    for (x, y) in a.samples.iter().flatten().zip(b.samples.iter().flatten()) {
+                        assert!((x - y).abs() <= 1e-6 * y.abs().max(1e-9), "{id}: {x} vs {y}");
+                    }
+                    assert_eq!(p.report.data, made.data, "{id}");
+                }
+                None => {
+                    let why = shipped.refused.iter().find(|r| r.id == id).expect("a group without a preset says why");
+                    // Refused because the fit is degenerate (or fails), and it still is.
+                    assert!(made.as_ref().map_or(true, |r| r.degeneracy().is_some()), "{id} refused ({}) but fits cleanly", why.reason);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_calculators_method_finds_its_preset() {
+        let shipped: Vec<String> = study_presets().presets.into_iter().map(|p| p.id).collect();
+        for method in ["depth", "width", "2:4", "1:4"] {
+            match study_preset_for(method) {
+                Some(id) => assert!(shipped.contains(&id), "{method}: {id}"),
+                None => assert!(shipped.is_empty(), "{method}: presets ship but none is found"),
+            }
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct DataSummary {
     pub n0_range: Option<[f64; 2]>,
     pub rho_range: Option<[f64; 2]>,
     pub tokens_range: Option<[f64; 2]>,
+    /// Loss before pruning, over the curves that give it (absent in fit files older than it).
+    #[serde(default)]
+    pub l0_range: Option<[f64; 2]>,
 }
 
 impl DataSummary {
@@ -53,7 +56,8 @@ impl DataSummary {
             runs: curves.iter().map(|c| c.run.clone()).collect(),
             n0_range: range(curves.iter().filter_map(|c| c.n0).collect()),
             rho_range: range(curves.iter().filter_map(|c| c.rho).collect()),
-            tokens_range: range(curves.iter().flat_map(|c| c.points.iter().map(|p| p.tokens)).collect()),
+            tokens_range: range(curves.iter().flat_map(|c| c.points.iter().map(|p| p.tokens)).filter(|&d| d > 0.0).collect()),
+            l0_range: range(curves.iter().filter_map(|c| c.l0).collect()),
         }
     }
 }
@@ -185,6 +189,75 @@ impl FitReport {
             samples: i.samples.iter().filter(|s| s.len() == k).cloned().collect(),
         })
     }
+
+    /// Why this fit's coefficients cannot be trusted one by one, if they cannot: the ones the
+    /// data do not pin down (near-optimal starts disagree by more than 5 %). Every place that
+    /// shows a fit shows this line; no preset is made from a fit that has one.
+    pub fn degeneracy(&self) -> Option<String> {
+        (!self.weakly_identified.is_empty()).then(|| {
+            format!(
+                "degenerate fit: the data do not pin down {} (near-optimal starts disagree by more than 5 %); \
+                 its curves may still describe the data, but these coefficients and any budget read from them \
+                 beyond the data are not to be trusted",
+                self.weakly_identified.join(", ")
+            )
+        })
+    }
+
+    /// Where `x` (and `tokens`, when given) lies outside the data this fit was made from, with
+    /// by how far; empty inside the calibrated ranges, or when the fit does not say its data.
+    pub fn extrapolation(&self, x: &Inputs, tokens: Option<f64>) -> Vec<Extrapolation> {
+        let Some(d) = &self.data else { return Vec::new() };
+        let mut out = Vec::new();
+        let ratio = |field: &'static str, what: &str, v: f64, r: Option<[f64; 2]>, out: &mut Vec<Extrapolation>| {
+            let Some([lo, hi]) = r else { return };
+            if v > hi * (1.0 + 1e-9) {
+                out.push(Extrapolation { field, value: v, range: [lo, hi], message: format!("{field} {} is {}× the largest calibrated {what} ({})", num(v), ratio_text(v / hi), num(hi)) });
+            } else if v < lo * (1.0 - 1e-9) {
+                out.push(Extrapolation { field, value: v, range: [lo, hi], message: format!("{field} {} is 1/{} of the smallest calibrated {what} ({})", num(v), ratio_text(lo / v), num(lo)) });
+            }
+        };
+        ratio("N0", "parent", x.n0, d.n0_range, &mut out);
+        if let Some(t) = tokens {
+            ratio("D", "post-training tokens", t, d.tokens_range, &mut out);
+        }
+        let mut span = |field: &'static str, what: &str, v: f64, r: Option<[f64; 2]>| {
+            let Some([lo, hi]) = r else { return };
+            if v > hi + 1e-9 || v < lo - 1e-9 {
+                let (edge, by) = if v > hi { (hi, v - hi) } else { (lo, lo - v) };
+                out.push(Extrapolation { field, value: v, range: [lo, hi], message: format!("{field} {} is {} outside the calibrated {what} {}–{} (nearest {})", num(v), num(by), num(lo), num(hi), num(edge)) });
+            }
+        };
+        if self.law.law().needs().pruned {
+            span("rho", "pruning rates", x.rho, d.rho_range);
+        }
+        if let Some(l0) = x.l0.filter(|_| self.law.law().needs().l0) {
+            span("L0", "losses before pruning", l0, d.l0_range);
+        }
+        out
+    }
+}
+
+/// One way a prediction lies outside a fit's data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Extrapolation {
+    /// `N0`, `D`, `rho` or `L0`.
+    pub field: &'static str,
+    pub value: f64,
+    /// The calibrated range of the field.
+    pub range: [f64; 2],
+    /// In words, with by how far: "N0 8.03e9 is 4.0e4× the largest calibrated parent (2.0e5)".
+    pub message: String,
+}
+
+/// A number short: 4 significant digits, scientific beyond 1e5 or under 1e-3.
+fn num(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) { format!("{v:.3e}") } else { format!("{}", (v * 1e4).round() / 1e4) }
+}
+
+fn ratio_text(r: f64) -> String {
+    if r >= 100.0 { format!("{:.0}", r) } else { format!("{r:.2}") }
 }
 
 /// The whole fit pipeline every front end runs: the multi-start fit, the held-out protocol if
@@ -274,4 +347,65 @@ pub fn recommend(
         unreachable_share,
         cost: budget::cost(x.n(), tokens, teacher, hw)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::CurvePoint;
+
+    fn curve(run: &str, n0: f64, rho: f64, l0: f64, tokens: &[f64]) -> Curve {
+        let mut c = Curve::new(run.to_string());
+        (c.n0, c.rho, c.l0) = (Some(n0), Some(rho), Some(l0));
+        c.points = tokens.iter().map(|&t| CurvePoint { tokens: t, loss: l0 + 1.0 / t }).collect();
+        c
+    }
+
+    fn report(weak: &[&str]) -> FitReport {
+        let params = LawForm::P2.law().params().iter().map(|n| (n.to_string(), 1.0)).collect();
+        let mut r = FitReport::from_coefficients(LawForm::P2, Objective::Lsq, params, Metrics { r2: Some(0.99), rmse: 0.01, huber: 0.0, asd: None, points: 4 }, "test".into());
+        r.weakly_identified = weak.iter().map(|s| s.to_string()).collect();
+        r.data = Some(DataSummary::of(&[curve("a", 2.0e4, 0.15, 1.9, &[0.0, 1e3, 1e6]), curve("b", 2.0e5, 0.5, 1.6, &[0.0, 2e3, 2e6])]));
+        r
+    }
+
+    #[test]
+    fn data_summary_ranges_skip_the_unhealed_point_and_record_l0() {
+        let d = report(&[]).data.expect("data");
+        assert_eq!(d.tokens_range, Some([1e3, 2e6]));
+        assert_eq!(d.l0_range, Some([1.6, 1.9]));
+        assert_eq!(d.n0_range, Some([2.0e4, 2.0e5]));
+        // A fit file written before `l0_range` existed still reads.
+        let mut v = serde_json::to_value(&d).expect("json");
+        v.as_object_mut().expect("object").remove("l0_range");
+        let old: DataSummary = serde_json::from_value(v).expect("old file");
+        assert_eq!(old.l0_range, None);
+    }
+
+    #[test]
+    fn degeneracy_names_the_coefficients() {
+        assert_eq!(report(&[]).degeneracy(), None);
+        let msg = report(&["D_C", "beta"]).degeneracy().expect("degenerate");
+        assert!(msg.starts_with("degenerate fit") && msg.contains("D_C, beta"), "{msg}");
+    }
+
+    #[test]
+    fn extrapolation_says_which_field_and_how_far() {
+        let r = report(&[]);
+        let inside = Inputs { n0: 5.0e4, rho: 0.3, l0: Some(1.7), tokens: 1e4 };
+        assert!(r.extrapolation(&inside, Some(1e4)).is_empty());
+        let far = Inputs { n0: 8.0e9, rho: 0.6, l0: Some(2.0), tokens: 1e9 };
+        let e = r.extrapolation(&far, Some(1e9));
+        let fields: Vec<&str> = e.iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["N0", "D", "rho", "L0"]);
+        // 8e9 / 2e5 = 40000; 1e9 / 2e6 = 500; by hand.
+        assert!(e[0].message.contains("40000× the largest calibrated parent"), "{}", e[0].message);
+        assert!(e[1].message.contains("500×"), "{}", e[1].message);
+        assert!(e[2].message.contains("0.1 outside") && e[3].message.contains("0.1 outside"), "{e:?}");
+        let small = Inputs { n0: 1.0e3, rho: 0.3, l0: Some(1.7), tokens: 1e4 };
+        assert!(r.extrapolation(&small, None)[0].message.contains("1/20.00 of the smallest"), "{:?}", r.extrapolation(&small, None));
+        // A fit without data (a published one) says nothing rather than guessing.
+        let published = FitReport { data: None, ..r };
+        assert!(published.extrapolation(&far, Some(1e9)).is_empty());
+    }
 }

@@ -130,12 +130,16 @@ impl Grid {
         out
     }
 
-    /// Every unit, parent by parent (controls first, then depth, width, sparse; seeds last).
+    /// Every unit: the first seed of every parent, smallest first (controls first, then depth,
+    /// width, sparse), then the second seeds. A run stopped part-way has whole parents, and the
+    /// span of sizes comes before the noise floor.
     pub fn units(&self) -> Vec<StudyUnit> {
         let mut out = Vec::new();
-        for (i, p) in self.parents.iter().enumerate() {
-            let seeds: &[u64] = if i < self.extra_seed_parents { &[0, 1] } else { &[0] };
-            for &seed in seeds {
+        for seed in [0u64, 1] {
+            for (i, p) in self.parents.iter().enumerate() {
+                if seed > 0 && i >= self.extra_seed_parents {
+                    continue;
+                }
                 let u = |method: &str, setting: String| StudyUnit { parent: p.clone(), method: method.into(), setting, seed };
                 out.push(u("control", "0".into()));
                 out.extend(self.depth_rates.iter().map(|r| u("depth", format!("{r}"))));
@@ -205,6 +209,10 @@ pub struct UnitInfo {
     pub post_train: Recipe,
     pub wall_s: f64,
     pub cpu_s: f64,
+    /// The checkout the unit was made at (`git describe --dirty`); the manifest's own commit is
+    /// the first run's.
+    #[serde(default)]
+    pub p2law_commit: String,
 }
 
 /// The corpus, as read.

@@ -32,11 +32,14 @@ pub fn run(a: Args) -> Result<()> {
     let x = a.model.inputs(report.law)?;
     let hw = a.gpu_flops.map(|gpu_flops| Hardware { gpu_flops, mfu: a.mfu, price_per_gpu_hour: a.price });
     let r = recommend(&report, &x, a.rule, a.teacher, hw.as_ref())?;
+    let beyond = report.extrapolation(&x, Some(r.tokens));
+    let degenerate = report.degeneracy();
     if a.model.json {
-        let out = serde_json::json!({ "law": report.law, "inputs": x, "recommendation": r });
+        let out = serde_json::json!({ "law": report.law, "inputs": x, "recommendation": r, "extrapolation": beyond, "degenerate": degenerate });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    super::warn_fit(degenerate.as_deref(), &beyond);
     println!("rule              {}", r.rule);
     println!("tokens            {}", num(r.tokens));
     if let Some([lo, hi]) = r.tokens_band {

@@ -104,6 +104,9 @@ fn human(r: &FitReport) -> String {
     out.push_str(&render(&["coefficient", "value", "std err", &level, ""], &rows));
     let m = &r.metrics;
     out.push_str(&format!("\nR² {}   RMSE {:.6}   Huber {:.6e}   ASD {}   ({} points)\n", opt(m.r2), m.rmse, m.huber, opt(m.asd), m.points));
+    if let Some(why) = r.degeneracy() {
+        out.push_str(&format!("WARNING: {why}\n"));
+    }
     if let Some(h) = &r.holdout {
         out.push_str(&format!(
             "holdout {}: train {} / test {} points; R² {}, RMSE {:.5}, mean |err| {:.5}, max |err| {:.5}, mean rel {:.3}%, max rel {:.3}%\n",

@@ -79,6 +79,17 @@ pub(crate) fn read_fit(path: &Path) -> Result<p2law_shared::FitReport> {
     Ok(report)
 }
 
+/// The warnings a prediction carries, one line each, before its figures: a degenerate fit, and
+/// every input outside the data the fit was made from.
+pub(crate) fn warn_fit(degenerate: Option<&str>, beyond: &[p2law_shared::report::Extrapolation]) {
+    if let Some(why) = degenerate {
+        println!("WARNING: {why}");
+    }
+    for e in beyond {
+        println!("EXTRAPOLATION: {}", e.message);
+    }
+}
+
 /// Model inputs shared by `predict` and `budget`.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {

@@ -22,10 +22,16 @@ pub fn run(a: Args) -> Result<()> {
         anyhow::bail!("field `tokens`: must be > 0, got {t}");
     }
     let predictions = predict(&report, &x, &a.tokens)?;
+    let largest = a.tokens.iter().copied().fold(0.0, f64::max);
+    let smallest = a.tokens.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut beyond = report.extrapolation(&x, Some(largest));
+    beyond.extend(report.extrapolation(&x, Some(smallest)).into_iter().filter(|e| e.field == "D" && e.value < e.range[0]));
+    let degenerate = report.degeneracy();
     if a.model.json {
-        let out = serde_json::json!({ "law": report.law, "inputs": x, "predictions": predictions });
+        let out = serde_json::json!({ "law": report.law, "inputs": x, "predictions": predictions, "extrapolation": beyond, "degenerate": degenerate });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
+        super::warn_fit(degenerate.as_deref(), &beyond);
         let rows: Vec<Vec<String>> = predictions
             .iter()
             .map(|p| {

@@ -261,7 +261,7 @@ fn heal(p: &Parent, parent: &ParentInfo, model: &Llama, u: &StudyUnit, tokens: u
         split: Some("held-out".into()),
         points: finished.points,
     };
-    let info = UnitInfo { run: run_name, unit: u.clone(), rho, parameters_removed: removed, detail, post_train: recipe(&cfg), wall_s, cpu_s };
+    let info = UnitInfo { run: run_name, unit: u.clone(), rho, parameters_removed: removed, detail, post_train: recipe(&cfg), wall_s, cpu_s, p2law_commit: commit() };
     Ok((curve, info))
 }
 

@@ -196,5 +196,13 @@ async fn fit_job(store: &Store, lab: &Lab, id: i64) -> Result<i64, String> {
         seed,
     };
     let stored = store.insert_fit(&request, &report).await.map_err(|e| e.to_string())?;
+    let summary = format!(
+        "P² fit #{}: R² {}, RMSE {:.4}{}",
+        stored.id,
+        report.metrics.r2.map_or("n/a".into(), |r| format!("{r:.4}")),
+        report.metrics.rmse,
+        stored.degenerate.as_ref().map_or(String::new(), |w| format!("; {w}"))
+    );
+    publish(store, lab, id, event("fit", Some(summary))).await;
     Ok(stored.id)
 }
