@@ -439,8 +439,12 @@ pub fn run(o: &Options, cancel: &AtomicBool, say: &mut dyn FnMut(&str)) -> Resul
         data.manifest.wall_s = wall0 + w;
         data.manifest.cpu_s = cpu0 + c;
     };
-    for name in &grid.parents {
-        let mine: Vec<&StudyUnit> = units.iter().filter(|u| &u.parent == name && !data.manifest.units.iter().any(|d| &d.unit == *u)).collect();
+    // In the grid's order: the first seed of every parent, then the second seeds (a parent's
+    // second visit reads it back from the cache).
+    let visits: Vec<(u64, &String)> = [0u64, 1].iter().flat_map(|&s| grid.parents.iter().map(move |p| (s, p))).collect();
+    for (seed, name) in visits {
+        let mine: Vec<&StudyUnit> =
+            units.iter().filter(|u| &u.parent == name && u.seed == seed && !data.manifest.units.iter().any(|d| &d.unit == *u)).collect();
         if mine.is_empty() {
             continue;
         }
