@@ -1,4 +1,4 @@
-//! Post-training throughput of one built-in parent: tokens/s and achieved FLOP/s of the real
+//! Post-training throughput of one built-in or study parent: tokens/s and achieved FLOP/s of the real
 //! training step (forward, backward, AdamW) on byte windows of a corpus. `bench/lab_tokens.sh`
 //! runs it beside the same model in PyTorch.
 //!
@@ -8,11 +8,16 @@
 use p2law_backend::lab::{corpus, device, family, model, train};
 use std::time::Instant;
 
+/// A built-in parent, or one of the P² study's family.
+fn any_parent(name: &str) -> Result<family::Parent, String> {
+    family::parent(name).or_else(|e| p2law_shared::study::study_parent(name).ok_or(format!("{e}; nor is it a study parent")))
+}
+
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `--shape PARENT`: the shape and batch, as bench/torch_train.py takes them.
     if args.first().is_some_and(|a| a == "--shape") {
-        let p = family::parent(args.get(1).map_or("p2-xs", String::as_str))?;
+        let p = any_parent(args.get(1).map_or("p2-xs", String::as_str))?;
         let s = p.shape;
         println!("{} {} {} {} {} {} {} {}", s.hidden_size, s.intermediate_size, s.num_hidden_layers, s.num_attention_heads, s.num_key_value_heads, s.head_dim, p.batch, p.seq_len);
         return Ok(());
@@ -21,7 +26,7 @@ fn main() -> Result<(), String> {
     let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(30);
     let choice: device::DeviceChoice = args.get(2).map_or("cpu", String::as_str).parse()?;
     let corpus_path = args.get(3).map_or("data/corpus/shakespeare", String::as_str);
-    let parent = family::parent(name)?;
+    let parent = any_parent(name)?;
     let dev = device::select(choice)?;
     let text = corpus::load(std::path::Path::new(corpus_path)).map_err(|e| e.to_string())?;
     let opts = model::ModelOptions { max_seq_len: parent.seq_len + 1, ..Default::default() };

@@ -173,6 +173,18 @@ fn fit_then_predict_and_budget_from_the_fit_file() {
         assert!(band[0].as_f64().expect("lo") <= got + 1e-6 && got - 1e-6 <= band[1].as_f64().expect("hi"));
     }
 
+    // N0 2e9 is 2e9 / 1.4e9 = 1.43× the largest parent, D 1e10 is 1e10 / (1e7 · 10^2.7) = 2.00× the
+    // most tokens, L0 2.5 is 0.1 under the lowest (2.6): each said, by how far; rho 0.25 is inside.
+    let fields: Vec<&str> = pred["extrapolation"].as_array().expect("extrapolation").iter().map(|e| e["field"].as_str().expect("field")).collect();
+    assert_eq!(fields, ["N0", "D", "L0"], "{}", pred["extrapolation"]);
+    assert!(pred["extrapolation"][2]["message"].as_str().expect("message").contains("0.1 outside"), "{}", pred["extrapolation"]);
+    assert!(pred["extrapolation"][0]["message"].as_str().expect("message").contains("1.43× the largest calibrated parent"), "{}", pred["extrapolation"]);
+    assert!(pred["extrapolation"][1]["message"].as_str().expect("message").contains("2.00×"), "{}", pred["extrapolation"]);
+    assert!(pred["degenerate"].is_null());
+    let text = p2law(&["predict", "--fit", &fit_path, "--n0", "2e9", "--rho", "0.25", "--l0", "2.5", "--tokens", "1e8"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("EXTRAPOLATION: N0 2.000e9 is 1.43×") && !text.contains("EXTRAPOLATION: D"), "{text}");
+
     // budget: the slope at the recommended D, by finite difference, equals tau per 1e9 tokens.
     let b = stdout_json(&p2law(&[
         "budget", "--fit", &fit_path, "--n0", "2e9", "--rho", "0.25", "--l0", "2.5", "--rule", "slope:0.002", "--gpu-flops", "1e15", "--mfu", "0.5", "--price", "2", "--json",
@@ -185,6 +197,30 @@ fn fit_then_predict_and_budget_from_the_fit_file() {
     assert!((flops - 6.0 * 1.5e9 * d).abs() < 1e-6 * flops);
     let hours = b["recommendation"]["cost"]["gpu_hours"].as_f64().expect("hours");
     assert!((hours - flops / 5e14 / 3600.0).abs() < 1e-9 * hours);
+}
+
+/// One parent cannot pin down how the law scales with N0: the fit says so, by name, in every
+/// summary, and `budget` repeats it.
+#[test]
+fn a_degenerate_fit_is_named() {
+    let truth = [40.0, 600.0, 0.8, 0.2, 0.35, -0.8, 0.05];
+    let mut csv = String::from("run,n0,rho,l0,tokens,loss,method\n");
+    for rho in [0.15, 0.3, 0.5] {
+        for k in 0..10 {
+            let d = 1e7 * 10f64.powf(k as f64 * 0.3);
+            csv.push_str(&format!("m-{rho},4.1e8,{rho},2.9,{d},{},depth\n", p2(&truth, 4.1e8, rho, 2.9, d)));
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = write(dir.path(), "curves.csv", &csv);
+    let fit_path = dir.path().join("fit.json").display().to_string();
+    let out = p2law(&["fit", "--law", "p2", "--out", &fit_path, &data]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(human.contains("WARNING: degenerate fit: the data do not pin down"), "{human}");
+    let b = p2law(&["budget", "--fit", &fit_path, "--n0", "4.1e8", "--rho", "0.3", "--l0", "2.9", "--rule", "slope:0.002"]);
+    let text = String::from_utf8_lossy(&b.stdout);
+    assert!(b.status.success() && text.starts_with("WARNING: degenerate fit"), "{text}");
 }
 
 /// Bad input: a clear message naming the file, line or field, a non-zero exit, never a panic.

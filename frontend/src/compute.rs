@@ -130,20 +130,42 @@ mod tests {
     fn default_scenario_draws_three_banded_curves() {
         let (s, errors) = resolve(&Form::default(), &Default::default());
         assert!(errors.is_empty(), "{errors:?}");
+        // The calculator opens on the P² preset of its method (depth), with its band.
+        assert_eq!(s.fits.len(), 1);
+        assert_eq!(s.fits[0].report.law, p2law_shared::LawForm::P2, "{}", s.fits[0].label);
+        assert!(s.fits[0].label.contains("P² preset for `depth`"), "{}", s.fits[0].label);
         let (series, errs) = compute(&s);
-        assert!(errs.is_empty());
+        assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(series.len(), 3);
         for c in &series {
             assert_eq!(c.tokens.len(), 400);
-            let band = c.band.as_ref().expect("the refit preset carries a bootstrap");
-            // The band brackets the central prediction wherever the prediction is inside the
-            // resamples' spread (checked at the middle of the range).
+            let band = c.band.as_ref().expect("the study preset carries a bootstrap");
             let [lo, hi] = band[200];
-            assert!(lo <= c.loss[200] && c.loss[200] <= hi);
-            assert!(c.budget.is_ok());
+            assert!(lo <= c.loss[200] && c.loss[200] <= hi, "{lo} {} {hi}", c.loss[200]);
+            // Llama-3.1-8B is far beyond the study's byte-level parents: the page says so.
+            assert!(c.extrapolation.iter().any(|m| m.starts_with("N0 ") && m.contains("the largest calibrated parent")), "{:?}", c.extrapolation);
         }
-        // A higher pruning rate leaves fewer parameters: a higher loss under Chinchilla.
-        assert!(series[2].final_loss > series[0].final_loss);
+        // The paper's central finding, which the dense Chinchilla default could not show: a higher
+        // pruning rate needs a larger healing budget.
+        let budgets: Vec<f64> = series.iter().map(|c| c.budget.as_ref().expect("a budget").tokens).collect();
+        assert!(budgets.windows(2).all(|w| w[1] > w[0]), "budgets by rate 0.2, 0.35, 0.5: {budgets:?}");
+    }
+
+    #[test]
+    fn the_method_picks_its_preset() {
+        for (method, id) in [("width", "p2-study-width"), ("2:4", "p2-study-nm"), ("depth", "p2-study-depth")] {
+            let f = Form { method: method.into(), ..Form::default() };
+            let (s, _) = resolve(&f, &Default::default());
+            let want = p2law_shared::presets::study_preset_for(method).expect("a P² preset ships");
+            let shipped = p2law_shared::presets::presets().into_iter().find(|p| p.id == want).expect("shipped");
+            assert_eq!(s.fits[0].report, shipped.report, "{method}");
+            // Its own preset when that method's fit is not degenerate, the pooled one otherwise.
+            assert!(want == id || want == "p2-study-pooled", "{method}: {want}");
+        }
+        // Chinchilla stays a labelled dense reference.
+        let f = Form { fits: "preset:chinchilla-epoch-refit".into(), ..Form::default() };
+        let (s, _) = resolve(&f, &Default::default());
+        assert!(s.fits[0].label.contains("dense, trained from scratch"), "{}", s.fits[0].label);
     }
 
     #[test]

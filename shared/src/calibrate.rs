@@ -135,6 +135,14 @@ pub fn parse_pattern(s: &str) -> Result<(usize, usize), String> {
     Ok((n, m))
 }
 
+/// The most parents, rates, N:M patterns and units one sweep may have.
+pub const MAX_PARENTS: usize = 16;
+pub const MAX_RATES: usize = 16;
+pub const MAX_PATTERNS: usize = 8;
+pub const MAX_UNITS: usize = 256;
+/// The smallest pruning rate a sweep takes (below it nothing is removed from any parent).
+pub const MIN_RATE: f64 = 1e-3;
+
 /// The most tokens one request may ask to post-train per model.
 pub const MAX_TOKENS: u64 = 10_000_000_000;
 
@@ -162,11 +170,32 @@ impl CalibrationRequest {
         }
     }
 
-    /// Checks every field and expands the sweep into its units, naming the first bad field.
+    /// Checks every field and expands the sweep into its units, naming the first bad field:
+    /// the caps ([`MAX_PARENTS`], [`MAX_RATES`], [`MAX_PATTERNS`], [`MAX_UNITS`]) before any
+    /// expansion, so an absurd request costs nothing; no parent, method, rate or pattern twice; a
+    /// rate is at least [`MIN_RATE`].
     pub fn units(&self) -> Result<Vec<Unit>, (&'static str, String)> {
         if self.parents.is_empty() {
             return Err(("parents", "at least one parent is needed".into()));
         }
+        let cap = |field: &'static str, n: usize, max: usize| if n > max { Err((field, format!("at most {max}, got {n}"))) } else { Ok(()) };
+        cap("parents", self.parents.len(), MAX_PARENTS)?;
+        cap("methods", self.methods.len(), 3)?;
+        cap("rates", self.rates.len(), MAX_RATES)?;
+        cap("patterns", self.patterns.len(), MAX_PATTERNS)?;
+        let per_parent = self.methods.iter().map(|m| if m == "sparse" { self.patterns.len() } else { self.rates.len() }).sum::<usize>();
+        cap("parents", self.parents.len() * per_parent, MAX_UNITS).map_err(|(f, m)| (f, format!("a sweep of {} units is too large: {m}", self.parents.len() * per_parent)))?;
+        fn once<T: PartialEq + std::fmt::Debug>(field: &'static str, v: &[T]) -> Result<(), (&'static str, String)> {
+            match v.iter().enumerate().find(|(i, x)| v[..*i].contains(x)) {
+                Some((_, x)) => Err((field, format!("{x:?} is listed twice"))),
+                None => Ok(()),
+            }
+        }
+        once("parents", &self.parents)?;
+        once("methods", &self.methods)?;
+        once("rates", &self.rates)?;
+        let normalised: Vec<String> = self.patterns.iter().map(|p| parse_pattern(p).map_or_else(|_| p.clone(), |(n, m)| format!("{n}:{m}"))).collect();
+        once("patterns", &normalised)?;
         for p in &self.parents {
             match hf_parent(p) {
                 Some(r) => r.map(|_| ()).map_err(|e| ("parents", e))?,
@@ -204,8 +233,8 @@ impl CalibrationRequest {
                             return Err(("rates", format!("method `{m}` needs at least one rate")));
                         }
                         for &r in &self.rates {
-                            if !(r > 0.0 && r < 1.0) {
-                                return Err(("rates", format!("{r} is outside (0, 1)")));
+                            if !(r >= MIN_RATE && r < 1.0) {
+                                return Err(("rates", format!("{r} is outside [{MIN_RATE}, 1)")));
                             }
                             out.push(Unit { parent: p.clone(), method: m.clone(), setting: format!("{r}") });
                         }
@@ -356,6 +385,28 @@ mod tests {
             assert_eq!(p.shape.intermediate_size % 8, 0);
             assert_eq!(p.shape.num_attention_heads % p.shape.num_key_value_heads, 0);
         }
+    }
+
+    #[test]
+    fn absurd_sweeps_are_refused_before_they_expand() {
+        let ok = CalibrationRequest::preset("mini").unwrap();
+        let field = |r: CalibrationRequest| r.units().unwrap_err();
+        // 10 000 parents × 9 999 rates: refused on the count, without building a unit.
+        let huge = CalibrationRequest { parents: vec!["p2-nano".into(); 10_000], rates: (1..10_000).map(|i| i as f64 / 10_000.0).collect(), ..ok.clone() };
+        let (f, m) = field(huge);
+        assert_eq!(f, "parents");
+        assert!(m.contains("at most 16"), "{m}");
+        let (f, m) = field(CalibrationRequest { parents: vec!["p2-nano".into(), "p2-nano".into()], ..ok.clone() });
+        assert_eq!((f, m.contains("twice")), ("parents", true), "{m}");
+        let (f, m) = field(CalibrationRequest { rates: vec![0.25, 0.25], ..ok.clone() });
+        assert_eq!((f, m.contains("twice")), ("rates", true), "{m}");
+        let (f, _) = field(CalibrationRequest { patterns: vec!["2:4".into(), " 2:4".into()], ..ok.clone() });
+        assert_eq!(f, "patterns");
+        let (f, m) = field(CalibrationRequest { rates: vec![1e-200], ..ok.clone() });
+        assert_eq!(f, "rates", "{m}");
+        let (f, m) = field(CalibrationRequest { parents: FAMILY.iter().take(7).map(|p| p.name.to_string()).collect(), rates: (1..=16).map(|i| i as f64 / 20.0).collect(), patterns: (2..=8).map(|m| format!("1:{m}")).collect(), ..ok.clone() });
+        assert!(f == "parents" && m.contains("units is too large"), "{f}: {m}");
+        assert!(ok.units().is_ok());
     }
 
     #[test]

@@ -131,7 +131,12 @@ async fn uploads_fits_and_a_restart_lose_nothing() -> Result<()> {
     let fit: Value = resp.json().await?;
     assert!(fit["report"]["metrics"]["rmse"].as_f64().context("rmse")? < 1e-5);
     assert_eq!(fit["report"]["holdout"]["protocol"], "last20");
+    // Five parents of one law: every coefficient is pinned down, and the fit says nothing more.
+    assert!(fit.get("degenerate").is_none(), "{}", fit["degenerate"]);
     let fit_id = fit["id"].as_i64().context("id")?;
+    // The scheme of the Authorization header is case-insensitive.
+    let write = client.post(format!("{url}/api/fits")).header("authorization", format!("BEARER {TOKEN}")).json(&json!({"run_ids": run_ids, "law": "p2"})).send().await?;
+    assert_eq!(write.status(), StatusCode::CREATED, "{}", write.text().await?);
 
     let ids: Vec<i64> = stored_upload_ids.iter().map(|(id, _)| *id).collect();
     let before = snapshot(&client, &url, fit_id, run_ids[0], &ids).await?;

@@ -75,7 +75,10 @@ async fn calculator_draws_reacts_shares_and_matches_the_cli() -> Result<()> {
     // The page's numbers equal the CLI's for the same inputs.
     let dir = tempfile::tempdir()?;
     let fit = dir.path().join("refit.json");
-    let preset = presets().into_iter().find(|p| p.id == "chinchilla-epoch-refit").context("preset")?;
+    // The default view is the P² preset of the default method (depth), from p2law's own study.
+    let id = p2law_shared::presets::study_preset_for("depth").context("a P² preset ships")?;
+    let preset = presets().into_iter().find(|p| p.id == id).context("preset")?;
+    assert_eq!(preset.report.law, p2law_shared::LawForm::P2);
     std::fs::write(&fit, serde_json::to_string(&preset.report)?)?;
     let fit_arg = fit.display().to_string();
     let n0 = N0.to_string();
@@ -87,6 +90,15 @@ async fn calculator_draws_reacts_shares_and_matches_the_cli() -> Result<()> {
     let q = cli_json(&["budget", "--fit", &fit_arg, "--n0", &n0, "--rho", "0.2", "--l0", "1.9", "--rule", "slope:0.01", "--json"])?;
     let cli_budget = q["recommendation"]["tokens"].as_f64().context("tokens")?;
     assert!((page_budget - cli_budget).abs() <= 1e-12 * cli_budget, "page {page_budget} vs p2law budget {cli_budget}");
+    // A higher rate needs more healing tokens, and Llama-3.1-8B lies far beyond the study's parents:
+    // the page says by how far.
+    let mut budgets = Vec::new();
+    for i in 0..3 {
+        budgets.push(number_attr(&b, &format!("#results tr[data-series='{i}'] td.budget"), "data-value").await?);
+    }
+    assert!(budgets.windows(2).all(|w| w[1] > w[0]), "budgets by rate: {budgets:?}");
+    let warning = b.wait_for("#messages li.extrapolation").await?.text().await?;
+    assert!(warning.contains("the largest calibrated parent"), "{warning}");
 
     // Hover read-out: the law's loss at the tokens under the pointer.
     b.client
@@ -152,7 +164,7 @@ async fn calculator_draws_reacts_shares_and_matches_the_cli() -> Result<()> {
         )
         .await?;
     b.wait_for("#fit-paste-add").await?.click().await?;
-    b.wait_for("input.preset[data-id='chinchilla-epoch-refit']").await?.click().await?;
+    b.wait_for("input.preset[data-id='p2']").await?.click().await?;
     let d_p2 = wait_changed(&b, &d0).await?;
     let report: p2law_shared::FitReport = serde_json::from_str(&p2_text)?;
     let page_p2_budget = number_attr(&b, "#results tr[data-series='0'] td.budget", "data-value").await?;

@@ -223,6 +223,19 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
         m.wall_s / 3600.0,
         m.cpu_s / 3600.0
     );
+    let grid_units = m.grid.units();
+    let done: Vec<&p2law_shared::study::StudyUnit> = grid_units.iter().filter(|u| m.units.iter().any(|d| &d.unit == *u)).collect();
+    if done.len() < grid_units.len() {
+        let missing: Vec<String> = m.grid.parents.iter().filter(|p| !m.parents.iter().any(|q| &q.name == *p)).cloned().collect();
+        let _ = writeln!(
+            out,
+            "**Partial grid**: {} of the grid's {} units are finished (the study is made across sittings; `p2law study run` carries on where it stopped). \
+             Every figure below rests on the finished units only.{}\n",
+            done.len(),
+            grid_units.len(),
+            if missing.is_empty() { String::new() } else { format!(" Parents without a curve yet: {}.", missing.join(", ")) }
+        );
+    }
     let _ = writeln!(
         out,
         "### Parents\n\n| parent | N0 | hidden / MLP / heads / KV groups / head dim | pretraining tokens (epochs) | L0 | L at half the tokens | gain of the last doubling | converged by it? | pretraining wall / CPU | units' wall / CPU |\n|---|---|---|---|---|---|---|---|---|---|"
