@@ -262,3 +262,41 @@ fn bad_input_gets_a_clear_error() {
     let out = p2law(&["fit", "--law", "p2", &rho0]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `a`: field `rho` must be in (0, 1) for law `p2`"));
 }
+
+/// `study run` and `study report` on bad input: the flag, or the file, line and field, and exit
+/// 1, before any training and with nothing written.
+#[test]
+fn study_commands_name_their_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir(&corpus).expect("corpus dir");
+    std::fs::write(corpus.join("a.txt"), "To be, or not to be, that is the question. ".repeat(200)).expect("text");
+    let out = dir.path().join("study");
+    let out_s = out.display().to_string();
+    let c = corpus.display().to_string();
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        ("missing corpus", vec!["--out".into(), out_s.clone(), "--corpus".into(), dir.path().join("nope").display().to_string()], "--corpus"),
+        ("unwritable out", vec!["--out".into(), "/proc/p2law-study".into(), "--corpus".into(), c.clone()], "--out"),
+        ("unknown unit", vec!["--out".into(), out_s.clone(), "--corpus".into(), c.clone(), "--only".into(), "study-h16/depth/0.99/s0".into()], "--only"),
+        ("zero budget", vec!["--out".into(), out_s.clone(), "--corpus".into(), c.clone(), "--budget-hours".into(), "0".into()], "--budget-hours"),
+    ];
+    for (name, args, want) in cases {
+        let mut all = vec!["study".to_string(), "run".into(), "--device".into(), "cpu".into()];
+        all.extend(args);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let o = p2law(&refs);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(want) && !err.contains("panicked"), "{name}: {err}");
+        assert!(!out.join("curves.csv").exists() && !out.join("manifest.json").exists(), "{name}: nothing half-written");
+    }
+    // A file that is not study data: which file, line and field.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).expect("dir");
+    std::fs::write(bad.join("curves.csv"), "run,n0,rho,n,l0,tokens,loss,method,family,split\nx/depth/0.25/s0,100,0.25,75,2.0,0,3.0,depth,f,held-out\n").expect("csv");
+    std::fs::write(bad.join("manifest.json"), "{\"not\": \"a manifest\"}").expect("manifest");
+    let o = p2law(&["study", "report", "--data", &bad.display().to_string(), "--out", &dir.path().join("report").display().to_string()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("manifest.json") && err.contains("line 1") && err.contains("not a study manifest"), "{err}");
+}

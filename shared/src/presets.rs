@@ -151,7 +151,7 @@ pub fn make_study_presets(data: &crate::study::StudyData) -> StudyPresets {
         });
         report.provenance = Some(format!(
             "P² law (L1 form of Chen et al., arXiv 2411.10272) fitted by p2law to its own study, shared/data/study \
-             (p2law {} at {}; corpus {} sha256 {}; {}): {} ({} curves, {} checkpoints past D = 0), parents {}. \
+             (p2law {} at {}; corpus {} sha256 {}; {}): {} ({} curves, {} checkpoints from D = 32 768 tokens, 16 optimizer steps, on), parents {}. \
              Calibrated ranges: N0 {}, rho {}, D {} tokens, L0 {} nats. Least squares from the full grid of {} starts: \
              R² {}, RMSE {:.4} nats. Held out: {}. {}. Byte-level decoders trained on one corpus: \
              outside these ranges every prediction is an extrapolation.",
