@@ -129,9 +129,18 @@ mod tests {
     #[test]
     fn default_scenario_draws_three_banded_curves() {
         let (s, errors) = resolve(&Form::default(), &Default::default());
+        assert_eq!(s.fits.len(), 1);
+        if p2law_shared::presets::study_presets().presets.is_empty() {
+            // No P² preset ships (every study fit degenerate, or no study yet): the dense
+            // reference, and the page says so.
+            assert!(errors.iter().any(|e| e.field == "fits" && e.message.contains("no P² preset ships")), "{errors:?}");
+            assert!(s.fits[0].label.contains("dense, trained from scratch"), "{}", s.fits[0].label);
+            let (series, errs) = compute(&s);
+            assert!(errs.is_empty() && series.len() == 3 && series.iter().all(|c| c.band.is_some() && c.budget.is_ok()));
+            return;
+        }
         assert!(errors.is_empty(), "{errors:?}");
         // The calculator opens on the P² preset of its method (depth), with its band.
-        assert_eq!(s.fits.len(), 1);
         assert_eq!(s.fits[0].report.law, p2law_shared::LawForm::P2, "{}", s.fits[0].label);
         assert!(s.fits[0].label.contains("P² preset for `depth`"), "{}", s.fits[0].label);
         let (series, errs) = compute(&s);
@@ -153,7 +162,12 @@ mod tests {
 
     #[test]
     fn the_method_picks_its_preset() {
+        let none = p2law_shared::presets::study_presets().presets.is_empty();
         for (method, id) in [("width", "p2-study-width"), ("2:4", "p2-study-nm"), ("depth", "p2-study-depth")] {
+            if none {
+                assert_eq!(p2law_shared::presets::study_preset_for(method), None);
+                continue;
+            }
             let f = Form { method: method.into(), ..Form::default() };
             let (s, _) = resolve(&f, &Default::default());
             let want = p2law_shared::presets::study_preset_for(method).expect("a P² preset ships");

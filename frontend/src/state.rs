@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn sizes_become_rates_and_models_give_n0() {
-        let mut f = Form::default();
+        let mut f = Form { fits: "preset:chinchilla-epoch-refit".into(), ..Form::default() };
         f.model = "Qwen2.5-0.5B".into();
         f.by = "n".into();
         f.rates = "247016384".into();

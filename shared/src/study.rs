@@ -193,8 +193,12 @@ pub struct ParentInfo {
     pub convergence: Convergence,
     /// Every pretraining run of the doubling chain: `(tokens, held-out loss)`.
     pub chain: Vec<(u64, f64)>,
+    /// Wall and CPU seconds of the chain's pretraining, as far as it was timed.
     pub wall_s: f64,
     pub cpu_s: f64,
+    /// Budgets of the chain read from a cache made before pretraining times were kept.
+    #[serde(default)]
+    pub untimed: Vec<u64>,
 }
 
 /// One finished unit.

@@ -1,6 +1,7 @@
 //! The API over a real socket with the real SQLite file: every sample format in, fits out, a
 //! restart of the server process, and a table of bad inputs.
 
+use std::time::Duration;
 use anyhow::{Context, Result};
 use p2law_tests::{Backend, ServerProcess, TOKEN, p2_curves_csv, workspace};
 use reqwest::multipart::{Form, Part};
@@ -227,6 +228,19 @@ async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()>
         assert_eq!(got, status, "{what}: {text}");
         assert!(text.contains(want), "{what}: `{want}` not in {text}");
     }
+    // A body over the 64 MiB limit is 413 with the JSON error body, not a parse error.
+    let big = format!("{{\"run_ids\": [{id}], \"law\": \"p2\", \"pad\": \"{}\"}}", "x".repeat(66 << 20));
+    let resp = client.post(format!("{url}/api/fits")).bearer_auth(TOKEN).header("content-type", "application/json").body(big).send().await?;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = resp.json().await?;
+    assert!(body["error"].as_str().context("error")?.contains("64 MiB"), "{body}");
+    // A sweep that would expand to 10 000 × 2 × 9 999 units is refused at once, naming the cap.
+    let huge = json!({"parents": vec!["p2-nano"; 10_000], "methods": ["depth", "width"], "rates": (1..10_000).map(|i| f64::from(i) / 1e4).collect::<Vec<_>>(), "tokens": 1000});
+    let started = std::time::Instant::now();
+    let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&huge).send().await?;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(resp.text().await?.contains("field `parents`: at most 16"));
+    assert!(started.elapsed() < Duration::from_secs(5), "refused without expanding the sweep");
     assert_eq!(client.get(format!("{url}/api/fits/12345")).send().await?.status(), StatusCode::NOT_FOUND);
     assert_eq!(client.delete(format!("{url}/api/fits/1")).send().await?.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(client.get(format!("{url}/api/nothing")).send().await?.status(), StatusCode::NOT_FOUND);

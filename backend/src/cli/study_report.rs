@@ -245,7 +245,7 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
         let (uw, uc) = m.units.iter().filter(|u| u.unit.parent == p.name).fold((0.0, 0.0), |(w, c), u| (w + u.wall_s, c + u.cpu_s));
         let _ = writeln!(
             out,
-            "| {} | {} | {} / {} / {} / {} / {} | {} ({:.2}) | {:.4} | {:.4} | {} | {} | {:.0} s / {:.0} s | {:.0} s / {:.0} s |",
+            "| {} | {} | {} / {} / {} / {} / {} | {} ({:.2}) | {:.4} | {:.4} | {} | {} | {} | {:.0} s / {:.0} s |",
             p.name,
             p.n0,
             s.hidden_size,
@@ -259,8 +259,11 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
             p.convergence.half_loss,
             pct(p.convergence.improvement),
             if p.convergence.converged { "yes" } else { "no" },
-            p.wall_s,
-            p.cpu_s,
+            if p.wall_s >= 1.0 {
+                format!("{:.0} s / {:.0} s{}", p.wall_s, p.cpu_s, if p.untimed.is_empty() { String::new() } else { format!(" (+ {} cached budgets, untimed)", p.untimed.len()) })
+            } else {
+                "cached before times were kept".to_string()
+            },
             uw,
             uc
         );
@@ -285,6 +288,10 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
             .filter(|d| d.rho.is_some_and(|r| r > 0.0) && p2law_shared::study::StudyUnit::from_run(&d.run).is_some_and(|v| v.parent == u.parent && v.seed == u.seed))
             .map(|d| (d.points.first().map_or(f64::NAN, |p| p.loss) - d.points.last().map_or(f64::NAN, |p| p.loss), d.run.as_str()))
             .collect();
+        if gains.is_empty() {
+            let _ = writeln!(out, "| {} | {} | {drift:+.4} | no pruned unit of this seed yet | | | |", u.parent, u.seed);
+            continue;
+        }
         let smallest = gains.iter().copied().fold((f64::INFINITY, ""), |a, b| if b.0 < a.0 { b } else { a });
         let largest = gains.iter().map(|g| g.0).fold(f64::NEG_INFINITY, f64::max);
         let pass = drift <= 0.1 * smallest.0;
@@ -372,6 +379,20 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
          | method | form | fit R² | fit RMSE | protocol | mean abs | max abs | mean rel | max rel |\n|---|---|---|---|---|---|---|---|---|",
         analysis::ABLATION_STARTS
     );
+    let n0s = {
+        let mut v: Vec<u64> = data.pruned(&[]).iter().filter_map(|c| c.n0).map(|n| n as u64).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len()
+    };
+    if n0s < 3 {
+        let _ = writeln!(
+            out,
+            "With {n0s} parent size(s), `largest-n0` fits on {} and predicts the other: the N0 terms of the law (N_C, α, E against δ) cannot be fitted from one size, and its errors only say so. \
+             The protocol means something from three parents on.\n",
+            n0s.saturating_sub(1)
+        );
+    }
     let mut p2_protocols: Vec<(Group, Vec<ProtocolResult>)> = Vec::new();
     for g in GROUPS {
         if analysis::curves(data, &g).is_empty() {

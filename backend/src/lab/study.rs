@@ -147,7 +147,12 @@ fn chain(p: &Parent, train_tokens: usize) -> Vec<u64> {
 }
 
 /// A parent pretrained on `tokens` tokens with seed `seed`, cached; `(model, held-out loss)`.
-fn pretrained(p: &Parent, tokens: u64, seed: u64, corpus: &Corpus, root: &Path, device: &LabDevice, cancel: &AtomicBool, say: &mut dyn FnMut(&str)) -> Result<(Llama, f64), StudyError> {
+/// The pretrained parent of one budget, its held-out loss, and the wall and CPU seconds its
+/// pretraining took (from `time.json` beside a cached run; `None` for a cache made before it).
+type Pretrained = (Llama, f64, Option<(f64, f64)>);
+
+fn pretrained(p: &Parent, tokens: u64, seed: u64, corpus: &Corpus, root: &Path, device: &LabDevice, cancel: &AtomicBool, say: &mut dyn FnMut(&str)) -> Result<Pretrained, StudyError> {
+    let clock = Stopwatch::start();
     let cfg = pretrain_config(p, tokens, seed);
     let dir = root.join("parents").join(format!("{}-{}-{}x{}-s{seed}", p.name, &corpus.sha256[..12], cfg.steps, cfg.tokens_per_step()));
     let fresh = || {
@@ -155,9 +160,11 @@ fn pretrained(p: &Parent, tokens: u64, seed: u64, corpus: &Corpus, root: &Path, 
         Llama::new(&p.shape, &options(p), &device.device)
     };
     let loss_path = dir.join("loss.json");
+    let time_path = dir.join("time.json");
     if let Ok(text) = std::fs::read_to_string(&loss_path) {
         let loss: f64 = serde_json::from_str(&text).map_err(|e| fail(format!("{}: {e}", loss_path.display())))?;
-        return Ok((run::load_model(fresh(), &dir.join("final.bpk"))?, loss));
+        let time = std::fs::read_to_string(&time_path).ok().and_then(|t| serde_json::from_str::<(f64, f64)>(&t).ok());
+        return Ok((run::load_model(fresh(), &dir.join("final.bpk"))?, loss, time));
     }
     let name = p.name;
     let mut progress = |pr: &Progress| {
@@ -168,28 +175,33 @@ fn pretrained(p: &Parent, tokens: u64, seed: u64, corpus: &Corpus, root: &Path, 
     let finished = run::run(fresh(), None, corpus, &cfg, &eval_config(p), &device.device, &dir.join("run"), cancel, &mut progress)?;
     let loss = finished.points.last().map_or(f64::NAN, |pt| pt.loss);
     run::save_model(&finished.model, &dir.join("final.bpk"))?;
+    let time = clock.read();
+    crate::write_atomic(&time_path, serde_json::json!([time.0, time.1]).to_string().as_bytes()).map_err(|e| fail(format!("{}: {e}", time_path.display())))?;
     crate::write_atomic(&loss_path, loss.to_string().as_bytes()).map_err(|e| fail(format!("{}: {e}", loss_path.display())))?;
     let _ = std::fs::remove_dir_all(dir.join("run"));
-    Ok((finished.model, loss))
+    Ok((finished.model, loss, Some(time)))
 }
 
 /// Pretrains `p` on as many tokens as the epoch cap allows, and on half as many: the record says
 /// whether doubling still lowered the held-out loss by [`CONVERGED_WITHIN`] or more.
 fn converge(p: &Parent, seed: u64, corpus: &Corpus, root: &Path, device: &LabDevice, cancel: &AtomicBool, say: &mut dyn FnMut(&str)) -> Result<(Llama, ParentInfo), StudyError> {
-    let clock = Stopwatch::start();
     let budgets = chain(p, corpus.train.len());
     let mut done: Vec<(u64, f64)> = Vec::new();
     let mut best = None;
+    let (mut wall_s, mut cpu_s, mut untimed) = (0.0, 0.0, Vec::new());
     for &tokens in &budgets {
-        let (model, loss) = pretrained(p, tokens, seed, corpus, root, device, cancel, say)?;
+        let (model, loss, time) = pretrained(p, tokens, seed, corpus, root, device, cancel, say)?;
         say(&format!("\r\x1b[Kpretrained {} on {tokens} tokens: held-out loss {loss:.4}\n", p.name));
+        match time {
+            Some((w, c)) => (wall_s, cpu_s) = (wall_s + w, cpu_s + c),
+            None => untimed.push(tokens),
+        }
         done.push((tokens, loss));
         best = Some(model);
     }
     let model = best.ok_or_else(|| fail(format!("{}: no pretraining budget fits the corpus", p.name)))?;
     let [.., (half_tokens, half_loss), (tokens, loss)] = done[..] else { return Err(fail(format!("{}: the chain needs two runs", p.name))) };
     let improvement = (half_loss - loss) / half_loss;
-    let (wall_s, cpu_s) = clock.read();
     let info = ParentInfo {
         name: p.name.into(),
         shape: p.shape,
@@ -213,6 +225,7 @@ fn converge(p: &Parent, seed: u64, corpus: &Corpus, root: &Path, device: &LabDev
         chain: done,
         wall_s,
         cpu_s,
+        untimed,
     };
     Ok((model, info))
 }
@@ -459,6 +472,10 @@ pub fn run(o: &Options, cancel: &AtomicBool, say: &mut dyn FnMut(&str)) -> Resul
             ));
         }
         match data.manifest.parents.iter_mut().find(|q| q.name == info.name) {
+            // Read back from the cache: the times measured when it was made stand.
+            Some(q) if info.wall_s < q.wall_s => {
+                *q = ParentInfo { wall_s: q.wall_s, cpu_s: q.cpu_s, untimed: Vec::new(), ..info.clone() };
+            }
             Some(q) => *q = info.clone(),
             None => data.manifest.parents.push(info.clone()),
         }

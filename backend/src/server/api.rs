@@ -121,7 +121,7 @@ pub async fn run(State(state): State<AppState>, Path(id): Path<i64>) -> Result<J
 #[utoipa::path(post, path = "/api/fits", tag = "fits", security(("bearer" = [])), request_body = FitRequest,
     responses((status = 201, body = StoredFit), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_fit(State(state): State<AppState>, _: Authorized, body: Result<Json<FitRequest>, JsonRejection>) -> Result<(StatusCode, Json<StoredFit>), ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
+    let Json(request) = body?;
     if request.run_ids.is_empty() {
         return Err(ApiError::Unprocessable("field `run_ids`: give at least one run".into()));
     }

@@ -20,7 +20,7 @@ use std::convert::Infallible;
 #[utoipa::path(post, path = "/api/calibrations", tag = "calibrations", security(("bearer" = [])), request_body = CalibrationRequest,
     responses((status = 201, body = CalibrationJob), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(State(state): State<AppState>, _: Authorized, body: Result<Json<CalibrationRequest>, JsonRejection>) -> Result<(StatusCode, Json<CalibrationJob>), ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
+    let Json(request) = body?;
     let units = request.units().map_err(|(field, m)| ApiError::Unprocessable(format!("field `{field}`: {m}")))?;
     let lab = state.lab();
     let corpus = sweep::corpus_path(&lab.corpus_dir, request.corpus.as_deref());

@@ -25,6 +25,17 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    /// A JSON body that cannot be read: 413 when it is over the body limit, 422 otherwise.
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!("the request body is over the {} MiB limit", super::MAX_BODY_BYTES >> 20))
+        } else {
+            ApiError::Unprocessable(e.body_text())
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
