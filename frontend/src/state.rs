@@ -217,12 +217,11 @@ pub fn resolve(form: &Form, custom: &BTreeMap<String, FitSource>) -> (Scenario, 
     let presets = p2law_shared::presets::presets();
     let mut fits = Vec::new();
     let auto = |method: &str, errors: &mut Vec<FieldError>| -> Option<FitSource> {
-        let Some(id) = p2law_shared::presets::study_preset_for(method.trim()) else {
+        let Some(p) = p2law_shared::presets::study_preset_in(&presets, method.trim()) else {
             errors.push(FieldError { field: "fits", message: "no P² preset ships yet; showing the dense Chinchilla reference instead".into() });
             let p = presets.iter().find(|p| p.id == DENSE)?;
             return Some(FitSource { key: AUTO_P2.into(), label: p.title.clone(), report: p.report.clone() });
         };
-        let p = presets.iter().find(|p| p.id == id)?;
         Some(FitSource { key: AUTO_P2.into(), label: format!("{} (P² preset for `{}`)", p.title, method.trim()), report: p.report.clone() })
     };
     for key in form.fits.split(',').map(str::trim).filter(|k| !k.is_empty()) {

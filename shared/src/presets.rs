@@ -95,9 +95,13 @@ pub fn study_preset_id(group: &str) -> String {
 /// The P² preset of the calculator's method (`depth`, `width`, `2:4` and the other N:M
 /// patterns), or the pooled one when that method has none; `None` when no P² preset ships.
 pub fn study_preset_for(method: &str) -> Option<String> {
+    study_preset_in(&study_presets().presets, method).map(|p| p.id.clone())
+}
+
+/// [`study_preset_for`] among presets already read (the calculator reads [`presets`] once).
+pub fn study_preset_in<'a>(presets: &'a [Preset], method: &str) -> Option<&'a Preset> {
     let group = if method.contains(':') { "nm" } else { method };
-    let shipped: Vec<String> = study_presets().presets.into_iter().map(|p| p.id).collect();
-    [study_preset_id(group), study_preset_id("pooled")].into_iter().find(|id| shipped.contains(id))
+    [study_preset_id(group), study_preset_id("pooled")].into_iter().find_map(|id| presets.iter().find(|p| p.id == id))
 }
 
 /// The shipped study presets (empty when the file does not parse: the test below fails then).

@@ -315,29 +315,34 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
          Over the first steps of healing the loss falls by about as much per step as the learning rate allows, linearly in steps rather than as a power of D (the optimizer's regime, not the data's), \
          and no form of the law describes it. The same fits on every checkpoint from the first step:\n\n| method | checkpoints | R² | RMSE | from D = {} tokens: R² | RMSE |\n|---|---|---|---|---|---|",
         analysis::FIT_MIN_TOKENS, a.bootstrap, a.seed, analysis::FIT_MIN_TOKENS);
-    for g in GROUPS {
-        let every = analysis::curves_from(data, &g, 0.0);
-        if every.is_empty() {
-            continue;
-        }
+    // Each group's P² fit, made once: the comparison below and the group's section both read it.
+    let made: Vec<(Group, Vec<Curve>, Option<Result<FitReport, p2law_shared::FitError>>)> = GROUPS
+        .into_iter()
+        .map(|g| {
+            let curves = analysis::curves(data, &g);
+            let fit = (!curves.is_empty()).then(|| analysis::fit_curves(&curves, LawForm::P2, a.bootstrap, a.seed));
+            (g, curves, fit)
+        })
+        .collect();
+    for (g, _, from) in &made {
+        let every = analysis::curves_from(data, g, 0.0);
+        let Some(from) = from.as_ref().filter(|_| !every.is_empty()) else { continue };
         let all = analysis::fit_curves(&every, LawForm::P2, 0, a.seed);
-        let from = analysis::fit_curves(&analysis::curves(data, &g), LawForm::P2, 0, a.seed);
-        let cell = |r: &Result<FitReport, _>| r.as_ref().map_or(("failed".to_string(), String::new()), |r| (r2(r), format!("{:.4}", r.metrics.rmse)));
-        let ((r2a, ra), (r2b, rb)) = (cell(&all), cell(&from));
+        let cell = |r: Result<&FitReport, _>| r.map_or(("failed".to_string(), String::new()), |r| (r2(r), format!("{:.4}", r.metrics.rmse)));
+        let ((r2a, ra), (r2b, rb)) = (cell(all.as_ref()), cell(from.as_ref()));
         let points: usize = every.iter().map(|c| c.points.len()).sum();
         let _ = writeln!(out, "| {} | {points} | {r2a} | {ra} | {r2b} | {rb} |", g.id);
     }
     let _ = writeln!(out);
     let mut fits: Vec<(Group, Option<FitReport>)> = Vec::new();
-    for g in GROUPS {
-        let curves = analysis::curves(data, &g);
+    for (g, curves, fit) in made {
         let _ = writeln!(out, "### {} — {}\n", g.id, g.title);
-        if curves.is_empty() {
+        let Some(fit) = fit else {
             let _ = writeln!(out, "No curves yet.\n");
             fits.push((g, None));
             continue;
-        }
-        match analysis::fit_group(data, &g, LawForm::P2, a.bootstrap, a.seed) {
+        };
+        match fit {
             Ok(r) => {
                 let _ = writeln!(
                     out,
@@ -348,11 +353,7 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
                     r.metrics.rmse,
                     r.metrics.huber,
                     r.metrics.asd.map_or("n/a".into(), |v| format!("{v:.4}")),
-                    if r.weakly_identified.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" **Degenerate fit**: the data do not pin down {} (near-optimal starts disagree by more than 5 %); no preset is made from it.", r.weakly_identified.join(", "))
-                    }
+                    r.degeneracy().map_or(String::new(), |why| format!(" **{why}**; no preset is made from it."))
                 );
                 coefficients(&mut out, &r);
                 let fig = format!("{}-curves.svg", g.id);
