@@ -25,6 +25,28 @@ pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, path)
+    write_synced(&tmp, contents)?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+/// Writes `contents` to `path` and fsyncs the file before returning.
+pub fn write_synced(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+/// Fsyncs a directory, so that the renames and creations in it survive a power cut.
+pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
 }

@@ -45,6 +45,9 @@ pub struct Store {
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
+/// Points per multi-row `INSERT` (4 values each, well under SQLite's 32 766 bound parameters).
+const POINTS_PER_INSERT: usize = 4096;
+
 fn token_source_name(t: TokenSource) -> &'static str {
     match t {
         TokenSource::Logged => "logged",
@@ -119,14 +122,14 @@ impl Store {
                 .fetch_one(&mut **tx)
                 .await?;
                 let run_id: i64 = row.get(0);
-                for (i, p) in c.points.iter().enumerate() {
-                    sqlx::query("INSERT INTO points (run_id, idx, tokens, loss) VALUES (?, ?, ?, ?)")
-                        .bind(run_id)
-                        .bind(i as i64)
-                        .bind(p.tokens)
-                        .bind(p.loss)
-                        .execute(&mut **tx)
-                        .await?;
+                // Many rows per statement: a 2 M-point upload is a few hundred statements, not
+                // 2 M, so the write lock is held for seconds rather than minutes.
+                for (chunk_no, chunk) in c.points.chunks(POINTS_PER_INSERT).enumerate() {
+                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO points (run_id, idx, tokens, loss) ");
+                    q.push_values(chunk.iter().enumerate(), |mut b, (i, p)| {
+                        b.push_bind(run_id).push_bind((chunk_no * POINTS_PER_INSERT + i) as i64).push_bind(p.tokens).push_bind(p.loss);
+                    });
+                    q.build().execute(&mut **tx).await?;
                 }
                 runs.push(RunSummary {
                     id: run_id,
@@ -427,14 +430,39 @@ impl Store {
         Ok((n > 0).then_some(queued > 0))
     }
 
-    /// Marks a job running unless it was cancelled meanwhile; returns whether it is the worker's.
-    pub async fn claim_calibration(&self, id: i64) -> Result<bool, StoreError> {
-        let n = sqlx::query(&format!("UPDATE calibrations SET status = 'running', updated_at = {NOW} WHERE id = ? AND status IN ('queued', 'running') AND cancel_requested = 0"))
+    /// Marks a job running unless it was cancelled meanwhile, counting the start; returns the
+    /// starts so far (this one included), or `None` when the job is not the worker's.
+    pub async fn claim_calibration(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE calibrations SET status = 'running', attempts = attempts + 1, updated_at = {NOW} WHERE id = ? AND status IN ('queued', 'running') AND cancel_requested = 0 RETURNING attempts"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Gives back a start counted by [`Store::claim_calibration`]: the job was stopped by a clean
+    /// shutdown, not by its own run.
+    pub async fn release_start(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE calibrations SET attempts = MAX(attempts - 1, 0) WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Ends a job: its status and its final event in one transaction, so a reader never sees a
+    /// finished job without its last event (or the reverse). Returns the stored event.
+    pub async fn finish_calibration(&self, id: i64, status: JobStatus, error: Option<&str>, fit_id: Option<i64>, event: CalibrationEvent) -> Result<CalibrationEvent, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!("UPDATE calibrations SET status = ?, error = COALESCE(?, error), fit_id = COALESCE(?, fit_id), updated_at = {NOW} WHERE id = ?"))
+            .bind(status.as_str())
+            .bind(error)
+            .bind(fit_id)
             .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n > 0)
+            .execute(&mut *tx)
+            .await?;
+        let event = Self::append_event_tx(&mut tx, id, event).await?;
+        tx.commit().await?;
+        Ok(event)
     }
 
     /// Jobs whose cancellation was asked before a restart are cancelled, not resumed.
@@ -469,18 +497,47 @@ impl Store {
     }
 
     /// Appends an event, numbering it; returns it with its `seq`.
-    pub async fn append_event(&self, job: i64, mut event: CalibrationEvent) -> Result<CalibrationEvent, StoreError> {
+    pub async fn append_event(&self, job: i64, event: CalibrationEvent) -> Result<CalibrationEvent, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM calibration_events WHERE job_id = ?").bind(job).fetch_one(&mut *tx).await?.get(0);
+        let event = Self::append_event_tx(&mut tx, job, event).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    async fn append_event_tx(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, job: i64, mut event: CalibrationEvent) -> Result<CalibrationEvent, StoreError> {
+        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM calibration_events WHERE job_id = ?").bind(job).fetch_one(&mut **tx).await?.get(0);
         event.seq = seq as u64;
+        // JSON has no NaN or infinity (serde writes `null`, which would not read back): a
+        // non-finite figure is left out and said in the message instead.
+        if event.eta_s.is_some_and(|v| !v.is_finite()) {
+            event.eta_s = None;
+        }
+        if let Some(p) = event.point.filter(|p| !(p.tokens.is_finite() && p.loss.is_finite())) {
+            event.point = None;
+            let note = format!("non-finite checkpoint left out: tokens {}, loss {}", p.tokens, p.loss);
+            event.message = Some(match event.message.take() {
+                Some(m) => format!("{m}; {note}"),
+                None => note,
+            });
+        }
         sqlx::query("INSERT INTO calibration_events (job_id, seq, event) VALUES (?, ?, ?)")
             .bind(job)
             .bind(seq)
-            .bind(serde_json::to_string(&event).unwrap_or_default())
-            .execute(&mut *tx)
+            .bind(serde_json::to_string(&event).map_err(|e| StoreError::Json { table: "calibration_events", id: job, source: e })?)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
         Ok(event)
+    }
+
+    /// At most `limit` events after `after`, in order.
+    pub async fn events_page(&self, job: i64, after: u64, limit: usize) -> Result<Vec<CalibrationEvent>, StoreError> {
+        let rows = sqlx::query("SELECT event FROM calibration_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?")
+            .bind(job)
+            .bind(after as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| json("calibration_events", job, &r.get::<String, _>(0))).collect()
     }
 
     /// Events after `after`, in order.

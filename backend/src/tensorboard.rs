@@ -160,6 +160,7 @@ fn tensor_scalar(b: &[u8]) -> Result<Option<f64>, String> {
 /// naming a loss, preferring an eval one). Tokens come from a tag naming tokens logged at the same
 /// steps, else step × tokens-per-step.
 pub fn parse(file: &str, bytes: &[u8], o: &LogOptions) -> Result<ParsedLog, InputError> {
+    p2law_shared::logs::check_options(file, o)?;
     let all = scalars(file, bytes)?;
     let mut tags: Vec<&str> = all.iter().map(|s| s.1.as_str()).collect();
     tags.sort_unstable();
@@ -203,6 +204,8 @@ pub fn parse(file: &str, bytes: &[u8], o: &LogOptions) -> Result<ParsedLog, Inpu
             skipped.push(Skipped { location: loc(), reason: format!("step {step}: no tokens yet") });
             continue;
         }
+        let field = if source == TokenSource::Steps { "tokens_per_step".to_string() } else { token_tag.clone().unwrap_or_default() };
+        let tokens = p2law_shared::logs::check_tokens(file, loc(), &field, tokens)?;
         if !(loss.is_finite() && *loss > 0.0) {
             return Err(InputError::new(file, loc(), Some(&metric), format!("step {step}: loss must be positive and finite, got {loss}")));
         }
@@ -286,6 +289,16 @@ mod tests {
         let log = parse("events.out.tfevents.1", &bytes, &LogOptions::default()).expect("valid");
         let pts: Vec<(f64, f64)> = log.curves[0].points.iter().map(|p| (p.tokens, p.loss)).collect();
         assert_eq!(pts, vec![(409_600.0, 3.5), (819_200.0, 3.0)]);
+    }
+
+    #[test]
+    fn token_counts_that_overflow_are_refused() {
+        let bytes = write_scalars(&[(1, "loss", 2.0), (2, "loss", 1.5)]);
+        let e = parse("ev", &bytes, &LogOptions { tokens_per_step: Some(1e308), ..Default::default() }).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("tokens_per_step"), "{e}");
+        let bytes = write_scalars(&[(1, "loss", 2.0), (1, "tokens", f32::INFINITY)]);
+        let e = parse("ev", &bytes, &LogOptions::default()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("tokens"), "{e}");
     }
 
     #[test]

@@ -258,6 +258,12 @@ impl CalibrationRequest {
     /// Training FLOPs of the whole sweep, `6 N D` per run (pretraining included, counted once per
     /// parent; pruned models counted at their parent's size, an upper bound).
     pub fn flops(&self) -> f64 {
+        self.flops_with(|_| None)
+    }
+
+    /// [`CalibrationRequest::flops`], counting a Hugging Face parent (`hf:NAME`, never
+    /// pretrained) at the parameters `hf_parameters(NAME)` gives, when it gives them.
+    pub fn flops_with(&self, hf_parameters: impl Fn(&str) -> Option<f64>) -> f64 {
         let Ok(units) = self.units() else { return 0.0 };
         let mut total = 0.0;
         for p in &self.parents {
@@ -266,9 +272,12 @@ impl CalibrationRequest {
             }
         }
         for u in &units {
-            if let Ok(parent) = parent(&u.parent) {
-                total += 6.0 * parent.shape.parameters() as f64 * self.tokens as f64;
-            }
+            let n = match (parent(&u.parent), hf_parent(&u.parent)) {
+                (Ok(parent), _) => Some(parent.shape.parameters() as f64),
+                (_, Some(Ok(dir))) => hf_parameters(dir),
+                _ => None,
+            };
+            total += 6.0 * n.unwrap_or(0.0) * self.tokens as f64;
         }
         total
     }
@@ -422,6 +431,19 @@ mod tests {
         r = CalibrationRequest::preset("smoke").unwrap();
         r.corpus = Some("../etc".into());
         assert_eq!(r.units().unwrap_err().0, "corpus");
-        assert!(CalibrationRequest::preset("smoke").unwrap().flops() > 0.0);
+    }
+
+    #[test]
+    fn flops_count_pretraining_once_and_every_unit() {
+        // smoke: p2-nano and p2-micro pretrained at 0.06 of their recipes (3 M and 5 M tokens),
+        // then 3 units each (depth, width, 2:4) of 131 072 tokens, all counted at 6 N D.
+        let r = CalibrationRequest::preset("smoke").unwrap();
+        let n = |name: &str| parent(name).unwrap().shape.parameters() as f64;
+        let want = 6.0 * n("p2-nano") * 3e6 * 0.06 + 6.0 * n("p2-micro") * 5e6 * 0.06 + 3.0 * 6.0 * (n("p2-nano") + n("p2-micro")) * 131_072.0;
+        assert!((r.flops() / want - 1.0).abs() < 1e-12, "{} vs {want}", r.flops());
+        // A Hugging Face parent counts only its post-training, at the size the caller reads.
+        let hf = CalibrationRequest { parents: vec!["hf:tiny".into()], methods: vec!["depth".into()], rates: vec![0.25, 0.5], ..r };
+        assert_eq!(hf.flops(), 0.0);
+        assert_eq!(hf.flops_with(|name| (name == "tiny").then_some(1e6)), 2.0 * 6.0 * 1e6 * 131_072.0);
     }
 }

@@ -61,12 +61,21 @@ impl Backend {
     }
 
     async fn with_static(dist: Option<PathBuf>) -> Result<Backend> {
+        Self::with_config(dist, p2law_backend::server::ServerConfig::default()).await
+    }
+
+    /// The API alone, with the given limits and host policy.
+    pub async fn api_with(config: p2law_backend::server::ServerConfig) -> Result<Backend> {
+        Self::with_config(None, config).await
+    }
+
+    async fn with_config(dist: Option<PathBuf>, config: p2law_backend::server::ServerConfig) -> Result<Backend> {
         let data_dir = tempfile::tempdir()?;
         let store = p2law_backend::store::Store::open(data_dir.path()).await?;
         store.ensure_token(Some(TOKEN)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = p2law_backend::server::app(p2law_backend::server::AppState::new(store, dist, data_dir.path().to_path_buf(), corpus_dir()));
+        let app = p2law_backend::server::app(p2law_backend::server::AppState::with_config(store, dist, data_dir.path().to_path_buf(), corpus_dir(), config));
         tokio::spawn(p2law_backend::server::serve_on(listener, app));
         Ok(Backend { addr, url: format!("http://{addr}/"), data_dir })
     }
@@ -104,6 +113,24 @@ impl ServerProcess {
         std::io::BufReader::new(stdout).read_line(&mut line)?;
         let url = line.trim().strip_prefix("p2law listening on ").context("the server's first line")?.to_string();
         Ok(ServerProcess { child, url })
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (the running calibration checkpoints first).
+    pub fn terminate(mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", self.child.id());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(exit) = self.child.try_wait()? {
+                return Ok(exit);
+            }
+            if Instant::now() > deadline {
+                bail!("the server did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Kills the process (SIGKILL: no clean shutdown).

@@ -192,6 +192,7 @@ async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()>
         ("run rho out of range", vec![good()], Some(json!({"runs": {"good.csv": {"m1.2e8-0.15": {"rho": 1.0}}}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `runs.m1.2e8-0.15.rho`"),
         ("binary, not TensorBoard", vec![file("blob.bin", vec![0xff, 0xfe, 0x00, 0x01])], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "not UTF-8"),
         ("corrupt TensorBoard", vec![file("events.out.tfevents.x", corrupt_tb)], Some(json!({"all": {"tokens_per_step": 1.0}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "checksum"),
+        ("TensorBoard steps × 1e308", vec![file("events.out.tfevents.y", p2law_backend::tensorboard::write_scalars(&[(1, "loss", 2.0), (2, "loss", 1.5)]))], Some(json!({"all": {"tokens_per_step": 1e308}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `tokens_per_step`"),
         ("HF without token counts", vec![csv("trainer_state.json", TRAINER_STATE)], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "record 1, field `num_input_tokens_seen`"),
         ("second file bad", vec![good(), csv("bad.csv", "run,tokens,loss\na,-1,2\n")], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "bad.csv, line 2"),
         ("over the size limit", vec![file("huge.csv", vec![b'1'; (64 << 20) + 1024])], None, Some(TOKEN), StatusCode::PAYLOAD_TOO_LARGE, "limit"),
@@ -216,6 +217,8 @@ async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()>
         ("bad starts", json!({"run_ids": [id], "law": "p2", "starts": "lots"}), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "starts"),
         ("too few points", json!({"run_ids": [id], "law": "p2", "holdout": "largest-n0"}), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "holdout"),
         ("bootstrap too large", json!({"run_ids": [id], "law": "p2", "bootstrap": 100000}), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "option `bootstrap`"),
+        ("a run listed twice", json!({"run_ids": [id, id], "law": "p2"}), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "is listed twice"),
+        ("too many runs", json!({"run_ids": (1..=10_001).collect::<Vec<i64>>(), "law": "p2"}), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "at most 10000 runs"),
     ];
     for (what, body, token, status, want) in fit_cases {
         let mut req = client.post(format!("{url}/api/fits")).json(&body);
@@ -244,6 +247,43 @@ async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()>
     assert_eq!(client.get(format!("{url}/api/fits/12345")).send().await?.status(), StatusCode::NOT_FOUND);
     assert_eq!(client.delete(format!("{url}/api/fits/1")).send().await?.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(client.get(format!("{url}/api/nothing")).send().await?.status(), StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+/// Open event streams are bounded: past the server's limit a client gets 503 with
+/// `Retry-After`, and a slot frees when its stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_past_the_limit_get_503() -> Result<()> {
+    let config = p2law_backend::server::ServerConfig { max_event_streams: 1, ..Default::default() };
+    let backend = p2law_tests::Backend::api_with(config).await?;
+    let url = format!("http://{}", backend.addr);
+    let client = Client::new();
+    let request = json!({"parents": ["p2-nano"], "methods": ["depth"], "rates": [0.25], "tokens": 131072, "pretrain_scale": 0.06, "device": "cpu"});
+    let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&request).send().await?;
+    assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await?);
+    let job: Value = client.get(format!("{url}/api/calibrations")).send().await?.json().await?;
+    let id = job[0]["id"].as_i64().context("job id")?;
+    let first = client.get(format!("{url}/api/calibrations/{id}/events")).send().await?;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = client.get(format!("{url}/api/calibrations/{id}/events")).send().await?;
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(second.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("5"));
+    let body: Value = second.json().await?;
+    assert!(body["error"].as_str().unwrap_or_default().contains("1 event streams are open"), "{body}");
+    // Cancelling ends the first stream (its final event), which frees the slot.
+    client.post(format!("{url}/api/calibrations/{id}/cancel")).bearer_auth(TOKEN).send().await?;
+    let text = tokio::time::timeout(Duration::from_secs(120), first.text()).await??;
+    assert!(text.contains("event: cancelled"), "{text}");
+    let mut freed = false;
+    for _ in 0..50 {
+        let again = client.get(format!("{url}/api/calibrations/{id}/events")).send().await?;
+        if again.status() == StatusCode::OK {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the slot is free once the stream ended");
     Ok(())
 }
 

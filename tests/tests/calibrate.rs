@@ -165,6 +165,102 @@ async fn a_job_survives_sigkill_of_its_server_and_resumes() -> Result<()> {
     Ok(())
 }
 
+/// SIGTERM stops the server cleanly: the running unit checkpoints where it is, the job stays
+/// queued to resume, and clean stops do not count as crashes (three in a row, and it finishes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_checkpoints_the_running_unit_and_the_job_resumes_there() -> Result<()> {
+    corpus_ready()?;
+    let data = tempfile::tempdir()?;
+    let client = Client::new();
+    let mut request = smoke();
+    request["parents"] = json!(["p2-nano"]);
+    request["methods"] = json!(["depth"]);
+    let mut id = None;
+    let mut stopped_at = Vec::new();
+    for start in 1..=3 {
+        let server = ServerProcess::start(data.path())?;
+        let url = server.url.trim_end_matches('/').to_string();
+        let job = match id {
+            Some(j) => j,
+            None => start_job(&client, &url, &request).await?,
+        };
+        id = Some(job);
+        let mut seen_running = 0;
+        let events = read_events(&client, &url, job, Duration::from_secs(300), |name, e| {
+            seen_running += usize::from(name == "running");
+            seen_running == start && matches!(name, "pretrain" | "train") && e["step"].as_u64().unwrap_or(0) >= 20 * start as u64
+        })
+        .await?;
+        let last = &events.last().context("events")?.1;
+        stopped_at.push((last["stage"].as_str().unwrap_or_default().to_string(), last["step"].as_u64().unwrap_or(0)));
+        let exit = server.terminate(Duration::from_secs(120))?;
+        assert!(exit.success(), "clean exit on SIGTERM: {exit}");
+    }
+    let id = id.context("job")?;
+    let server = ServerProcess::start(data.path())?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let events = read_events(&client, &url, id, Duration::from_secs(300), |_, _| false).await?;
+    let interrupted = events.iter().filter(|(n, _)| n == "interrupted").count();
+    assert_eq!(interrupted, 3, "one `interrupted` event per SIGTERM");
+    assert_eq!(events.last().context("events")?.1["stage"], "done", "{:?}", events.last());
+    // After each restart the run picked up at (or past) the step it was stopped at, not at the
+    // last periodic checkpoint before it.
+    let resumed: Vec<&Value> = events
+        .iter()
+        .skip_while(|(n, e)| !(n == "running" && e["message"].as_str().is_some_and(|m| m.contains("resumed"))))
+        .filter(|(n, _)| n == "pretrain" || n == "train")
+        .map(|(_, e)| e)
+        .collect();
+    // Progress is reported every 10 steps: a run that restarted from step 0 would report step 10
+    // again, below where it was stopped.
+    let (stage, step) = &stopped_at[0];
+    let first = resumed.first().context("training after the first restart")?;
+    if first["stage"] == stage.as_str() {
+        assert!(first["step"].as_u64().unwrap_or(0) >= *step, "stopped at {stage} step {step}, resumed at {first}");
+    }
+    Ok(())
+}
+
+/// A job whose run ends the process on every start (here: SIGKILL twice) is failed with the
+/// reason at the next start, not resumed into a crash loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_ends_its_server_twice_is_failed_not_resumed_again() -> Result<()> {
+    corpus_ready()?;
+    let data = tempfile::tempdir()?;
+    let client = Client::new();
+    let mut request = smoke();
+    request["parents"] = json!(["p2-nano"]);
+    request["methods"] = json!(["depth"]);
+    let mut id = None;
+    for start in 1..=2 {
+        let server = ServerProcess::start(data.path())?;
+        let url = server.url.trim_end_matches('/').to_string();
+        let job = match id {
+            Some(j) => j,
+            None => start_job(&client, &url, &request).await?,
+        };
+        id = Some(job);
+        let mut seen_running = 0;
+        read_events(&client, &url, job, Duration::from_secs(300), |name, e| {
+            seen_running += usize::from(name == "running");
+            seen_running == start && matches!(name, "pretrain" | "train") && e["step"].as_u64().unwrap_or(0) >= 2
+        })
+        .await?;
+        server.kill()?;
+    }
+    let id = id.context("job")?;
+    let server = ServerProcess::start(data.path())?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let events = read_events(&client, &url, id, Duration::from_secs(60), |_, _| false).await?;
+    let last = &events.last().context("events")?.1;
+    assert_eq!(last["stage"], "failed", "{last}");
+    assert!(last["message"].as_str().unwrap_or_default().contains("each of its 2 starts"), "{last}");
+    let job: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
+    assert_eq!(job["status"], "failed");
+    assert!(job["error"].as_str().unwrap_or_default().contains("not resumed again"), "{job}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_calibration_requests_are_refused_with_the_field() -> Result<()> {
     corpus_ready()?;
@@ -197,6 +293,28 @@ async fn bad_calibration_requests_are_refused_with_the_field() -> Result<()> {
     }
     let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&json!({"parents": ["p2-nano"]})).send().await?;
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Weeks of compute are refused against the server's budget, with the estimate.
+    let mut weeks = smoke();
+    weeks["parents"] = json!(["p2-xl"]);
+    weeks["tokens"] = json!(10_000_000_000u64);
+    weeks["pretrain_scale"] = json!(100.0);
+    let started = std::time::Instant::now();
+    let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&weeks).send().await?;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await?;
+    let text = body["error"].as_str().unwrap_or_default();
+    assert!(text.contains("training FLOPs") && text.contains("1.00e17") && text.contains("--max-job-flops"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A loopback server answers to loopback names only: a rebound DNS name or a foreign page's
+    // Origin is refused before any handler runs, reads included.
+    let resp = client.get(format!("{url}/api/runs")).header("host", "attacker.example").send().await?;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: Value = resp.json().await?;
+    assert!(body["error"].as_str().unwrap_or_default().contains("attacker.example"), "{body}");
+    let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).header("origin", "http://attacker.example").json(&smoke()).send().await?;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let port = url.rsplit(':').next().unwrap_or_default();
+    assert_eq!(client.get(format!("{url}/api/runs")).header("host", format!("localhost:{port}")).send().await?.status(), StatusCode::OK);
     assert_eq!(client.get(format!("{url}/api/calibrations/999")).send().await?.status(), StatusCode::NOT_FOUND);
     assert_eq!(client.get(format!("{url}/api/calibrations/999/events")).send().await?.status(), StatusCode::NOT_FOUND);
     assert_eq!(client.post(format!("{url}/api/calibrations/999/cancel")).bearer_auth(TOKEN).send().await?.status(), StatusCode::NOT_FOUND);

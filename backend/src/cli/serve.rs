@@ -21,9 +21,42 @@ pub struct Args {
     /// API token for writes (default: $P2LAW_TOKEN, else one generated on first start and printed once).
     #[arg(long, env = "P2LAW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Training FLOPs (6 N D, pretraining included) one calibration job may ask for.
+    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_JOB_FLOPS)]
+    pub max_job_flops: f64,
+    /// A host name the server answers to besides loopback ones (repeatable; `*` for any). A
+    /// server on loopback answers to loopback names only; one on another address to any host.
+    #[arg(long = "allowed-host")]
+    pub allowed_hosts: Vec<String>,
+    /// Fits computed at once (default: one per core); more get 503.
+    #[arg(long)]
+    pub max_fits: Option<usize>,
+}
+
+/// The server's limits and host policy from the flags.
+pub fn config(a: &Args) -> Result<crate::server::ServerConfig> {
+    use crate::server::{HostPolicy, ServerConfig};
+    if !(a.max_job_flops.is_finite() && a.max_job_flops > 0.0) {
+        anyhow::bail!("--max-job-flops: must be a positive number, got {}", a.max_job_flops);
+    }
+    if a.max_fits == Some(0) {
+        anyhow::bail!("--max-fits: must be at least 1");
+    }
+    let hosts = if a.allowed_hosts.iter().any(|h| h == "*") {
+        HostPolicy::Any
+    } else if !a.allowed_hosts.is_empty() {
+        HostPolicy::List(a.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect())
+    } else if a.addr.ip().is_loopback() {
+        HostPolicy::Loopback
+    } else {
+        HostPolicy::Any
+    };
+    let d = ServerConfig::default();
+    Ok(ServerConfig { max_job_flops: a.max_job_flops, hosts, max_concurrent_fits: a.max_fits.unwrap_or(d.max_concurrent_fits), ..d })
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let config = config(&a)?;
     std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating data dir {}", a.data_dir.display()))?;
     let static_dir = a.static_dir.join("index.html").exists().then_some(a.static_dir.clone());
     if static_dir.is_none() {
@@ -36,6 +69,6 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(token) = store.ensure_token(a.token.as_deref()).await? {
             eprintln!("p2law: API token for uploads, fits and deletes (shown once, stored hashed): {token}");
         }
-        crate::server::serve(a.addr, crate::server::AppState::new(store, static_dir, a.data_dir.clone(), a.corpus_dir.clone().unwrap_or_else(|| a.data_dir.join("corpus")))).await.with_context(|| format!("serving on {}", a.addr))
+        crate::server::serve(a.addr, crate::server::AppState::with_config(store, static_dir, a.data_dir.clone(), a.corpus_dir.clone().unwrap_or_else(|| a.data_dir.join("corpus")), config)).await.with_context(|| format!("serving on {}", a.addr))
     })
 }

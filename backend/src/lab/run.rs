@@ -47,6 +47,8 @@ pub enum RunError {
     Cancelled,
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: String, message: String },
+    #[error("training diverged: the held-out loss is {loss} at step {step} ({tokens} tokens)")]
+    Diverged { step: usize, tokens: u64, loss: f64 },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,25 +87,71 @@ pub fn load_model(model: Llama, path: &Path) -> Result<Llama, RunError> {
     model.try_load_record(record).map_err(|e| ck(path, format!("{e:?}")))
 }
 
+/// Writes one checkpoint as a unit: model, optimizer and state go into a fresh temporary
+/// directory, each file fsynced, the directory renamed to `ckpt-<step>` and the parent fsynced;
+/// only then are older checkpoints removed. A kill at any point leaves the previous checkpoint
+/// whole (a `ckpt-*` directory exists only complete); the temporary one is cleared at the next load.
 fn save(dir: &Path, model: &Llama, optim: &ModuleOptimizer, state: &State) -> Result<(), RunError> {
-    save_model(model, &dir.join("model.bpk"))?;
-    let optim_path = dir.join("optim.bpk");
-    let bytes = optim.into_bytes().map_err(|e| ck(&optim_path, format!("{e:?}")))?;
-    write_atomic(&optim_path, &bytes).map_err(|e| ck(&optim_path, e))?;
-    // The state file is the commit point: it names a step whose model and optimizer are on disk.
+    let tmp = dir.join(format!(".ckpt-{}.tmp", state.step));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| ck(&tmp, e))?;
+    let model_bytes = model.clone().into_record().into_bytes().map_err(|e| ck(&tmp, format!("{e:?}")))?;
+    let optim_bytes = optim.into_bytes().map_err(|e| ck(&tmp, format!("{e:?}")))?;
     let json = serde_json::to_vec_pretty(state).map_err(|e| ck(dir, e))?;
-    write_atomic(&dir.join("state.json"), &json).map_err(|e| ck(dir, e))
+    for (name, bytes) in [("model.bpk", &model_bytes[..]), ("optim.bpk", &optim_bytes[..]), ("state.json", &json[..])] {
+        crate::write_synced(&tmp.join(name), bytes).map_err(|e| ck(&tmp.join(name), e))?;
+    }
+    crate::sync_dir(&tmp).map_err(|e| ck(&tmp, e))?;
+    let done = dir.join(format!("ckpt-{}", state.step));
+    let _ = std::fs::remove_dir_all(&done);
+    std::fs::rename(&tmp, &done).map_err(|e| ck(&done, e))?;
+    crate::sync_dir(dir).map_err(|e| ck(dir, e))?;
+    // The new checkpoint is durable: the older ones (and the flat layout of earlier versions) go.
+    for (step, path) in checkpoints(dir) {
+        if step != state.step {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+    for legacy in ["state.json", "model.bpk", "optim.bpk"] {
+        let _ = std::fs::remove_file(dir.join(legacy));
+    }
+    Ok(())
 }
 
+/// The complete checkpoints in `dir`, by step.
+fn checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(usize, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.strip_prefix("ckpt-")?.parse().ok()?, e.path())))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The newest complete checkpoint in `dir` (or one in the flat layout of earlier versions),
+/// after clearing what a killed process left half-written.
 fn load(dir: &Path, model: Llama, cfg: &TrainConfig) -> Result<Option<(Llama, ModuleOptimizer, State)>, RunError> {
-    let state_path = dir.join("state.json");
-    let Ok(text) = std::fs::read_to_string(&state_path) else { return Ok(None) };
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.starts_with(".ckpt-") || (n.starts_with('.') && n.contains(".tmp-"))) {
+                let _ = if e.path().is_dir() { std::fs::remove_dir_all(e.path()) } else { std::fs::remove_file(e.path()) };
+            }
+        }
+    }
+    let at = match checkpoints(dir).pop() {
+        Some((_, path)) => path,
+        None if dir.join("state.json").exists() => dir.to_path_buf(),
+        None => return Ok(None),
+    };
+    let state_path = at.join("state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(|e| ck(&state_path, e))?;
     let state: State = serde_json::from_str(&text).map_err(|e| ck(&state_path, e))?;
     if state.config != serde_json::to_string(cfg).unwrap_or_default() {
         return Err(ck(&state_path, "was written by a run with another configuration"));
     }
-    let model = load_model(model, &dir.join("model.bpk"))?;
-    let optim_path = dir.join("optim.bpk");
+    let model = load_model(model, &at.join("model.bpk"))?;
+    let optim_path = at.join("optim.bpk");
     let bytes = std::fs::read(&optim_path).map_err(|e| ck(&optim_path, e))?;
     let optim = AdamWConfig::new()
         .with_weight_decay(cfg.weight_decay as f32)
@@ -147,11 +195,18 @@ pub fn run(
         let at_eval = eval_steps.contains(&step);
         if at_eval {
             let point = CurvePoint { tokens: tokens as f64, loss: evaluate(m, &corpus.held_out, eval.seq_len, eval.windows) };
+            // A non-finite loss is a failed run, never a stored point.
+            if !point.loss.is_finite() {
+                failure = Some(RunError::Diverged { step, tokens, loss: point.loss });
+                return Control::Stop;
+            }
             points.push(point);
             p.point = Some(point);
         }
-        // Checkpoints at every evaluation and at least every tenth of the run.
-        if at_eval || step % save_every == 0 {
+        // Checkpoints at every evaluation, at least every tenth of the run, and where a cancel or
+        // shutdown stops it (so that a resume repeats no step).
+        let stopping = cancel.load(Ordering::Relaxed) && step < cfg.steps;
+        if at_eval || step % save_every == 0 || stopping {
             if let Err(e) = save(dir, m, optim, &State { step, points: points.clone(), config: serde_json::to_string(cfg).unwrap_or_default() }) {
                 failure = Some(e);
                 return Control::Stop;

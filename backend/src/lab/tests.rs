@@ -157,9 +157,24 @@ fn post_training_heals_and_a_stopped_run_resumes_to_the_same_curve() {
         }
     });
     assert!(matches!(stopped, Err(run::RunError::Cancelled)));
+    // One whole checkpoint is left; a kill while writing the next leaves only a temporary
+    // directory, which the resume clears without reading.
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    let left = names();
+    assert!(left.len() == 1 && left[0].starts_with("ckpt-"), "{left:?}");
+    let saved: usize = left[0]["ckpt-".len()..].parse().unwrap();
+    assert!((6..=13).contains(&saved), "{left:?}");
+    let torn = dir.path().join(".ckpt-18.tmp");
+    std::fs::create_dir(&torn).unwrap();
+    std::fs::write(torn.join("model.bpk"), b"half a model").unwrap();
     let pruned = depth::prune(model, &s, &st, 0.25).unwrap();
     let resumed = run::run(pruned.model, None, text(), &cfg, &eval, &device, dir.path(), &never, &mut |_| {}).unwrap();
-    assert!(resumed.steps_taken < cfg.steps, "it resumed from a checkpoint ({} steps taken)", resumed.steps_taken);
+    assert_eq!(resumed.steps_taken, cfg.steps - saved, "it resumed from the whole checkpoint at step {saved}");
+    assert!(!torn.exists(), "the torn checkpoint was cleared");
     assert_eq!(resumed.points.len(), straight.points.len());
     for (a, b) in resumed.points.iter().zip(&straight.points) {
         assert_eq!(a.tokens, b.tokens);

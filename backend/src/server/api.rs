@@ -14,8 +14,11 @@ use p2law_shared::logs::{self, ParsedLog};
 use p2law_shared::FitReport;
 use p2law_shared::report::run_fit;
 
-/// The most checkpoints one upload may hold.
+/// The most checkpoints one upload may hold, and one fit may use.
 pub const MAX_POINTS: usize = 2_000_000;
+
+/// The most runs one fit may name.
+pub const MAX_FIT_RUNS: usize = 10_000;
 
 /// `POST /api/uploads`: multipart `file` parts (any number) and an optional `meta` part (JSON
 /// [`UploadMeta`]). Everything is parsed before anything is stored; one bad file rejects all.
@@ -119,14 +122,26 @@ pub async fn run(State(state): State<AppState>, Path(id): Path<i64>) -> Result<J
 
 /// `POST /api/fits`: fits the law to stored runs off the async executor and stores the result.
 #[utoipa::path(post, path = "/api/fits", tag = "fits", security(("bearer" = [])), request_body = FitRequest,
-    responses((status = 201, body = StoredFit), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = StoredFit), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody, description = "every fit slot is busy; retry after `Retry-After` seconds")))]
 pub async fn create_fit(State(state): State<AppState>, _: Authorized, body: Result<Json<FitRequest>, JsonRejection>) -> Result<(StatusCode, Json<StoredFit>), ApiError> {
     let Json(request) = body?;
     if request.run_ids.is_empty() {
         return Err(ApiError::Unprocessable("field `run_ids`: give at least one run".into()));
     }
+    if request.run_ids.len() > MAX_FIT_RUNS {
+        return Err(ApiError::Unprocessable(format!("field `run_ids`: at most {MAX_FIT_RUNS} runs, got {}", request.run_ids.len())));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(id) = request.run_ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(ApiError::Unprocessable(format!("field `run_ids`: run {id} is listed twice")));
+    }
     let (options, protocol, boot) = request.resolve().map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let curves = state.store().curves(&request.run_ids).await?;
+    let points: usize = curves.iter().map(|c| c.points.len()).sum();
+    if points > MAX_POINTS {
+        return Err(ApiError::Unprocessable(format!("field `run_ids`: the runs hold {points} checkpoints, over the {MAX_POINTS} a fit may use")));
+    }
+    let _slot = state.fit_slot()?;
     let provenance = format!("p2law {} fit of {} to stored runs {:?}", env!("CARGO_PKG_VERSION"), request.law, request.run_ids);
     let report = tokio::task::spawn_blocking(move || run_fit(&curves, &options, protocol, boot))
         .await

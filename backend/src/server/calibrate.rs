@@ -45,6 +45,15 @@ pub async fn create(State(state): State<AppState>, _: Authorized, body: Result<J
     if request.device == "wgpu" && device::adapters().is_empty() {
         return Err(ApiError::Unprocessable("field `device`: this server has no wgpu adapter; use `cpu` or `auto`".into()));
     }
+    let models = lab.models_dir();
+    let flops = request.flops_with(|dir| crate::lab::hf::config::HfConfig::read(&models.join(dir)).ok().map(|c| c.shape.parameters() as f64));
+    let max = state.config().max_job_flops;
+    if flops > max {
+        return Err(ApiError::Unprocessable(format!(
+            "fields `parents`, `tokens`, `pretrain_scale`: the sweep needs about {flops:.2e} training FLOPs (6 N D over {} units and pretraining), over this server's budget of {max:.2e} per job (`p2law serve --max-job-flops`)",
+            units.len()
+        )));
+    }
     let job = state.store().insert_calibration(&request, units.len()).await?;
     lab.wake();
     Ok((StatusCode::CREATED, Json(job)))
@@ -78,17 +87,19 @@ pub async fn cancel(State(state): State<AppState>, _: Authorized, Path(id): Path
 /// `GET /api/calibrations/{id}/events`: every event so far (after `Last-Event-ID` when given),
 /// then live ones; the stream ends after the final `done`, `failed` or `cancelled`.
 #[utoipa::path(get, path = "/api/calibrations/{id}/events", tag = "calibrations", params(("id" = i64, Path)),
-    responses((status = 200, description = "server-sent events, each a JSON CalibrationEvent", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "server-sent events, each a JSON CalibrationEvent", content_type = "text/event-stream"), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "the server's event streams are all open; retry after `Retry-After` seconds")))]
 pub async fn events(State(state): State<AppState>, Path(id): Path<i64>, headers: HeaderMap) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     if state.store().calibration(id).await?.is_none() {
         return Err(ApiError::NotFound(format!("calibration {id}")));
     }
     let after: u64 = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let slot = state.event_stream_slot()?;
     // Subscribe before reading the log, so nothing falls between the two.
     let mut live = state.lab().subscribe(id);
-    let stored = state.store().events(id, after).await?;
     let store = state.store().clone();
     let stream = async_stream(move |tx| async move {
+        let _slot = slot;
         let mut last = after;
         // Sends one event; false when the stream is over (client gone, or the job ended).
         let forward = |e: CalibrationEvent, last: &mut u64| {
@@ -97,9 +108,17 @@ pub async fn events(State(state): State<AppState>, Path(id): Path<i64>, headers:
             let tx = tx.clone();
             async move { tx.send(e).await.is_ok() && !end }
         };
-        for e in stored {
-            if !forward(e, &mut last).await {
-                return;
+        // The log so far, a page at a time: a long job's log is never held whole.
+        loop {
+            let Ok(page) = store.events_page(id, last, EVENT_PAGE).await else { return };
+            let full = page.len() == EVENT_PAGE;
+            for e in page {
+                if !forward(e, &mut last).await {
+                    return;
+                }
+            }
+            if !full {
+                break;
             }
         }
         loop {
@@ -122,6 +141,9 @@ pub async fn events(State(state): State<AppState>, Path(id): Path<i64>, headers:
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
+
+/// Stored events read per query when a stream replays a job's log.
+pub const EVENT_PAGE: usize = 512;
 
 /// Feeds a channel from a task and streams it as SSE events.
 fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<Event, Infallible>>

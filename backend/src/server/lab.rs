@@ -24,11 +24,44 @@ pub struct Lab {
     wake: Notify,
     cancel: Mutex<HashMap<i64, Arc<AtomicBool>>>,
     channels: Mutex<HashMap<i64, broadcast::Sender<CalibrationEvent>>>,
+    /// Set by [`Lab::shutdown`]: the running job stops at its next step, checkpointed, and stays
+    /// `running` so the next start resumes it.
+    shutting_down: AtomicBool,
+    /// The worker has returned.
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl Lab {
     pub fn new(data_dir: PathBuf, corpus_dir: PathBuf) -> Self {
-        Self { data_dir, corpus_dir, wake: Notify::new(), cancel: Mutex::default(), channels: Mutex::default() }
+        Self {
+            data_dir,
+            corpus_dir,
+            wake: Notify::new(),
+            cancel: Mutex::default(),
+            channels: Mutex::default(),
+            shutting_down: AtomicBool::new(false),
+            stopped: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Asks the worker to stop: the running unit checkpoints at its next step and the job is
+    /// left to resume at the next start, its start not counted against [`MAX_STARTS`].
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for flag in self.cancel.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            flag.store(true, Ordering::SeqCst);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Resolves once the worker has returned (after [`Lab::shutdown`]).
+    pub async fn stopped(&self) {
+        let mut rx = self.stopped.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Hugging Face parents (`hf:NAME`) are directories here.
@@ -74,12 +107,21 @@ pub(crate) async fn publish(store: &Store, lab: &Lab, job: i64, e: CalibrationEv
     }
 }
 
-/// Runs queued (and interrupted) jobs until the process ends.
+/// Runs queued (and interrupted) jobs until the process ends or [`Lab::shutdown`].
 pub async fn worker(store: Store, lab: Arc<Lab>) {
+    work(&store, &lab).await;
+    lab.stopped.send_replace(true);
+}
+
+async fn work(store: &Store, lab: &Arc<Lab>) {
+    let (store, lab) = (store.clone(), lab.clone());
     if let Err(e) = store.settle_cancelled().await {
         tracing::error!("calibration queue: {e}");
     }
     loop {
+        if lab.stopping() {
+            return;
+        }
         let next = match store.next_calibration().await {
             Ok(n) => n,
             Err(e) => {
@@ -89,36 +131,62 @@ pub async fn worker(store: Store, lab: Arc<Lab>) {
             }
         };
         let Some(job) = next else {
-            lab.wake.notified().await;
+            if !lab.stopping() {
+                lab.wake.notified().await;
+            }
             continue;
         };
         let id = job.id;
         let resumed = job.status == JobStatus::Running;
-        match store.claim_calibration(id).await {
-            Ok(true) => {}
-            Ok(false) => continue,
+        let starts = match store.claim_calibration(id).await {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::error!("job {id}: {e}");
                 continue;
             }
+        };
+        let (status, error, fit_id) = if resumed && starts > MAX_STARTS {
+            // Every earlier start ended with the process: running it again would end it again.
+            let why = format!("the server stopped while running this job on each of its {} starts; not resumed again (see the server log of those runs)", starts - 1);
+            (JobStatus::Failed, Some(why), None)
+        } else {
+            publish(&store, &lab, id, event("running", Some(if resumed { "resumed after a restart".to_string() } else { "started".into() }))).await;
+            run_job(&store, &lab, job).await
+        };
+        if status == JobStatus::Cancelled && lab.stopping() && !store.cancel_requested(id).await.unwrap_or(false) {
+            // Stopped by the shutdown, not by a user: the job stays `running` and resumes at the
+            // next start, which this one does not count against.
+            if let Err(e) = store.release_start(id).await {
+                tracing::error!("job {id}: {e}");
+            }
+            publish(&store, &lab, id, event("interrupted", Some("the server is shutting down; the job resumes from its last checkpoint at the next start".into()))).await;
+            lab.cancel.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            return;
         }
-        publish(&store, &lab, id, event("running", Some(if resumed { "resumed after a restart".into() } else { "started".into() }))).await;
-        let (status, error, fit_id) = run_job(&store, &lab, job).await;
-        if let Err(e) = store.set_calibration_status(id, status, None, error.as_deref(), fit_id).await {
-            tracing::error!("job {id}: {e}");
-        }
-        let mut last = event(status.as_str(), error);
+        let mut last = event(status.as_str(), error.clone());
         last.fit_id = fit_id;
-        publish(&store, &lab, id, last).await;
+        match store.finish_calibration(id, status, error.as_deref(), fit_id, last).await {
+            Ok(e) => {
+                let _ = lab.sender(id).send(e);
+            }
+            Err(e) => tracing::error!("job {id}: {e}"),
+        }
         lab.cancel.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        // Subscribers have the final event queued; dropping the sender ends their streams.
+        lab.channels.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
 }
+
+/// Starts a job may have: the first and one resume after a restart. A job interrupted on both
+/// (its run killed the process twice) is failed at the next start instead of resumed forever.
+pub const MAX_STARTS: i64 = 2;
 
 async fn run_job(store: &Store, lab: &Arc<Lab>, job: CalibrationJob) -> (JobStatus, Option<String>, Option<i64>) {
     let id = job.id;
     let flag = Arc::new(AtomicBool::new(false));
     lab.cancel.lock().unwrap_or_else(|e| e.into_inner()).insert(id, flag.clone());
-    if store.cancel_requested(id).await.unwrap_or(false) {
+    if lab.stopping() || store.cancel_requested(id).await.unwrap_or(false) {
         flag.store(true, Ordering::Relaxed);
     }
     let done: BTreeMap<String, ()> = match store.calibration_units(id).await {

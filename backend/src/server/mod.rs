@@ -12,7 +12,7 @@ pub mod lab;
 pub use axum::Router;
 
 use crate::store::Store;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{delete, get, post};
 use std::net::SocketAddr;
@@ -22,6 +22,70 @@ use tower_http::services::{ServeDir, ServeFile};
 
 /// The largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// The default [`ServerConfig::max_job_flops`]: 1e17 training FLOPs, about three weeks of this
+/// project's 2-core CPU at 50 GFLOP/s and under an hour of one datacenter GPU: the whole built-in
+/// family at its recipe fits, weeks of accidental compute do not.
+pub const DEFAULT_MAX_JOB_FLOPS: f64 = 1e17;
+
+/// Which `Host` (and `Origin`) a request may name. A server on loopback answers only to loopback
+/// names, so a page on another site whose DNS name is rebound to 127.0.0.1 cannot read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPolicy {
+    /// `localhost`, `127.0.0.0/8` and `[::1]`, any port.
+    Loopback,
+    /// These host names (lower case, without port), and loopback ones.
+    List(Vec<String>),
+    /// Any host (a server behind a proxy that checks it).
+    Any,
+}
+
+impl HostPolicy {
+    /// Whether `authority` (`host[:port]`, as in a `Host` header) is allowed.
+    pub fn allows(&self, authority: &str) -> bool {
+        let host = host_of(authority);
+        match self {
+            HostPolicy::Any => true,
+            HostPolicy::Loopback => is_loopback_name(&host),
+            HostPolicy::List(names) => is_loopback_name(&host) || names.iter().any(|n| n.eq_ignore_ascii_case(&host)),
+        }
+    }
+}
+
+/// The host of `host[:port]` or `[v6]:port`, lower case, brackets kept for IPv6.
+fn host_of(authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    if a.starts_with('[') {
+        return a.split_once(']').map_or(a.clone(), |(h, _)| format!("{h}]"));
+    }
+    a.rsplit_once(':').filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit())).map_or(a.clone(), |(h, _)| h.to_string())
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    host == "localhost" || host == "[::1]" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The default [`ServerConfig::max_event_streams`].
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 64;
+
+/// What the server bounds and accepts, beyond the request caps in `p2law-shared`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Training FLOPs one calibration job may ask for (`6 N D`, pretraining included).
+    pub max_job_flops: f64,
+    pub hosts: HostPolicy,
+    /// Fits computed at once; more get 503 with `Retry-After`.
+    pub max_concurrent_fits: usize,
+    /// Event streams (`/events`) open at once; more get 503.
+    pub max_event_streams: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self { max_job_flops: DEFAULT_MAX_JOB_FLOPS, hosts: HostPolicy::Loopback, max_concurrent_fits: cores.max(1), max_event_streams: DEFAULT_MAX_EVENT_STREAMS }
+    }
+}
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -34,6 +98,9 @@ struct Inner {
     store: Store,
     static_dir: Option<PathBuf>,
     lab: Arc<lab::Lab>,
+    config: ServerConfig,
+    fits: Arc<tokio::sync::Semaphore>,
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -41,9 +108,34 @@ impl AppState {
     /// an earlier process resume). Data (the lab's parents and checkpoints) goes under
     /// `data_dir`; corpora are read from `corpus_dir`.
     pub fn new(store: Store, static_dir: Option<PathBuf>, data_dir: PathBuf, corpus_dir: PathBuf) -> Self {
+        Self::with_config(store, static_dir, data_dir, corpus_dir, ServerConfig::default())
+    }
+
+    /// [`AppState::new`] with the server's limits and host policy.
+    pub fn with_config(store: Store, static_dir: Option<PathBuf>, data_dir: PathBuf, corpus_dir: PathBuf, config: ServerConfig) -> Self {
         let lab = Arc::new(lab::Lab::new(data_dir, corpus_dir));
         tokio::spawn(lab::worker(store.clone(), lab.clone()));
-        Self { inner: Arc::new(Inner { store, static_dir, lab }) }
+        let fits = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_fits.max(1)));
+        let streams = Arc::new(tokio::sync::Semaphore::new(config.max_event_streams.max(1)));
+        Self { inner: Arc::new(Inner { store, static_dir, lab, config, fits, streams }) }
+    }
+
+    /// A slot for one open event stream, or 503 when every slot is taken.
+    pub fn event_stream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, error::ApiError> {
+        self.inner.streams.clone().try_acquire_owned().map_err(|_| {
+            error::ApiError::Busy(format!("{} event streams are open, this server's limit; retry shortly", self.inner.config.max_event_streams))
+        })
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// A slot to compute a fit in, or 503 when every slot is taken.
+    pub fn fit_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, error::ApiError> {
+        self.inner.fits.clone().try_acquire_owned().map_err(|_| {
+            error::ApiError::Busy(format!("the server is computing {} fits, its limit; retry shortly", self.inner.config.max_concurrent_fits))
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -80,7 +172,26 @@ pub fn app(state: AppState) -> Router {
         Some(dir) => router.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")))),
         None => router.fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "the frontend is not built: run `cargo xtask web`") }),
     };
-    router.with_state(state)
+    router.layer(axum::middleware::from_fn_with_state(state.clone(), check_host)).with_state(state)
+}
+
+/// Refuses a request whose `Host` or `Origin` the [`HostPolicy`] does not allow (DNS rebinding,
+/// cross-site pages), before any handler runs.
+async fn check_host(State(state): State<AppState>, request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let policy = &state.inner.config.hosts;
+    let host = request.headers().get(axum::http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string).or_else(|| request.uri().authority().map(|a| a.to_string()));
+    let origin = request.headers().get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
+    let refused = match (&host, origin) {
+        (None, _) if *policy != HostPolicy::Any => Some("the request names no host".to_string()),
+        (Some(h), _) if !policy.allows(h) => Some(format!("host `{h}` is not one this server answers to")),
+        // `Origin: null` (a sandboxed page, a file) is no site of ours either.
+        (_, Some(o)) if !policy.allows(o.split_once("://").map_or(o, |(_, rest)| rest)) => Some(format!("origin `{o}` is not one this server answers to")),
+        _ => None,
+    };
+    match refused {
+        Some(why) => error::ApiError::Forbidden(format!("{why}; start the server with `--allowed-host NAME` to allow it")).into_response(),
+        None => next.run(request).await,
+    }
 }
 
 /// The OpenAPI document, generated from the handlers' annotations and the API types.
@@ -122,15 +233,101 @@ async fn presets() -> impl IntoResponse {
     Json(p2law_shared::presets::presets())
 }
 
-/// Binds `addr` and serves until the process ends; prints the bound address (port 0 picks one).
+/// How long a client may take to send a request's headers (slow-header connections are closed).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a clean shutdown waits for the running calibration unit to checkpoint.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Binds `addr` and serves until SIGTERM or Ctrl-C; prints the bound address (port 0 picks one).
+/// On the signal it stops accepting, lets requests in flight finish (up to 5 s), and stops the
+/// calibration worker: the running unit checkpoints and its job resumes at the next start.
 pub async fn serve(addr: SocketAddr, state: AppState) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     println!("p2law listening on http://{bound}");
-    serve_on(listener, app(state)).await
+    let lab = state.inner.lab.clone();
+    serve_until(listener, app(state), shutdown_signal()).await?;
+    eprintln!("p2law: shutting down; a running calibration checkpoints and resumes at the next start");
+    lab.shutdown();
+    if tokio::time::timeout(SHUTDOWN_GRACE, lab.stopped()).await.is_err() {
+        eprintln!("p2law: the calibration did not stop within {} s; it resumes from its last checkpoint", SHUTDOWN_GRACE.as_secs());
+    }
+    Ok(())
 }
 
-/// Serves `router` on an already bound listener.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Serves `router` on an already bound listener until the process ends.
 pub async fn serve_on(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router).await
+    serve_until(listener, router, std::future::pending()).await
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves: HTTP/1.1 with a header-read timeout
+/// ([`HEADER_READ_TIMEOUT`]), then a graceful close of the open connections (at most 5 s, since
+/// event streams stay open).
+pub async fn serve_until(listener: tokio::net::TcpListener, router: Router, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    // Out of file descriptors and the like: wait rather than spin or stop serving.
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+                let connection = graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_policy_answers_to_loopback_names_only() {
+        let p = HostPolicy::Loopback;
+        for ok in ["127.0.0.1:8080", "localhost", "LOCALHOST:1", "[::1]:8080", "127.1.2.3"] {
+            assert!(p.allows(ok), "{ok}");
+        }
+        for bad in ["attacker.example", "attacker.example:8080", "127.0.0.1.attacker.example", "localhost.attacker.example:8080", "10.0.0.1:8080", "[::2]:80", "null", ""] {
+            assert!(!p.allows(bad), "{bad}");
+        }
+        let list = HostPolicy::List(vec!["p2law.lab".into()]);
+        assert!(list.allows("P2LAW.lab:443") && list.allows("127.0.0.1:1") && !list.allows("other.lab"));
+        assert!(HostPolicy::Any.allows("attacker.example"));
+    }
 }

@@ -107,6 +107,7 @@ pub struct ParsedLog {
 
 /// Parses one file's text, in the format given or detected.
 pub fn parse(file: &str, text: &str, options: &LogOptions) -> Result<ParsedLog, InputError> {
+    check_options(file, options)?;
     let format = match options.format {
         Format::Auto => detect(file, text)?,
         f => f,
@@ -124,6 +125,25 @@ pub fn parse(file: &str, text: &str, options: &LogOptions) -> Result<ParsedLog, 
     };
     log.format = format;
     finish(file, log, options)
+}
+
+/// The most tokens one optimizer step may stand for: far above any real global batch (Llama 3
+/// trained at 16 M), low enough that `step × tokens_per_step` stays an exact, finite count.
+pub const MAX_TOKENS_PER_STEP: f64 = 1e9;
+
+/// Checks the numeric options before any parser uses them, naming the field.
+pub fn check_options(file: &str, o: &LogOptions) -> Result<(), InputError> {
+    if let Some(t) = o.tokens_per_step {
+        if !(t.is_finite() && t > 0.0 && t <= MAX_TOKENS_PER_STEP) {
+            return Err(InputError::new(file, Location::File, Some("tokens_per_step"), format!("must be a positive token count of at most {MAX_TOKENS_PER_STEP:e}, got {t}")));
+        }
+    }
+    if let Some(t) = o.skip_tokens {
+        if !(t.is_finite() && t >= 0.0) {
+            return Err(InputError::new(file, Location::File, Some("skip_tokens"), format!("must be a token count >= 0, got {t}")));
+        }
+    }
+    Ok(())
 }
 
 /// Applies the user's metadata to a parsed log, orders or de-duplicates its checkpoints, drops
@@ -295,7 +315,7 @@ pub(crate) fn check_loss(file: &str, loc: Location, field: &str, v: f64) -> Resu
 
 /// A token count must be finite and not negative; 0 is the checkpoint right after pruning (kept
 /// in the curve, left out of fits: no law is defined at D = 0).
-pub(crate) fn check_tokens(file: &str, loc: Location, field: &str, v: f64) -> Result<f64, InputError> {
+pub fn check_tokens(file: &str, loc: Location, field: &str, v: f64) -> Result<f64, InputError> {
     if v.is_finite() && v >= 0.0 {
         Ok(v)
     } else {
@@ -342,6 +362,23 @@ mod tests {
         runs.insert("a".to_string(), RunMeta { rho: Some(1.0), ..Default::default() });
         let e = apply_run_meta("r.csv", &mut log.curves, &runs).unwrap_err();
         assert_eq!(e.to_string(), "r.csv, field `runs.a.rho`: must be in [0, 1), got 1");
+    }
+
+    #[test]
+    fn token_options_are_checked_before_parsing() {
+        let text = "step,loss\n10,3\n20,2.5\n";
+        for (o, field) in [
+            (LogOptions { tokens_per_step: Some(1e308), ..Default::default() }, "tokens_per_step"),
+            (LogOptions { tokens_per_step: Some(f64::NAN), ..Default::default() }, "tokens_per_step"),
+            (LogOptions { tokens_per_step: Some(-1.0), ..Default::default() }, "tokens_per_step"),
+            (LogOptions { tokens_per_step: Some(1.0), skip_tokens: Some(f64::INFINITY), ..Default::default() }, "skip_tokens"),
+        ] {
+            let e = parse("a.csv", text, &o).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{e}");
+            assert!(e.to_string().starts_with("a.csv"), "{e}");
+        }
+        let log = parse("a.csv", text, &LogOptions { tokens_per_step: Some(MAX_TOKENS_PER_STEP), ..Default::default() }).expect("valid");
+        assert_eq!(log.curves[0].points[1].tokens, 20.0 * MAX_TOKENS_PER_STEP);
     }
 
     #[test]
