@@ -66,20 +66,31 @@ pub fn bootstrap(curves: &[Curve], options: &FitOptions, best: &FitResult, b: &B
     for (i, &c) in data.curve_of.iter().enumerate() {
         by_curve[c].push(i);
     }
-    // Draw all index sets up front so results do not depend on thread scheduling.
+    // Index sets are drawn in order from one generator (so results do not depend on thread
+    // scheduling), a batch at a time: memory is a few resamples per thread, never all of them
+    // (2 000 point resamples of a 2 M-point fit would be 32 GB).
     let mut rng = rand_pcg::Pcg64::seed_from_u64(b.seed);
-    let draws: Vec<Vec<usize>> = (0..b.resamples)
-        .map(|_| match b.by {
-            Resample::Curves => (0..by_curve.len())
-                .flat_map(|_| by_curve[rng.random_range(0..by_curve.len())].iter().copied())
-                .collect(),
-            Resample::Points => (0..data.len()).map(|_| rng.random_range(0..data.len())).collect(),
-        })
-        .collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let batch = 4 * if options.threads == 0 { cores } else { options.threads }.max(1);
     let start = vec![best.params.clone()];
-    let refits = par_map(options.threads, &draws, |idx| {
-        fit_dataset(&data.subset(idx), options, &start).ok().map(|r| r.params)
-    });
+    let mut refits: Vec<Option<Vec<f64>>> = Vec::with_capacity(b.resamples);
+    let mut left = b.resamples;
+    while left > 0 {
+        if options.cancel.is_cancelled() {
+            return Err(FitError::Cancelled);
+        }
+        let n = left.min(batch);
+        left -= n;
+        let draws: Vec<Vec<usize>> = (0..n)
+            .map(|_| match b.by {
+                Resample::Curves => (0..by_curve.len())
+                    .flat_map(|_| by_curve[rng.random_range(0..by_curve.len())].iter().copied())
+                    .collect(),
+                Resample::Points => (0..data.len()).map(|_| rng.random_range(0..data.len())).collect(),
+            })
+            .collect();
+        refits.extend(par_map(options.threads, &draws, |idx| fit_dataset(&data.subset(idx), options, &start).ok().map(|r| r.params)));
+    }
     let failed = refits.iter().filter(|r| r.is_none()).count();
     Ok(Bootstrap {
         law: options.law,

@@ -250,6 +250,51 @@ async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()>
     Ok(())
 }
 
+/// Fits are bounded (one at a time here) and a fit whose client leaves stops: its slot frees
+/// within seconds, where the fit itself would run for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fit_whose_client_leaves_stops_and_frees_its_slot() -> Result<()> {
+    let config = p2law_backend::server::ServerConfig { max_concurrent_fits: 1, ..Default::default() };
+    let backend = p2law_tests::Backend::api_with(config).await?;
+    let url = format!("http://{}", backend.addr);
+    let client = Client::new();
+    // 6 curves of 5 000 checkpoints: a full-grid P² fit with a 2 000-resample bootstrap on them
+    // takes minutes on two cores.
+    let mut big = String::from("run,n0,rho,l0,tokens,loss\n");
+    for r in 0..6 {
+        let (n0, rho) = (1e8 * f64::from(r + 1), 0.1 + 0.07 * f64::from(r));
+        for k in 1..=5000 {
+            let d = 1e6 * f64::from(k);
+            big.push_str(&format!("r{r},{n0},{rho},2.5,{d},{}\n", 2.5 + 0.3 * rho + 40.0 * d.powf(-0.3)));
+        }
+    }
+    let (status, body) = upload(&client, &url, vec![file("big.csv", big.into_bytes())], None, Some(TOKEN)).await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ids: Vec<i64> = body["files"][0]["runs"].as_array().context("runs")?.iter().filter_map(|r| r["id"].as_i64()).collect();
+    let (_, small) = upload(&client, &url, vec![file("small.csv", p2_curves_csv(3).into_bytes())], None, Some(TOKEN)).await?;
+    let small_ids: Vec<i64> = small["files"][0]["runs"].as_array().context("runs")?.iter().filter_map(|r| r["id"].as_i64()).collect();
+
+    let long = json!({"run_ids": ids, "law": "p2", "starts": "full", "bootstrap": 2000});
+    let gone = client.post(format!("{url}/api/fits")).bearer_auth(TOKEN).json(&long).timeout(Duration::from_millis(1500)).send().await;
+    assert!(gone.is_err_and(|e| e.is_timeout()), "the long fit is still running when the client leaves");
+    let quick = json!({"run_ids": small_ids, "law": "p2"});
+    let started = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    loop {
+        let resp = client.post(format!("{url}/api/fits")).bearer_auth(TOKEN).json(&quick).send().await?;
+        statuses.push(resp.status());
+        if resp.status() == StatusCode::CREATED || started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{}", resp.text().await?);
+        assert!(resp.headers().get("retry-after").is_some());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(statuses.last(), Some(&StatusCode::CREATED), "the slot freed after the client left: {statuses:?}");
+    eprintln!("slot free {:.1} s after the client left ({} tries)", started.elapsed().as_secs_f64(), statuses.len());
+    Ok(())
+}
+
 /// Open event streams are bounded: past the server's limit a client gets 503 with
 /// `Retry-After`, and a slot frees when its stream ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

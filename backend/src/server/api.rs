@@ -141,15 +141,33 @@ pub async fn create_fit(State(state): State<AppState>, _: Authorized, body: Resu
     if points > MAX_POINTS {
         return Err(ApiError::Unprocessable(format!("field `run_ids`: the runs hold {points} checkpoints, over the {MAX_POINTS} a fit may use")));
     }
-    let _slot = state.fit_slot()?;
+    // The slot goes with the computation, so it frees when the fit's threads stop, not when the
+    // client stops waiting.
+    let slot = state.fit_slot()?;
+    // Dropped with this handler's future, also when the client leaves mid-fit: the fit's
+    // threads stop at their next start or resample instead of running on for nobody.
+    let guard = CancelOnDrop(options.cancel.clone());
     let provenance = format!("p2law {} fit of {} to stored runs {:?}", env!("CARGO_PKG_VERSION"), request.law, request.run_ids);
-    let report = tokio::task::spawn_blocking(move || run_fit(&curves, &options, protocol, boot))
+    let report = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        run_fit(&curves, &options, protocol, boot)
+    })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let report = FitReport { provenance: Some(provenance), ..report };
     let stored = state.store().insert_fit(&request, &report).await?;
+    drop(guard);
     Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// Cancels a fit when dropped.
+struct CancelOnDrop(p2law_shared::fit::Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 #[utoipa::path(get, path = "/api/fits", tag = "fits", responses((status = 200, body = Vec<FitSummary>)))]

@@ -95,11 +95,35 @@ pub struct FitOptions {
     /// Worker threads for the starts on native targets; 0 takes every core.
     #[serde(default)]
     pub threads: usize,
+    /// Stops the fit at the next start or resample once set (a server's client that left).
+    #[serde(skip)]
+    pub cancel: Cancel,
 }
 
 impl FitOptions {
     pub fn new(law: LawForm) -> Self {
-        Self { law, objective: Objective::Lsq, starts: Starts::Quick, huber_delta: 1e-3, seed: 0, max_iters: 1000, threads: 0 }
+        Self { law, objective: Objective::Lsq, starts: Starts::Quick, huber_delta: 1e-3, seed: 0, max_iters: 1000, threads: 0, cancel: Cancel::default() }
+    }
+}
+
+/// A flag that stops a running fit, shared between its caller and its threads. It is no part of
+/// what the fit computes: any two compare equal.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for Cancel {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }
 
@@ -122,6 +146,8 @@ pub enum FitError {
     NoConvergence,
     #[error("holdout `{protocol}`: {message}")]
     Holdout { protocol: String, message: String },
+    #[error("the fit was cancelled")]
+    Cancelled,
 }
 
 /// Checkpoints flattened for fitting: features, observed loss, and which curve each came from.
@@ -312,7 +338,10 @@ pub fn fit_dataset(data: &Dataset, options: &FitOptions, starts: &[Vec<f64>]) ->
         Objective::Lsq => lsq::minimize(law, data, p0, options.max_iters),
         Objective::HuberLog => huber::minimize(law, data, p0, options.huber_delta, options.max_iters, tolerance),
     };
-    let results = par_map(options.threads, starts, |p0| local(p0, huber::Tolerance::Search));
+    let results = par_map(options.threads, starts, |p0| if options.cancel.is_cancelled() { None } else { local(p0, huber::Tolerance::Search) });
+    if options.cancel.is_cancelled() {
+        return Err(FitError::Cancelled);
+    }
     let mut finite: Vec<&LocalFit> = results.iter().flatten().filter(|r| r.objective.is_finite()).collect();
     finite.sort_by(|a, b| a.objective.total_cmp(&b.objective));
     let mut best = finite.first().copied().ok_or(FitError::NoConvergence)?.clone();
