@@ -27,7 +27,23 @@ pub enum StoreError {
     MissingRun { id: i64 },
     #[error("the operating system's random source failed: {0}")]
     Entropy(String),
+    #[error("the configured token (--token or P2LAW_TOKEN) was revoked at {at} by `p2law token` or a newer --token; use the current token or give a new one")]
+    TokenRevoked { at: String },
 }
+
+/// What [`Store::set_token`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenChange {
+    /// The configured token was already the one, or none was configured and tokens exist.
+    Kept,
+    /// The configured token replaced this many stored ones.
+    Replaced(u64),
+    /// None existed: this one was generated (shown once).
+    Generated(String),
+}
+
+/// The shortest token `--token` accepts (generated ones have 68 characters).
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// One file to store with what was parsed from it.
 #[derive(Debug)]
@@ -281,27 +297,41 @@ impl Store {
     /// none configured, one is generated on first start. Returns a newly generated token, to be
     /// shown once.
     pub async fn ensure_token(&self, configured: Option<&str>) -> Result<Option<String>, StoreError> {
+        Ok(match self.set_token(configured).await? {
+            TokenChange::Generated(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// Makes `configured` the one token (earlier ones are revoked), or with none keeps the stored
+    /// tokens, generating one when there is none. A configured token that a rotation revoked is
+    /// refused: a restart with an old `--token` must not undo `p2law token`.
+    pub async fn set_token(&self, configured: Option<&str>) -> Result<TokenChange, StoreError> {
         if let Some(t) = configured {
-            // The configured token is the one token: earlier ones stop working.
             let mut tx = self.pool.begin().await?;
-            sqlx::query("DELETE FROM api_tokens WHERE sha256 != ?").bind(hash(t)).execute(&mut *tx).await?;
+            if let Some(row) = sqlx::query("SELECT revoked_at FROM revoked_tokens WHERE sha256 = ?").bind(hash(t)).fetch_optional(&mut *tx).await? {
+                return Err(StoreError::TokenRevoked { at: row.get(0) });
+            }
+            sqlx::query(&format!("INSERT OR IGNORE INTO revoked_tokens (sha256, revoked_at) SELECT sha256, {NOW} FROM api_tokens WHERE sha256 != ?")).bind(hash(t)).execute(&mut *tx).await?;
+            let replaced = sqlx::query("DELETE FROM api_tokens WHERE sha256 != ?").bind(hash(t)).execute(&mut *tx).await?.rows_affected();
             sqlx::query(&format!("INSERT OR IGNORE INTO api_tokens (sha256, created_at) VALUES (?, {NOW})")).bind(hash(t)).execute(&mut *tx).await?;
             tx.commit().await?;
-            return Ok(None);
+            return Ok(if replaced > 0 { TokenChange::Replaced(replaced) } else { TokenChange::Kept });
         }
         let count: i64 = sqlx::query("SELECT COUNT(*) FROM api_tokens").fetch_one(&self.pool).await?.get(0);
         if count > 0 {
-            return Ok(None);
+            return Ok(TokenChange::Kept);
         }
         let token = new_token()?;
         sqlx::query(&format!("INSERT INTO api_tokens (sha256, created_at) VALUES (?, {NOW})")).bind(hash(&token)).execute(&self.pool).await?;
-        Ok(Some(token))
+        Ok(TokenChange::Generated(token))
     }
 
-    /// Replaces every token with a new one, returned once.
+    /// Replaces every token with a new one, returned once; the old ones are revoked for good.
     pub async fn rotate_token(&self) -> Result<String, StoreError> {
         let token = new_token()?;
         let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!("INSERT OR IGNORE INTO revoked_tokens (sha256, revoked_at) SELECT sha256, {NOW} FROM api_tokens")).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM api_tokens").execute(&mut *tx).await?;
         sqlx::query(&format!("INSERT INTO api_tokens (sha256, created_at) VALUES (?, {NOW})")).bind(hash(&token)).execute(&mut *tx).await?;
         tx.commit().await?;

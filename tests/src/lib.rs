@@ -34,7 +34,7 @@ pub fn corpus_dir() -> PathBuf {
 }
 
 /// The API token the in-process backends accept.
-pub const TOKEN: &str = "p2l_test_token";
+pub const TOKEN: &str = "p2l_test_token_0123456789";
 
 /// The backend, in this process, on an ephemeral port of 127.0.0.1, with a real SQLite store in
 /// a fresh data dir.

@@ -163,6 +163,20 @@ async fn uploads_fits_and_a_restart_lose_nothing() -> Result<()> {
     let del = |t: String| client.delete(format!("{}/api/fits/{fit_id}", third.url)).bearer_auth(t).send();
     assert_eq!(del(TOKEN.to_string()).await?.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(del(fresh).await?.status(), StatusCode::NO_CONTENT);
+    drop(third);
+    // A restart with the old --token cannot undo the rotation, and a short token is refused:
+    // each is a message and exit 1 before anything listens.
+    for (token, want) in [(TOKEN, "was revoked"), ("short", "at least 16 characters")] {
+        let out = std::process::Command::new(p2law_tests::p2law_bin()?)
+            .args(["serve", "--addr", "127.0.0.1:0", "--static-dir", "/nonexistent", "--data-dir"])
+            .arg(data.path())
+            .args(["--token", token])
+            .env_remove("P2LAW_TOKEN")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{token}: {stderr}");
+        assert!(stderr.contains(want), "{token}: {stderr}");
+    }
     Ok(())
 }
 

@@ -39,6 +39,11 @@ pub fn config(a: &Args) -> Result<crate::server::ServerConfig> {
     if !(a.max_job_flops.is_finite() && a.max_job_flops > 0.0) {
         anyhow::bail!("--max-job-flops: must be a positive number, got {}", a.max_job_flops);
     }
+    if let Some(t) = &a.token {
+        if t.trim() != t || t.chars().count() < crate::store::MIN_TOKEN_LEN {
+            anyhow::bail!("--token / P2LAW_TOKEN: give at least {} characters without surrounding spaces (got {}); `p2law token` generates one", crate::store::MIN_TOKEN_LEN, t.chars().count());
+        }
+    }
     if a.max_fits == Some(0) {
         anyhow::bail!("--max-fits: must be at least 1");
     }
@@ -66,8 +71,10 @@ pub fn run(a: Args) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let store = crate::store::Store::open(&a.data_dir).await.with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
-        if let Some(token) = store.ensure_token(a.token.as_deref()).await? {
-            eprintln!("p2law: API token for uploads, fits and deletes (shown once, stored hashed): {token}");
+        match store.set_token(a.token.as_deref()).await? {
+            crate::store::TokenChange::Generated(token) => eprintln!("p2law: API token for uploads, fits and deletes (shown once, stored hashed): {token}"),
+            crate::store::TokenChange::Replaced(n) => eprintln!("p2law: the token given by --token/P2LAW_TOKEN is now the API token; {n} stored token(s) (from `p2law token` or an earlier --token) are revoked"),
+            crate::store::TokenChange::Kept => {}
         }
         crate::server::serve(a.addr, crate::server::AppState::with_config(store, static_dir, a.data_dir.clone(), a.corpus_dir.clone().unwrap_or_else(|| a.data_dir.join("corpus")), config)).await.with_context(|| format!("serving on {}", a.addr))
     })

@@ -172,7 +172,27 @@ pub fn app(state: AppState) -> Router {
         Some(dir) => router.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")))),
         None => router.fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "the frontend is not built: run `cargo xtask web`") }),
     };
-    router.layer(axum::middleware::from_fn_with_state(state.clone(), check_host)).with_state(state)
+    router.layer(axum::middleware::from_fn(refuse_large_bodies)).layer(axum::middleware::from_fn_with_state(state.clone(), check_host)).with_state(state)
+}
+
+/// The most of an over-limit body the server reads and discards before answering 413.
+const DRAIN_BYTES: u64 = 4 * MAX_BODY_BYTES as u64;
+
+/// Answers 413 to a request whose `Content-Length` is over [`MAX_BODY_BYTES`] before any handler
+/// reads it. The body is read and discarded first (up to [`DRAIN_BYTES`]): a server that closes
+/// with unread bytes makes the kernel reset the connection, and the client then loses the 413
+/// and sees only a broken pipe.
+async fn refuse_large_bodies(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let length = request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let Some(length) = length.filter(|&n| n > MAX_BODY_BYTES as u64) else {
+        return next.run(request).await;
+    };
+    if length <= DRAIN_BYTES {
+        use futures_util::StreamExt;
+        let mut body = request.into_body().into_data_stream();
+        while let Some(Ok(_)) = body.next().await {}
+    }
+    error::ApiError::TooLarge(format!("the request body is {length} bytes, over the server's limit of {} MiB", MAX_BODY_BYTES >> 20)).into_response()
 }
 
 /// Refuses a request whose `Host` or `Origin` the [`HostPolicy`] does not allow (DNS rebinding,
