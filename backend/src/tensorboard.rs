@@ -33,13 +33,18 @@ pub fn scalars(file: &str, bytes: &[u8]) -> Result<Vec<Scalar>, InputError> {
         if masked_crc32c(len_bytes) != len_crc {
             return Err(err("length checksum mismatch (not a TensorBoard event file, or corrupt)".into()));
         }
-        let data = bytes.get(pos + 12..pos + 12 + len).ok_or_else(|| err(format!("truncated record: {len} bytes announced")))?;
-        let data_crc = bytes.get(pos + 12 + len..pos + 16 + len).ok_or_else(|| err("truncated record checksum".into()))?;
+        // Checked: a length field near 2^64 must not wrap around to a small range.
+        let end = (pos + 12).checked_add(len).filter(|e| e.checked_add(4).is_some_and(|c| c <= bytes.len()));
+        let Some(end) = end else {
+            return Err(err(format!("truncated record: {len} bytes announced, {} left", bytes.len() - pos - 12)));
+        };
+        let data = &bytes[pos + 12..end];
+        let data_crc = &bytes[end..end + 4];
         if masked_crc32c(data) != u32::from_le_bytes(data_crc.try_into().map_err(|_| err("bad crc".into()))?) {
             return Err(err("data checksum mismatch (corrupt record)".into()));
         }
         event(data, &mut out).map_err(|m| err(format!("malformed event: {m}")))?;
-        pos += 16 + len;
+        pos = end + 4;
         record += 1;
     }
     Ok(out)
@@ -80,9 +85,10 @@ fn fields(b: &[u8]) -> Result<Vec<(u64, Field<'_>)>, String> {
                 Field::Fixed64(u64::from_le_bytes(s.try_into().map_err(|_| "fixed64")?))
             }
             2 => {
-                let len = varint(b, &mut pos)? as usize;
-                let s = b.get(pos..pos + len).ok_or("truncated bytes")?;
-                pos += len;
+                let len = usize::try_from(varint(b, &mut pos)?).map_err(|_| "length too large")?;
+                let end = pos.checked_add(len).filter(|&e| e <= b.len()).ok_or("truncated bytes")?;
+                let s = &b[pos..end];
+                pos = end;
                 Field::Bytes(s)
             }
             5 => {
@@ -310,5 +316,65 @@ mod tests {
         assert!(e.to_string().contains("ev, record 1") && e.to_string().contains("checksum"), "{e}");
         let e = parse("ev", &bytes[..n - 2], &LogOptions::default()).unwrap_err();
         assert!(e.to_string().contains("truncated"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use p2law_shared::fuzz::{Campaign, TEXT_DICTIONARY, assert_clean, inputs_from_env};
+
+    /// Repairs each record's length (to what is left when it overruns) and both checksums, so
+    /// mutated bytes reach the protobuf decoder instead of stopping at a checksum.
+    pub(crate) fn fix_records(b: &mut Vec<u8>) {
+        let mut pos = 0usize;
+        while pos + 12 <= b.len() {
+            let mut len = u64::from_le_bytes(b[pos..pos + 8].try_into().unwrap_or_default()) as usize;
+            let left = b.len() - pos - 12;
+            if len.checked_add(4).is_none_or(|n| n > left) {
+                if left < 4 {
+                    return;
+                }
+                len = left - 4;
+                b[pos..pos + 8].copy_from_slice(&(len as u64).to_le_bytes());
+            }
+            let crc = masked_crc32c(&b[pos..pos + 8]);
+            b[pos + 8..pos + 12].copy_from_slice(&crc.to_le_bytes());
+            let data_crc = masked_crc32c(&b[pos + 12..pos + 12 + len]);
+            b[pos + 12 + len..pos + 16 + len].copy_from_slice(&data_crc.to_le_bytes());
+            pos += 16 + len;
+        }
+    }
+
+    pub(crate) fn seeds() -> Vec<Vec<u8>> {
+        vec![
+            write_scalars(&[(100, "eval/loss", 3.5), (100, "train/num_input_tokens_seen", 409_600.0), (200, "eval/loss", 3.0), (200, "train/num_input_tokens_seen", 819_200.0)]),
+            write_scalars(&[(1, "loss", 2.0), (2, "loss", 1.5), (3, "train/loss", 1.4), (3, "eval_loss", 1.6)]),
+            write_scalars(&[(10, "lm_loss", 5.0)]),
+        ]
+    }
+
+    pub(crate) fn run(inputs: u64) -> p2law_shared::fuzz::Outcome {
+        let c = Campaign { name: "tensorboard records", seeds: seeds(), dictionary: TEXT_DICTIONARY, fixup: Some(&fix_records) };
+        let options = [LogOptions::default(), LogOptions { tokens_per_step: Some(1024.0), metric: Some("loss".into()), ..Default::default() }];
+        c.run(inputs, 11, |bytes| {
+            let mut accepted = false;
+            for o in &options {
+                if let Ok(log) = parse("events.out.tfevents.fuzz", bytes, o) {
+                    for p in log.curves.iter().flat_map(|c| &c.points) {
+                        if !(p.tokens.is_finite() && p.tokens > 0.0 && p.loss.is_finite() && p.loss > 0.0) {
+                            return Err(format!("checkpoint tokens {} loss {}", p.tokens, p.loss));
+                        }
+                    }
+                    accepted = true;
+                }
+            }
+            Ok(accepted)
+        })
+    }
+
+    #[test]
+    fn event_files_survive_the_fuzzer() {
+        assert_clean(&[run(inputs_from_env(3000))]);
     }
 }

@@ -372,6 +372,32 @@ pub fn resolve(form: &Form, custom: &BTreeMap<String, FitSource>) -> (Scenario, 
 mod tests {
     use super::*;
 
+    /// The URL is outside input: any query string gives a form, the form resolves to a scenario
+    /// (bad fields fall back with a message), and every form round-trips through its link.
+    #[test]
+    fn the_url_state_survives_the_fuzzer() {
+        use p2law_shared::fuzz::{Campaign, TEXT_DICTIONARY, assert_clean, inputs_from_env};
+        let mut f = Form::default();
+        f.rates = "0.1,0.3".into();
+        f.method = "2:4".into();
+        f.rule = "target:2.35".into();
+        let seeds = vec![f.to_query().into_bytes(), Form::default().to_query().into_bytes(), b"rates=abc&dmin=5e9&dmax=1e9&rule=speed:3&bogus=1&model=%ZZ".to_vec()];
+        let mut dictionary: Vec<&[u8]> = TEXT_DICTIONARY.to_vec();
+        dictionary.extend([&b"%"[..], b"%2", b"%ZZ", b"%C3%28", b"&", b"=", b"+", b"?", b"preset:p2", b"preset:", b"model=", b"n0=", b"rates=", b"by=size"]);
+        let c = Campaign { name: "calculator URL state", seeds, dictionary: &dictionary, fixup: None };
+        let out = c.run(inputs_from_env(3000), 31, |b| {
+            let query = String::from_utf8_lossy(b);
+            let (form, _notes) = Form::from_query(&query);
+            let _ = resolve(&form, &BTreeMap::new());
+            let (again, notes) = Form::from_query(&form.to_query());
+            if again != form || !notes.is_empty() {
+                return Err(format!("the form's link does not restore it: {notes:?}"));
+            }
+            Ok(true)
+        });
+        assert_clean(&[out]);
+    }
+
     #[test]
     fn query_round_trips_exactly() {
         let mut f = Form::default();

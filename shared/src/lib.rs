@@ -13,7 +13,8 @@
 //! - [`report`]: the fit file (JSON) that `predict`, `budget` and the browser read;
 //! - [`models`]: published model shapes and their exact parameter counts;
 //! - [`presets`]: fits p2law made itself, shipped with their provenance;
-//! - [`study`]: the P² study's family, grid, manifest and data.
+//! - [`study`]: the P² study's family, grid, manifest and data;
+//! - `fuzz` (native only): the seeded fuzzer every parser's tests run.
 
 pub mod api;
 pub mod bootstrap;
@@ -21,6 +22,8 @@ pub mod calibrate;
 pub mod budget;
 pub mod data;
 pub mod fit;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fuzz;
 pub mod law;
 pub mod logs;
 pub mod models;

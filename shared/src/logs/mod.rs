@@ -392,3 +392,103 @@ mod tests {
         assert!((log.curves[0].rho.expect("rho") - 0.25).abs() < 1e-12);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Every text format under the fuzzer: a short campaign here, a million inputs each in
+    //! `bash bench/fuzz.sh`.
+    use super::*;
+    use crate::fuzz::{Campaign, TEXT_DICTIONARY, assert_clean, inputs_from_env};
+
+    fn external(name: &str, lines: usize) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/external").join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.lines().take(lines).collect::<Vec<_>>().join("\n").into_bytes()
+    }
+
+    /// What a parser that accepted an input must have produced.
+    fn check(log: &ParsedLog) -> Result<(), String> {
+        if log.curves.is_empty() {
+            return Err("accepted with no curves".into());
+        }
+        for c in &log.curves {
+            if c.points.is_empty() {
+                return Err(format!("run `{}` has no checkpoints", c.run));
+            }
+            for p in &c.points {
+                if !(p.tokens.is_finite() && p.tokens >= 0.0 && p.loss.is_finite() && p.loss > 0.0) {
+                    return Err(format!("run `{}`: checkpoint tokens {} loss {}", c.run, p.tokens, p.loss));
+                }
+            }
+            for (field, v) in [("n0", c.n0), ("rho", c.rho), ("l0", c.l0)] {
+                if v.is_some_and(|v| !v.is_finite()) {
+                    return Err(format!("run `{}`: {field} {v:?}", c.run));
+                }
+            }
+            if c.rho.is_some_and(|r| !(0.0..1.0).contains(&r)) || c.n0.is_some_and(|n| n <= 0.0) {
+                return Err(format!("run `{}`: n0 {:?} rho {:?} out of range", c.run, c.n0, c.rho));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn campaigns() -> Vec<(&'static str, Format, Vec<Vec<u8>>)> {
+        let hf = br#"{"log_history": [
+  {"epoch": 0.33, "learning_rate": 4.5e-05, "loss": 3.412, "num_input_tokens_seen": 81920, "step": 10},
+  {"epoch": 0.33, "eval_loss": 3.301, "num_input_tokens_seen": 81920, "step": 10},
+  {"epoch": 0.67, "eval_loss": 3.021, "eval_wikitext_loss": 3.4, "num_input_tokens_seen": 163840, "step": 20},
+  {"epoch": 1.0, "predict_loss": 2.95, "step": 30},
+  {"epoch": 1.0, "step": 30, "total_flos": 1.2e15, "train_loss": 3.2, "train_runtime": 40.1}
+], "max_steps": 30}"#
+            .to_vec();
+        let hf_steps = br#"{"log_history": [{"loss": 3.2, "step": 100, "num_input_tokens_seen": 0}, {"eval_loss": 3.1, "step": 100}, {"eval_loss": 2.9, "step": 200}]}"#.to_vec();
+        let csv = b"run,n0,rho,n,l0,tokens,loss,method,family,split\na,1e9,0.25,,2.5,0,3.1,depth,f,eval\na,1e9,0.25,,2.5,1e8,2.9,depth,f,eval\nb,1e9,,5e8,2.5,2e8,2.8,width,,\n".to_vec();
+        let steps_csv = b"step,loss\n10,3.5\n20,3.1\n30,2.9\n".to_vec();
+        let jsonl = b"{\"run\": \"a\", \"n0\": 1e9, \"rho\": 0.2, \"l0\": 2.5, \"tokens\": 1e8, \"loss\": 2.9}\n{\"run\": \"a\", \"tokens\": 2e8, \"loss\": 2.8, \"step\": 3}\n".to_vec();
+        vec![
+            ("hf trainer_state", Format::Hf, vec![hf.clone(), hf_steps.clone()]),
+            ("wandb panel", Format::WandbPanel, vec![external("colpret_olmo_wandb_export_sample.csv", 40)]),
+            ("wandb runs table", Format::WandbRuns, vec![external("misfitting_wandb_runs_export_spm.csv", 20)]),
+            ("canonical csv", Format::Csv, vec![csv.clone(), steps_csv.clone(), external("pythia_train_lm_loss_70m-0.csv", 60)]),
+            ("canonical jsonl", Format::Jsonl, vec![jsonl.clone()]),
+            ("format detection", Format::Auto, vec![hf, hf_steps, csv, steps_csv, jsonl, external("colpret_olmo_wandb_export_sample.csv", 10)]),
+        ]
+    }
+
+    pub(crate) fn run_all(inputs: u64) -> Vec<crate::fuzz::Outcome> {
+        let mut out = Vec::new();
+        for (i, (name, format, seeds)) in campaigns().into_iter().enumerate() {
+            let c = Campaign { name, seeds, dictionary: TEXT_DICTIONARY, fixup: None };
+            let options = [
+                LogOptions { format, ..Default::default() },
+                LogOptions { format, tokens_per_step: Some(4096.0), skip_tokens: Some(1e3), n0: Some(1e9), rho: Some(0.25), l0: Some(2.5), ..Default::default() },
+            ];
+            out.push(c.run(inputs, 7 + i as u64, |bytes| {
+                let text = String::from_utf8_lossy(bytes);
+                let mut accepted = false;
+                for o in &options {
+                    match parse("fuzz-input", &text, o) {
+                        Ok(log) => {
+                            check(&log)?;
+                            accepted = true;
+                        }
+                        Err(e) => {
+                            // The message names the file and is not empty.
+                            let m = e.to_string();
+                            if !m.starts_with("fuzz-input") {
+                                return Err(format!("error without the file name: {m}"));
+                            }
+                        }
+                    }
+                }
+                Ok(accepted)
+            }));
+        }
+        out
+    }
+
+    #[test]
+    fn text_log_parsers_survive_the_fuzzer() {
+        assert_clean(&run_all(inputs_from_env(3000)));
+    }
+}

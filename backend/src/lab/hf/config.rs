@@ -83,6 +83,10 @@ pub struct HfConfig {
     pub raw: Map<String, Value>,
 }
 
+/// The largest size (width, layer count, vocabulary, positions) a config may state: far above
+/// any published model, small enough that parameter counts stay exact in `u64`.
+pub const MAX_SIZE: u64 = 1 << 24;
+
 struct Reader<'a> {
     path: &'a Path,
     raw: &'a Map<String, Value>,
@@ -95,10 +99,17 @@ impl Reader<'_> {
     fn unsupported(&self, field: &str, value: &Value) -> HfError {
         HfError::Unsupported { path: self.path.display().to_string(), field: field.into(), value: value.to_string() }
     }
+    /// A positive size of at most [`MAX_SIZE`] (so products of sizes never overflow), or the
+    /// default, which must be one too (`head_dim` defaults to `hidden_size / heads`).
     fn uint(&self, field: &str, default: Option<u64>) -> Result<u64, HfError> {
+        let ok = |n: &u64| (1..=MAX_SIZE).contains(n);
         match self.raw.get(field) {
-            None | Some(Value::Null) => default.ok_or_else(|| self.err(field, "is missing")),
-            Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| self.err(field, format!("must be a positive integer, not {v}"))),
+            None | Some(Value::Null) => match default {
+                Some(d) if ok(&d) => Ok(d),
+                Some(d) => Err(self.err(field, format!("is missing and its default {d} is not a size in 1..={MAX_SIZE}"))),
+                None => Err(self.err(field, "is missing")),
+            },
+            Some(v) => v.as_u64().filter(ok).ok_or_else(|| self.err(field, format!("must be an integer in 1..={MAX_SIZE}, not {v}"))),
         }
     }
     fn float_in(&self, obj: &Map<String, Value>, prefix: &str, field: &str, default: Option<f64>) -> Result<f64, HfError> {

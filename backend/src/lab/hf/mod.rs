@@ -77,22 +77,44 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HfError + '_ {
 }
 
 /// The safetensors files of a checkpoint and which holds each tensor.
+/// Reads a `tokenizer.json`. The tokenizers library panics on some malformed files instead of
+/// answering an error (0.22: a `decoder` that is not a decoder object, `.expect("Helper")` in its
+/// deserializer); the panic is caught here and becomes the error it should have been.
+pub fn load_tokenizer(path: &str, bytes: &[u8]) -> Result<tokenizers::Tokenizer, HfError> {
+    let fail = |message: String| HfError::Tokenizer { path: path.to_string(), message };
+    match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes)) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        Err(panic) => {
+            let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            Err(fail(format!("is malformed (the tokenizers library failed reading it: {why})")))
+        }
+    }
+}
+
+/// The shard file names of a `model.safetensors.index.json`, each a plain name inside the
+/// checkpoint's directory.
+pub fn parse_index(path: &str, text: &str) -> Result<Vec<String>, HfError> {
+    let v: Value = serde_json::from_str(text).map_err(|e| HfError::Config { path: path.to_string(), field: "(file)".into(), message: format!("not JSON: {e}") })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| HfError::Config { path: path.to_string(), field: "weight_map".into(), message: "is missing or not an object".into() })?;
+    let files: BTreeSet<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
+    if let Some(bad) = files.iter().find(|f| f.is_empty() || f.contains('/') || f.contains('\\') || f.contains("..")) {
+        return Err(HfError::Config { path: path.to_string(), field: "weight_map".into(), message: format!("names a file outside the directory: {bad:?}") });
+    }
+    if files.is_empty() {
+        return Err(HfError::Config { path: path.to_string(), field: "weight_map".into(), message: "names no shard".into() });
+    }
+    Ok(files.into_iter().collect())
+}
+
 fn open_weights(dir: &Path) -> Result<(Vec<StFile>, BTreeMap<String, usize>), HfError> {
     let index_path = dir.join("model.safetensors.index.json");
     let names: Vec<String> = if index_path.exists() {
         let text = std::fs::read_to_string(&index_path).map_err(io(&index_path))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| HfError::Config { path: index_path.display().to_string(), field: "(file)".into(), message: format!("not JSON: {e}") })?;
-        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| HfError::Config {
-            path: index_path.display().to_string(),
-            field: "weight_map".into(),
-            message: "is missing or not an object".into(),
-        })?;
-        let files: BTreeSet<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
-        if let Some(bad) = files.iter().find(|f| f.contains('/') || f.contains("..")) {
-            return Err(HfError::Config { path: index_path.display().to_string(), field: "weight_map".into(), message: format!("names a file outside the directory: {bad}") });
-        }
-        files.into_iter().collect()
+        parse_index(&index_path.display().to_string(), &text)?
     } else if dir.join("model.safetensors").exists() {
         vec!["model.safetensors".into()]
     } else if dir.join("pytorch_model.bin").exists() {
@@ -133,7 +155,8 @@ impl HfParent {
         if !tok_path.exists() {
             return Err(HfError::Tokenizer { path: tok_path.display().to_string(), message: "is missing (p2law reads the fast tokenizer's tokenizer.json)".into() });
         }
-        let tokenizer = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| HfError::Tokenizer { path: tok_path.display().to_string(), message: e.to_string() })?;
+        let bytes = std::fs::read(&tok_path).map_err(io(&tok_path))?;
+        let tokenizer = load_tokenizer(&tok_path.display().to_string(), &bytes)?;
         let (files, index) = open_weights(dir)?;
         let embed = index
             .get("model.embed_tokens.weight")
@@ -352,4 +375,93 @@ fn write_dir(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Val
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! The checkpoint files p2law reads from outside: safetensors headers, the shard index,
+    //! config.json and tokenizer.json, under the fuzzer.
+    use super::*;
+    use p2law_shared::fuzz::{Campaign, Outcome, TEXT_DICTIONARY, assert_clean, inputs_from_env};
+
+    fn fixture(path: &str) -> Vec<u8> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf").join(path);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// A safetensors file's length prefix and JSON header.
+    fn header_of(path: &str) -> (Vec<u8>, u64) {
+        let bytes = fixture(path);
+        let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+        (bytes[..8 + n].to_vec(), bytes.len() as u64)
+    }
+
+    fn fix_length(b: &mut Vec<u8>) {
+        if b.len() >= 8 {
+            let n = (b.len() - 8) as u64;
+            b[..8].copy_from_slice(&n.to_le_bytes());
+        }
+    }
+
+    pub(crate) fn run(inputs: u64) -> Vec<Outcome> {
+        let dirs = ["llama-tied-llama3", "llama-untied-bf16-sharded", "qwen2-tied", "qwen2-untied-f16"];
+        let (header, file_len) = header_of("qwen2-tied/model.safetensors");
+        let (shard, _) = header_of("llama-untied-bf16-sharded/model-00001-of-00003.safetensors");
+        let headers = Campaign { name: "safetensors header", seeds: vec![header, shard], dictionary: TEXT_DICTIONARY, fixup: Some(&fix_length) };
+        let index = Campaign { name: "safetensors index", seeds: vec![fixture("llama-untied-bf16-sharded/model.safetensors.index.json")], dictionary: TEXT_DICTIONARY, fixup: None };
+        let configs = Campaign { name: "config.json", seeds: dirs.iter().map(|d| fixture(&format!("{d}/config.json"))).collect(), dictionary: TEXT_DICTIONARY, fixup: None };
+        let tokenizer = Campaign { name: "tokenizer.json", seeds: vec![fixture("qwen2-tied/tokenizer.json")], dictionary: TEXT_DICTIONARY, fixup: None };
+        vec![
+            headers.run(inputs, 21, |b| match st::parse_header("fuzz.safetensors", b, file_len) {
+                Ok(tensors) => {
+                    for (name, t) in &tensors {
+                        if !(t.start <= t.end && t.end <= file_len) {
+                            return Err(format!("tensor {name}: range {}..{} outside {file_len} bytes", t.start, t.end));
+                        }
+                    }
+                    Ok(true)
+                }
+                Err(_) => Ok(false),
+            }),
+            index.run(inputs, 22, |b| match parse_index("fuzz.index.json", &String::from_utf8_lossy(b)) {
+                Ok(files) if files.iter().any(|f| f.contains('/') || f.contains("..") || f.is_empty()) => Err(format!("accepted shard names {files:?}")),
+                Ok(_) => Ok(true),
+                Err(_) => Ok(false),
+            }),
+            configs.run(inputs, 23, |b| {
+                let Ok(serde_json::Value::Object(raw)) = serde_json::from_slice::<serde_json::Value>(b) else { return Ok(false) };
+                match config::HfConfig::parse(Path::new("fuzz/config.json"), raw) {
+                    Ok(c) => {
+                        // An accepted shape has a parameter count (no overflow) and sane sizes.
+                        let s = c.shape;
+                        if s.hidden_size == 0 || s.num_hidden_layers == 0 || s.vocab_size == 0 {
+                            return Err(format!("accepted a zero size: {s:?}"));
+                        }
+                        let _ = s.parameters();
+                        Ok(true)
+                    }
+                    Err(_) => Ok(false),
+                }
+            }),
+            tokenizer.run(inputs / 10, 24, |b| Ok(load_tokenizer("fuzz/tokenizer.json", b).is_ok())),
+        ]
+    }
+
+    /// The smallest reproduction of the tokenizers library's panic, answered as an error.
+    #[test]
+    fn a_tokenizer_with_a_malformed_decoder_is_an_error_not_a_panic() {
+        // Invalid JSON where the decoder's value starts: the library's inner deserializer errs
+        // and its `.expect` turns that into a panic.
+        let text = String::from_utf8(fixture("qwen2-tied/tokenizer.json")).expect("utf-8");
+        assert!(text.contains("\"decoder\": {"));
+        let bytes = text.replacen("\"decoder\": {", "\"decoder\": ~{", 1).into_bytes();
+        assert!(std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes)).is_err(), "the library still panics on this input");
+        let e = load_tokenizer("m/tokenizer.json", &bytes).unwrap_err().to_string();
+        assert!(e.contains("m/tokenizer.json") && e.contains("malformed"), "{e}");
+    }
+
+    #[test]
+    fn checkpoint_files_survive_the_fuzzer() {
+        assert_clean(&run(inputs_from_env(2000)));
+    }
 }

@@ -19,6 +19,49 @@ use std::path::{Path, PathBuf};
 /// Headers larger than this are refused (the format's own limit is 100 MB).
 const MAX_HEADER: u64 = 100_000_000;
 
+/// Parses a safetensors header: `head` is the file's first bytes (the 8-byte length, then at
+/// least that many bytes of JSON), `len` the whole file's size. Every tensor's byte range is
+/// checked to lie inside the file and to hold its shape, in checked arithmetic.
+pub fn parse_header(name: &str, head: &[u8], len: u64) -> Result<BTreeMap<String, Info>, HfError> {
+    let bad = |message: String| HfError::Weights { path: name.to_string(), tensor: "(header)".into(), message };
+    let n = head.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).ok_or_else(|| bad(format!("{} bytes is too short for a safetensors file", head.len())))?;
+    let json = usize::try_from(n).ok().filter(|&n| n as u64 <= MAX_HEADER).and_then(|n| head.get(8..8 + n));
+    let Some(json) = json.filter(|_| n.saturating_add(8) <= len) else {
+        return Err(bad(format!("header length {n} does not fit the file's {len} bytes")));
+    };
+    let header: Map<String, Value> = serde_json::from_slice(json).map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
+    let base = 8 + n;
+    let mut tensors = BTreeMap::new();
+    for (key, v) in header {
+        if key == "__metadata__" {
+            continue;
+        }
+        let terr = |message: String| HfError::Weights { path: name.to_string(), tensor: key.clone(), message };
+        let dtype_name = v.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
+        let dtype = DType::from_st(dtype_name).ok_or_else(|| terr(format!("dtype {dtype_name} is not supported (F32, F16 and BF16 are)")))?;
+        let shape: Vec<usize> = v
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|s| s.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect())
+            .ok_or_else(|| terr("`shape` is not a list of sizes".into()))?;
+        let offsets: Vec<u64> = v
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .and_then(|s| s.iter().map(Value::as_u64).collect())
+            .filter(|o: &Vec<u64>| o.len() == 2)
+            .ok_or_else(|| terr("`data_offsets` is not [begin, end]".into()))?;
+        let want = shape.iter().try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64));
+        let range = base.checked_add(offsets[0]).zip(base.checked_add(offsets[1]));
+        match (want, range) {
+            (Some(want), Some((start, end))) if offsets[1] >= offsets[0] && offsets[1] - offsets[0] == want && end <= len => {
+                tensors.insert(key, Info { dtype, shape, start, end });
+            }
+            _ => return Err(terr(format!("data_offsets {offsets:?} do not hold {shape:?} of {dtype_name} inside the file ({len} bytes)"))),
+        }
+    }
+    Ok(tensors)
+}
+
 #[derive(Debug, Clone)]
 pub struct Info {
     pub dtype: DType,
@@ -44,40 +87,14 @@ impl StFile {
         let len = file.metadata().map_err(|source| HfError::Io { path: name.clone(), source })?.len();
         let mut n = [0u8; 8];
         file.read_exact(&mut n).map_err(|_| bad(format!("{len} bytes is too short for a safetensors file")))?;
-        let n = u64::from_le_bytes(n);
-        if n > MAX_HEADER || 8 + n > len {
-            return Err(bad(format!("header length {n} does not fit the file's {len} bytes")));
+        let header_len = u64::from_le_bytes(n);
+        if header_len > MAX_HEADER || header_len.saturating_add(8) > len {
+            return Err(bad(format!("header length {header_len} does not fit the file's {len} bytes")));
         }
-        let mut header = vec![0u8; n as usize];
-        file.read_exact(&mut header).map_err(|source| HfError::Io { path: name.clone(), source })?;
-        let header: Map<String, Value> = serde_json::from_slice(&header).map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
-        let base = 8 + n;
-        let mut tensors = BTreeMap::new();
-        for (key, v) in header {
-            if key == "__metadata__" {
-                continue;
-            }
-            let terr = |message: String| HfError::Weights { path: name.clone(), tensor: key.clone(), message };
-            let dtype_name = v.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
-            let dtype = DType::from_st(dtype_name).ok_or_else(|| terr(format!("dtype {dtype_name} is not supported (F32, F16 and BF16 are)")))?;
-            let shape: Vec<usize> = v
-                .get("shape")
-                .and_then(|s| s.as_array())
-                .and_then(|s| s.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
-                .ok_or_else(|| terr("`shape` is not a list of sizes".into()))?;
-            let offsets: Vec<u64> = v
-                .get("data_offsets")
-                .and_then(|s| s.as_array())
-                .and_then(|s| s.iter().map(Value::as_u64).collect())
-                .filter(|o: &Vec<u64>| o.len() == 2)
-                .ok_or_else(|| terr("`data_offsets` is not [begin, end]".into()))?;
-            let want = shape.iter().product::<usize>() as u64 * dtype.size() as u64;
-            let (start, end) = (base + offsets[0], base + offsets[1]);
-            if offsets[1] < offsets[0] || offsets[1] - offsets[0] != want || end > len {
-                return Err(terr(format!("data_offsets {offsets:?} do not hold {shape:?} of {dtype_name} inside the file ({len} bytes)")));
-            }
-            tensors.insert(key, Info { dtype, shape, start, end });
-        }
+        let mut head = vec![0u8; 8 + header_len as usize];
+        head[..8].copy_from_slice(&n);
+        file.read_exact(&mut head[8..]).map_err(|source| HfError::Io { path: name.clone(), source })?;
+        let tensors = parse_header(&name, &head, len)?;
         Ok(Self { path: path.to_path_buf(), file, tensors })
     }
 
