@@ -14,7 +14,8 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 echo "fuzzing with $inputs inputs per parser (seeded: the same inputs every run)"
 P2LAW_FUZZ_INPUTS="$inputs" nice cargo test --workspace --exclude xtask --release --locked fuzz -- --nocapture --test-threads 1 >"$log" 2>&1 || status=$?
-grep -E '^fuzz ' "$log" || true
+# A summary may share its line with the test harness's `test name ... ` (output is not captured).
+grep -oE 'fuzz [a-zA-Z.].* inputs/s' "$log" || true
 if [ "${status:-0}" -ne 0 ]; then
     grep -E 'panicked|failures; first|hang' "$log" | head -20 >&2
     echo "fuzz: FAILED (full log above)" >&2

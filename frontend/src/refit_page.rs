@@ -290,7 +290,7 @@ pub fn RefitPage() -> impl IntoView {
                 .iter()
                 .map(|n| {
                     let band = r.intervals.as_ref().and_then(|i| i.params.get(*n)).map_or(String::new(), |[lo, hi]| format!("[{lo:.4e}, {hi:.4e}]"));
-                    let weak = if r.weakly_identified.iter().any(|w| w == n) { "weakly identified" } else { "" };
+                    let weak = if r.is_unidentified(n) { "not identified" } else { "" };
                     view! { <tr><td>{n.to_string()}</td><td class="coef" data-name=n.to_string()>{format!("{:.6e}", r.params[*n])}</td><td>{band}</td><td>{weak}</td></tr> }
                 })
                 .collect_view();

@@ -87,11 +87,19 @@ pub struct FitReport {
     pub spread: BTreeMap<String, Spread>,
     #[serde(default)]
     pub weakly_identified: Vec<String>,
+    /// Coefficients whose bootstrap interval is wider than [`BOOTSTRAP_WIDTH`] times their
+    /// estimate: the resampled data move them freely, even where the starts agree.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap_unidentified: Vec<String>,
     pub data: Option<DataSummary>,
     /// Where the data came from (files, models, token range), free text.
     #[serde(default)]
     pub provenance: Option<String>,
 }
+
+/// A coefficient is not identified when its bootstrap interval is wider than this many times
+/// its estimate (a relative half-width over 100 %: the data do not fix even its size).
+pub const BOOTSTRAP_WIDTH: f64 = 2.0;
 
 /// A fit file that cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -134,6 +142,17 @@ impl FitReport {
             near_optimal_starts: result.near_optimal_starts,
             spread: names.iter().zip(&result.spread).map(|(n, s)| (n.to_string(), *s)).collect(),
             weakly_identified: result.weakly_identified().into_iter().map(str::to_string).collect(),
+            bootstrap_unidentified: boot
+                .map(|b| {
+                    names
+                        .iter()
+                        .zip(b.param_intervals())
+                        .zip(&result.params)
+                        .filter(|((_, i), p)| i.is_none_or(|[lo, hi]| hi - lo > BOOTSTRAP_WIDTH * p.abs()))
+                        .map(|((n, _), _)| n.to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
             data: Some(DataSummary::of(curves)),
             provenance: None,
         }
@@ -157,6 +176,7 @@ impl FitReport {
             near_optimal_starts: 0,
             spread: BTreeMap::new(),
             weakly_identified: Vec::new(),
+            bootstrap_unidentified: Vec::new(),
             data: None,
             provenance: Some(provenance),
         }
@@ -191,17 +211,30 @@ impl FitReport {
     }
 
     /// Why this fit's coefficients cannot be trusted one by one, if they cannot: the ones the
-    /// data do not pin down (near-optimal starts disagree by more than 5 %). Every place that
-    /// shows a fit shows this line; no preset is made from a fit that has one.
+    /// data do not pin down, by either test: near-optimal starts disagree by more than 5 %, or
+    /// the bootstrap interval is wider than [`BOOTSTRAP_WIDTH`] times the estimate. Every place
+    /// that shows a fit shows this line; no preset is made from a fit that has one.
     pub fn degeneracy(&self) -> Option<String> {
-        (!self.weakly_identified.is_empty()).then(|| {
+        let mut reasons = Vec::new();
+        if !self.weakly_identified.is_empty() {
+            reasons.push(format!("{} (near-optimal starts disagree by more than 5 %)", self.weakly_identified.join(", ")));
+        }
+        if !self.bootstrap_unidentified.is_empty() {
+            let level = self.intervals.as_ref().map_or(95.0, |i| i.level * 100.0);
+            reasons.push(format!("{} (the {level:.0} % bootstrap interval is wider than {BOOTSTRAP_WIDTH}× the estimate)", self.bootstrap_unidentified.join(", ")));
+        }
+        (!reasons.is_empty()).then(|| {
             format!(
-                "degenerate fit: the data do not pin down {} (near-optimal starts disagree by more than 5 %); \
-                 its curves may still describe the data, but these coefficients and any budget read from them \
-                 beyond the data are not to be trusted",
-                self.weakly_identified.join(", ")
+                "degenerate fit: the data do not pin down {}; its curves may still describe the data, but these \
+                 coefficients and any budget read from them beyond the data are not to be trusted",
+                reasons.join(" and ")
             )
         })
+    }
+
+    /// Whether `name` is among the coefficients the data do not pin down (either test).
+    pub fn is_unidentified(&self, name: &str) -> bool {
+        self.weakly_identified.iter().chain(&self.bootstrap_unidentified).any(|w| w == name)
     }
 
     /// Where `x` (and `tokens`, when given) lies outside the data this fit was made from, with
@@ -387,6 +420,30 @@ mod tests {
         assert_eq!(report(&[]).degeneracy(), None);
         let msg = report(&["D_C", "beta"]).degeneracy().expect("degenerate");
         assert!(msg.starts_with("degenerate fit") && msg.contains("D_C, beta"), "{msg}");
+        // Starts that agree do not make a coefficient identified when the bootstrap moves it.
+        let mut r = report(&[]);
+        r.bootstrap_unidentified = vec!["N_C".into(), "E".into()];
+        let msg = r.degeneracy().expect("degenerate");
+        assert!(msg.contains("N_C, E (the 95 % bootstrap interval is wider than 2× the estimate)"), "{msg}");
+        assert!(r.is_unidentified("E") && !r.is_unidentified("beta"));
+    }
+
+    /// The bootstrap test on a real fit: a coefficient is flagged exactly when its interval is
+    /// wider than the bound, and well-fixed ones (beta, on curves of five sizes) are not.
+    #[test]
+    fn the_bootstrap_test_flags_exactly_the_wide_intervals() {
+        use crate::bootstrap::{BootstrapOptions, Resample, bootstrap};
+        let curves = crate::fit::tests::p2_curves(&crate::fit::tests::TRUTH, 0.01, 5);
+        let options = crate::fit::FitOptions::new(LawForm::P2);
+        let best = crate::fit::fit(&curves, &options).expect("fit");
+        let boot = bootstrap(&curves, &options, &best, &BootstrapOptions { resamples: 40, seed: 3, by: Resample::Curves, level: 0.95 }).expect("bootstrap");
+        let r = FitReport::new(&best, &curves, None, Some(&boot));
+        let ivals = r.intervals.as_ref().expect("intervals");
+        for (name, p) in &r.params {
+            let [lo, hi] = ivals.params[name];
+            assert_eq!(r.bootstrap_unidentified.contains(name), hi - lo > BOOTSTRAP_WIDTH * p.abs(), "{name}: {p} in [{lo}, {hi}]");
+        }
+        assert!(!r.bootstrap_unidentified.iter().any(|n| n == "beta"), "{:?}", r.bootstrap_unidentified);
     }
 
     #[test]

@@ -293,6 +293,16 @@ async fn bad_calibration_requests_are_refused_with_the_field() -> Result<()> {
     }
     let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&json!({"parents": ["p2-nano"]})).send().await?;
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Public answers name the server's directories without its file system layout.
+    let mut r = smoke();
+    r["corpus"] = json!("missing-corpus");
+    let text = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&r).send().await?.text().await?;
+    let root = p2law_tests::workspace().canonicalize()?.display().to_string();
+    let lab: Value = client.get(format!("{url}/api/lab")).send().await?.json().await?;
+    for answer in [text, lab.to_string()] {
+        assert!(!answer.contains(&root) && !answer.contains(&data.path().display().to_string()), "a host path in {answer}");
+    }
+    assert_eq!(lab["models_dir"], "<data-dir>/models");
     // Weeks of compute are refused against the server's budget, with the estimate.
     let mut weeks = smoke();
     weeks["parents"] = json!(["p2-xl"]);

@@ -153,7 +153,7 @@ pub fn run(a: Args) -> Result<()> {
     println!("{} curves -> {}", curves.len(), csv_path.display());
     println!("P² fit -> {} (R² {}, RMSE {:.4})", fit_path.display(), report.metrics.r2.map_or("n/a".into(), |r| format!("{r:.4}")), report.metrics.rmse);
     for (k, v) in &report.params {
-        let weak = if report.weakly_identified.contains(k) { "   (weakly identified)" } else { "" };
+        let weak = if report.is_unidentified(k) { "   (not identified)" } else { "" };
         println!("  {k:>8} = {v:.6}{weak}");
     }
     if let Some(why) = report.degeneracy() {

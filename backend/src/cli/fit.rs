@@ -96,7 +96,7 @@ fn human(r: &FitReport) -> String {
         .map(|(i, n)| {
             let band = r.intervals.as_ref().and_then(|iv| iv.params.get(*n)).map_or(String::new(), |[lo, hi]| format!("[{}, {}]", num(*lo), num(*hi)));
             let se = r.covariance.as_ref().map_or(String::new(), |c| num(c[i][i].max(0.0).sqrt()));
-            let weak = if r.weakly_identified.iter().any(|w| w == n) { "weakly identified" } else { "" };
+            let weak = if r.is_unidentified(n) { "not identified" } else { "" };
             vec![n.to_string(), num(r.params[*n]), se, band, weak.to_string()]
         })
         .collect();

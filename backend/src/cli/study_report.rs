@@ -169,7 +169,7 @@ fn coefficients(out: &mut String, r: &FitReport) {
     for name in r.law.law().params() {
         let v = r.params.get(*name).copied().unwrap_or(f64::NAN);
         let band = r.intervals.as_ref().and_then(|i| i.params.get(*name)).map_or("n/a".into(), |[a, b]| format!("[{a:.4e}, {b:.4e}]"));
-        let weak = if r.weakly_identified.iter().any(|w| w == name) { " (weakly identified)" } else { "" };
+        let weak = if r.is_unidentified(name) { " (not identified)" } else { "" };
         let _ = writeln!(out, "| `{name}` | {v:.6e}{weak} | {band} |");
     }
 }

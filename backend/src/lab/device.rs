@@ -41,8 +41,11 @@ pub struct Adapter {
 
 /// The wgpu adapters visible here, best first (an empty list when there is no Vulkan/Metal/GL
 /// driver).
+/// Enumerated once per process (a wgpu instance takes a fraction of a second to list them, and
+/// `GET /api/lab` asks on every page load).
 pub fn adapters() -> Vec<Adapter> {
-    gpu::adapters().iter().map(Adapter::from).collect()
+    static FOUND: std::sync::OnceLock<Vec<Adapter>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| gpu::adapters().iter().map(Adapter::from).collect()).clone()
 }
 
 impl From<&wgpu::AdapterInfo> for Adapter {

@@ -28,14 +28,14 @@ pub async fn create(State(state): State<AppState>, _: Authorized, body: Result<J
         return Err(ApiError::Unprocessable(format!(
             "field `corpus`: `{}` is not in the corpus directory {} (`./dev setup` installs the default)",
             request.corpus.as_deref().unwrap_or(sweep::DEFAULT_CORPUS),
-            lab.corpus_dir.display()
+            lab.public_path(&lab.corpus_dir)
         )));
     }
     for p in &request.parents {
         if let Some(Ok(dir)) = p2law_shared::calibrate::hf_parent(p) {
             let path = lab.models_dir().join(dir);
             if !path.join("config.json").exists() {
-                return Err(ApiError::Unprocessable(format!("field `parents`: `{p}`: {} has no config.json (Hugging Face parents are directories in the models directory)", path.display())));
+                return Err(ApiError::Unprocessable(format!("field `parents`: `{p}`: {} has no config.json (Hugging Face parents are directories in the models directory)", lab.public_path(&path))));
             }
         }
     }
@@ -232,11 +232,11 @@ pub async fn info(State(state): State<AppState>) -> Json<LabInfo> {
     .unwrap_or_default();
     Json(LabInfo {
         parents: FAMILY.to_vec(),
-        models_dir: models_dir.display().to_string(),
+        models_dir: lab.public_path(&models_dir),
         models: found,
         presets: ["smoke", "mini"].iter().filter_map(|p| CalibrationRequest::preset(p).ok().map(|request| NamedPreset { name: p.to_string(), request })).collect(),
         adapters: adapters.iter().map(|a| format!("{} [{}, {}]", a.name, a.kind, a.backend)).collect(),
-        corpus_dir: lab.corpus_dir.display().to_string(),
+        corpus_dir: lab.public_path(&lab.corpus_dir),
         corpora,
     })
 }

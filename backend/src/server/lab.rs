@@ -69,6 +69,20 @@ impl Lab {
         self.data_dir.join("models")
     }
 
+    /// A path of the lab as public responses show it: relative ones as they are, absolute ones
+    /// from the data or corpus directory (`<data-dir>/models/x`), never the host's layout.
+    pub fn public_path(&self, path: &std::path::Path) -> String {
+        if path.is_relative() {
+            return path.display().to_string();
+        }
+        for (root, name) in [(&self.data_dir, "<data-dir>"), (&self.corpus_dir, "<corpus-dir>")] {
+            if let Ok(rest) = path.strip_prefix(root) {
+                return if rest.as_os_str().is_empty() { name.to_string() } else { format!("{name}/{}", rest.display()) };
+            }
+        }
+        path.file_name().map_or_else(|| "(a server path)".into(), |n| format!(".../{}", n.to_string_lossy()))
+    }
+
     /// Tells the worker there is work.
     pub fn wake(&self) {
         self.wake.notify_one();
