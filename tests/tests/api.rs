@@ -259,6 +259,17 @@ async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()>
     assert!(resp.text().await?.contains("field `parents`: at most 16"));
     assert!(started.elapsed() < Duration::from_secs(5), "refused without expanding the sweep");
     assert_eq!(client.get(format!("{url}/api/fits/12345")).send().await?.status(), StatusCode::NOT_FOUND);
+    // An id beyond i64 and a body that is not multipart answer the JSON error body, as the spec says.
+    for path in ["runs/9223372036854775808", "fits/abc", "calibrations/-1x", "uploads/9223372036854775808/raw"] {
+        let resp = client.get(format!("{url}/api/{path}")).send().await?;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(resp.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"), "{path}");
+        let body: Value = resp.json().await?;
+        assert!(body["error"].as_str().unwrap_or_default().contains("path `{id}`"), "{path}: {body}");
+    }
+    let resp = client.post(format!("{url}/api/uploads")).bearer_auth(TOKEN).send().await?;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resp.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
     assert_eq!(client.delete(format!("{url}/api/fits/1")).send().await?.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(client.get(format!("{url}/api/nothing")).send().await?.status(), StatusCode::NOT_FOUND);
     Ok(())
@@ -359,5 +370,16 @@ async fn openapi_document_covers_the_api() -> Result<()> {
         assert!(doc["components"]["schemas"].get(schema).is_some(), "schema {schema} missing");
     }
     assert_eq!(doc["paths"]["/api/fits"]["post"]["security"][0]["bearer"], json!([]));
+    // Every status a route answers is listed: 400 for a bad `{id}`, 403 from the host check on
+    // every operation, 503 when the fit slots are taken.
+    for (path, ops) in doc["paths"].as_object().context("paths")? {
+        for (method, op) in ops.as_object().context("operations")? {
+            assert!(op["responses"].get("403").is_some(), "{method} {path} does not list 403");
+            if path.contains("{id}") {
+                assert!(op["responses"].get("400").is_some(), "{method} {path} does not list 400");
+            }
+        }
+    }
+    assert!(doc["paths"]["/api/fits"]["post"]["responses"].get("503").is_some());
     Ok(())
 }

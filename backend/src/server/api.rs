@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::store::NewUpload;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::Json;
 use p2law_shared::api::{ErrorBody, FileSummary, FitRequest, FitSummary, RunDetail, RunSummary, StoredFit, UploadMeta, UploadResponse};
@@ -25,7 +25,9 @@ pub const MAX_FIT_RUNS: usize = 10_000;
 #[utoipa::path(post, path = "/api/uploads", tag = "uploads", security(("bearer" = [])),
     request_body(content_type = "multipart/form-data", description = "`file` parts (any number) and an optional `meta` part: JSON UploadMeta"),
     responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn upload(State(state): State<AppState>, _: Authorized, mut multipart: Multipart) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
+pub async fn upload(State(state): State<AppState>, _: Authorized, multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
+    // Not multipart at all (no body, another content type): the JSON error, not axum's text.
+    let mut multipart = multipart.map_err(|e| ApiError::BadRequest(format!("the body must be multipart/form-data with `file` parts: {}", e.body_text())))?;
     let mut meta = UploadMeta::default();
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
@@ -115,8 +117,8 @@ pub async fn runs(State(state): State<AppState>) -> Result<Json<Vec<RunSummary>>
     Ok(Json(state.store().runs().await?))
 }
 
-#[utoipa::path(get, path = "/api/runs/{id}", tag = "runs", params(("id" = i64, Path)), responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
-pub async fn run(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<RunDetail>, ApiError> {
+#[utoipa::path(get, path = "/api/runs/{id}", tag = "runs", params(("id" = i64, Path, minimum = 1)), responses((status = 400, body = ErrorBody), (status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
+pub async fn run(State(state): State<AppState>, super::error::Id(id): super::error::Id) -> Result<Json<RunDetail>, ApiError> {
     state.store().run(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("run {id}")))
 }
 
@@ -175,26 +177,26 @@ pub async fn fits(State(state): State<AppState>) -> Result<Json<Vec<FitSummary>>
     Ok(Json(state.store().fits().await?))
 }
 
-#[utoipa::path(get, path = "/api/fits/{id}", tag = "fits", params(("id" = i64, Path)), responses((status = 200, body = StoredFit), (status = 404, body = ErrorBody)))]
-pub async fn get_fit(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<StoredFit>, ApiError> {
+#[utoipa::path(get, path = "/api/fits/{id}", tag = "fits", params(("id" = i64, Path, minimum = 1)), responses((status = 400, body = ErrorBody), (status = 200, body = StoredFit), (status = 404, body = ErrorBody)))]
+pub async fn get_fit(State(state): State<AppState>, super::error::Id(id): super::error::Id) -> Result<Json<StoredFit>, ApiError> {
     state.store().fit(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("fit {id}")))
 }
 
-#[utoipa::path(delete, path = "/api/fits/{id}", tag = "fits", security(("bearer" = [])), params(("id" = i64, Path)),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_fit(State(state): State<AppState>, _: Authorized, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/api/fits/{id}", tag = "fits", security(("bearer" = [])), params(("id" = i64, Path, minimum = 1)),
+    responses((status = 400, body = ErrorBody), (status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_fit(State(state): State<AppState>, _: Authorized, super::error::Id(id): super::error::Id) -> Result<StatusCode, ApiError> {
     if state.store().delete_fit(id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound(format!("fit {id}"))) }
 }
 
-#[utoipa::path(delete, path = "/api/uploads/{id}", tag = "uploads", security(("bearer" = [])), params(("id" = i64, Path)),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_upload(State(state): State<AppState>, _: Authorized, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/api/uploads/{id}", tag = "uploads", security(("bearer" = [])), params(("id" = i64, Path, minimum = 1)),
+    responses((status = 400, body = ErrorBody), (status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_upload(State(state): State<AppState>, _: Authorized, super::error::Id(id): super::error::Id) -> Result<StatusCode, ApiError> {
     if state.store().delete_upload(id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound(format!("upload {id}"))) }
 }
 
 /// `GET /api/uploads/{id}/raw`: the file exactly as uploaded.
-#[utoipa::path(get, path = "/api/uploads/{id}/raw", tag = "uploads", params(("id" = i64, Path)),
-    responses((status = 200, description = "the file exactly as uploaded", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
-pub async fn upload_raw(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Vec<u8>, ApiError> {
+#[utoipa::path(get, path = "/api/uploads/{id}/raw", tag = "uploads", params(("id" = i64, Path, minimum = 1)),
+    responses((status = 400, body = ErrorBody), (status = 200, description = "the file exactly as uploaded", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
+pub async fn upload_raw(State(state): State<AppState>, super::error::Id(id): super::error::Id) -> Result<Vec<u8>, ApiError> {
     state.store().upload_bytes(id).await?.map(|(_, b)| b).ok_or_else(|| ApiError::NotFound(format!("upload {id}")))
 }

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use crate::lab::{device, sweep};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
@@ -64,16 +64,16 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<CalibrationJ
     Ok(Json(state.store().calibrations().await?))
 }
 
-#[utoipa::path(get, path = "/api/calibrations/{id}", tag = "calibrations", params(("id" = i64, Path)), responses((status = 200, body = CalibrationJob), (status = 404, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<CalibrationJob>, ApiError> {
+#[utoipa::path(get, path = "/api/calibrations/{id}", tag = "calibrations", params(("id" = i64, Path, minimum = 1)), responses((status = 400, body = ErrorBody), (status = 200, body = CalibrationJob), (status = 404, body = ErrorBody)))]
+pub async fn get(State(state): State<AppState>, super::error::Id(id): super::error::Id) -> Result<Json<CalibrationJob>, ApiError> {
     state.store().calibration(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("calibration {id}")))
 }
 
 /// `POST /api/calibrations/{id}/cancel`: a queued job is cancelled at once, a running one at its
 /// next training step; finished curves are kept.
-#[utoipa::path(post, path = "/api/calibrations/{id}/cancel", tag = "calibrations", security(("bearer" = [])), params(("id" = i64, Path)),
-    responses((status = 202, body = CalibrationJob), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn cancel(State(state): State<AppState>, _: Authorized, Path(id): Path<i64>) -> Result<(StatusCode, Json<CalibrationJob>), ApiError> {
+#[utoipa::path(post, path = "/api/calibrations/{id}/cancel", tag = "calibrations", security(("bearer" = [])), params(("id" = i64, Path, minimum = 1)),
+    responses((status = 400, body = ErrorBody), (status = 202, body = CalibrationJob), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn cancel(State(state): State<AppState>, _: Authorized, super::error::Id(id): super::error::Id) -> Result<(StatusCode, Json<CalibrationJob>), ApiError> {
     match state.store().request_cancel(id).await? {
         None => return Err(ApiError::NotFound(format!("calibration {id}"))),
         // It never started: its event log ends here.
@@ -86,10 +86,10 @@ pub async fn cancel(State(state): State<AppState>, _: Authorized, Path(id): Path
 
 /// `GET /api/calibrations/{id}/events`: every event so far (after `Last-Event-ID` when given),
 /// then live ones; the stream ends after the final `done`, `failed` or `cancelled`.
-#[utoipa::path(get, path = "/api/calibrations/{id}/events", tag = "calibrations", params(("id" = i64, Path)),
-    responses((status = 200, description = "server-sent events, each a JSON CalibrationEvent", content_type = "text/event-stream"), (status = 404, body = ErrorBody),
+#[utoipa::path(get, path = "/api/calibrations/{id}/events", tag = "calibrations", params(("id" = i64, Path, minimum = 1)),
+    responses((status = 400, body = ErrorBody), (status = 200, description = "server-sent events, each a JSON CalibrationEvent", content_type = "text/event-stream"), (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody, description = "the server's event streams are all open; retry after `Retry-After` seconds")))]
-pub async fn events(State(state): State<AppState>, Path(id): Path<i64>, headers: HeaderMap) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+pub async fn events(State(state): State<AppState>, super::error::Id(id): super::error::Id, headers: HeaderMap) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     if state.store().calibration(id).await?.is_none() {
         return Err(ApiError::NotFound(format!("calibration {id}")));
     }

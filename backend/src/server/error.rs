@@ -80,3 +80,24 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// A path `{id}`: a positive 64-bit integer. Anything else (text, an id beyond 2^63 - 1) is a
+/// JSON 400 naming the segment, not axum's plain-text rejection.
+#[derive(Debug, Clone, Copy)]
+pub struct Id(pub i64);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = parts.uri.path().rsplit('/').find(|s| !s.is_empty() && s.parse::<i64>().is_err() && !s.chars().all(|c| c.is_ascii_alphabetic())).map(str::to_string);
+        match axum::extract::Path::<i64>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) => Ok(Id(id)),
+            Err(_) => Err(ApiError::BadRequest(format!(
+                "path `{{id}}`{}: must be an integer id from 1 to {}",
+                raw.map(|r| format!(" `{r}`")).unwrap_or_default(),
+                i64::MAX
+            ))),
+        }
+    }
+}

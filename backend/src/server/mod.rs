@@ -236,6 +236,17 @@ impl utoipa::Modify for BearerAuth {
         doc.components
             .get_or_insert_with(Default::default)
             .add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        // The host check answers every route before its handler: say so on each operation.
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let forbidden = ResponseBuilder::new()
+            .description("the request's Host or Origin is not one this server answers to (`p2law serve --allowed-host`)")
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post, &mut item.delete, &mut item.put, &mut item.patch].into_iter().flatten() {
+                op.responses.responses.entry("403".into()).or_insert_with(|| RefOr::T(forbidden.clone()));
+            }
+        }
     }
 }
 
