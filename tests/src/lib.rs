@@ -117,7 +117,8 @@ impl ServerProcess {
 
     /// Sends SIGTERM and waits for a clean exit (the running calibration checkpoints first).
     pub fn terminate(mut self, within: Duration) -> Result<std::process::ExitStatus> {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        // The shell's built-in `kill`: no procps needed.
+        let status = Command::new("sh").args(["-c", &format!("kill -TERM {}", self.child.id())]).status()?;
         if !status.success() {
             bail!("kill -TERM {} failed", self.child.id());
         }
