@@ -572,7 +572,6 @@ impl Store {
 
     /// Events after `after`, in order.
     pub async fn events(&self, job: i64, after: u64) -> Result<Vec<CalibrationEvent>, StoreError> {
-        let rows = sqlx::query("SELECT event FROM calibration_events WHERE job_id = ? AND seq > ? ORDER BY seq").bind(job).bind(after as i64).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| json("calibration_events", job, &r.get::<String, _>(0))).collect()
+        self.events_page(job, after, i64::MAX as usize).await
     }
 }

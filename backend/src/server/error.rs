@@ -90,14 +90,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
-        let raw = parts.uri.path().rsplit('/').find(|s| !s.is_empty() && s.parse::<i64>().is_err() && !s.chars().all(|c| c.is_ascii_alphabetic())).map(str::to_string);
-        match axum::extract::Path::<i64>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(id)) => Ok(Id(id)),
-            Err(_) => Err(ApiError::BadRequest(format!(
-                "path `{{id}}`{}: must be an integer id from 1 to {}",
-                raw.map(|r| format!(" `{r}`")).unwrap_or_default(),
-                i64::MAX
-            ))),
-        }
+        let raw = axum::extract::Path::<String>::from_request_parts(parts, state).await.map(|p| p.0).unwrap_or_default();
+        raw.parse().map(Id).map_err(|_| ApiError::BadRequest(format!("path `{{id}}` `{raw}`: must be an integer id from 1 to {}", i64::MAX)))
     }
 }
