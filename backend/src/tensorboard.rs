@@ -212,7 +212,7 @@ pub fn parse(file: &str, bytes: &[u8], o: &LogOptions) -> Result<ParsedLog, Inpu
         }
         let field = if source == TokenSource::Steps { "tokens_per_step".to_string() } else { token_tag.clone().unwrap_or_default() };
         let tokens = p2law_shared::logs::check_tokens(file, loc(), &field, tokens)?;
-        if !(loss.is_finite() && *loss > 0.0) {
+        if !((loss.is_finite() && *loss > 0.0) || (o.keep_non_finite && !loss.is_finite())) {
             return Err(InputError::new(file, loc(), Some(&metric), format!("step {step}: loss must be positive and finite, got {loss}")));
         }
         curve.points.push(CurvePoint { tokens, loss: *loss });

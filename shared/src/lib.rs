@@ -6,6 +6,7 @@
 //!   gradients and initial grids;
 //! - [`data`]: loss curves and input errors that name file, line and field;
 //! - [`logs`]: parsers for real run logs and p2law's canonical curve CSV / JSONL;
+//! - [`forecast`]: one run's own partial log forecast, with warnings and a validation;
 //! - [`fit`]: multi-start Levenberg–Marquardt and Huber-on-log L-BFGS fitting, with metrics;
 //! - [`validate`]: the held-out protocols (`last20`, `largest-n0`, `highest-rho`);
 //! - [`bootstrap`]: seeded bootstrap intervals for coefficients, predictions and budgets;
@@ -22,6 +23,7 @@ pub mod calibrate;
 pub mod budget;
 pub mod data;
 pub mod fit;
+pub mod forecast;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fuzz;
 pub mod law;

@@ -1,8 +1,9 @@
-//! Reading curve files: the flags `convert` and `fit` share, resolved into [`LogOptions`].
+//! Reading curve files: the flags `convert` and `fit` share, resolved into [`LogOptions`]. Every
+//! format is read here, TensorBoard event files included (by the backend's reader).
 
 use anyhow::{Context, Result};
 use p2law_shared::Curve;
-use p2law_shared::logs::{self, Format, LogOptions, ParsedLog};
+use p2law_shared::logs::{Format, LogOptions, ParsedLog};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +76,7 @@ impl LoadArgs {
             family: self.family.clone(),
             tokens_per_step: self.tokens_per_step,
             skip_tokens: self.skip_tokens,
+            keep_non_finite: false,
         })
     }
 
@@ -86,8 +88,7 @@ impl LoadArgs {
         for path in &self.files {
             let name = path.display().to_string();
             let bytes = std::fs::read(path).with_context(|| format!("reading {name}"))?;
-            let text = String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{name}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))?;
-            let mut log = logs::parse(&name, &text, &options)?;
+            let mut log = super::forecast::parse_any(&name, &bytes, &options)?;
             if let Some(a) = self.smooth {
                 log.curves.iter_mut().for_each(|c| c.smooth_ema(a));
             }

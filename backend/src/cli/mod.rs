@@ -5,6 +5,7 @@ mod budget;
 mod calibrate;
 mod convert;
 mod fit;
+mod forecast;
 mod load;
 mod plot;
 mod predict;
@@ -13,6 +14,7 @@ mod serve;
 mod study;
 mod study_report;
 mod token;
+mod watch;
 mod table;
 
 use anyhow::{Context, Result};
@@ -33,6 +35,11 @@ pub enum Command {
     Convert(convert::Args),
     /// Fit a law to loss curves; print the fit, optionally write it (--out) and plot it (--plot).
     Fit(fit::Args),
+    /// Forecast one run from its own partial log: loss ahead with a band, when a rule is met,
+    /// warnings (divergence, NaN, spikes, over-fitting); `--validate` scores the method.
+    Forecast(forecast::Args),
+    /// Follow a log while the run writes it, re-forecasting on every change.
+    Watch(watch::Args),
     /// Predict the post-training loss curve from a fit file.
     Predict(predict::Args),
     /// Recommend a post-training token budget from a fit file, and cost it.
@@ -54,6 +61,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Convert(a) => convert::run(a),
         Command::Fit(a) => fit::run(a),
+        Command::Forecast(a) => forecast::run(a),
+        Command::Watch(a) => watch::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Budget(a) => budget::run(a),
         Command::Calibrate(a) => calibrate::run(a),

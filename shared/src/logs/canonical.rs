@@ -69,7 +69,7 @@ pub fn parse_csv(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, In
             }
             TokenSource::Steps => raw_tokens * o.tokens_per_step.unwrap_or(1.0),
         };
-        let loss = num(Some(loss_col), metric)?.ok_or_else(|| InputError::new(file, loc(), Some(metric), "empty"))?;
+        let loss = super::number_with(file, loc(), metric, cell(Some(loss_col)), o.keep_non_finite)?.ok_or_else(|| InputError::new(file, loc(), Some(metric), "empty"))?;
         rows.push((
             line,
             Row {
@@ -79,7 +79,7 @@ pub fn parse_csv(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, In
                 n: num(n, "n")?,
                 l0: num(l0, "l0")?,
                 tokens: check_tokens(file, loc(), "tokens", tokens)?,
-                loss: check_loss(file, loc(), metric, loss)?,
+                loss: check_loss(file, loc(), metric, loss, o)?,
                 method: text_of(method),
                 family: text_of(family),
                 split: text_of(split),
@@ -102,13 +102,13 @@ pub fn parse_jsonl(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, 
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line)
+        let v: serde_json::Value = serde_json::from_str(&super::quote_non_finite(line))
             .map_err(|e| InputError::new(file, loc(), None, format!("not a JSON object: {e}")))?;
         let obj = v.as_object().ok_or_else(|| InputError::new(file, loc(), None, "not a JSON object"))?;
         let num = |key: &str| -> Result<Option<f64>, InputError> {
             match obj.get(key) {
                 None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::Number(x)) => Ok(x.as_f64()),
+                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::String(_))) if super::json_number(v).is_some() => Ok(super::json_number(v)),
                 Some(other) => Err(InputError::new(file, loc(), Some(key), format!("expected a number, got {other}"))),
             }
         };
@@ -138,7 +138,7 @@ pub fn parse_jsonl(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, 
                 n: num("n")?,
                 l0: num("l0")?,
                 tokens: check_tokens(file, loc(), "tokens", tokens)?,
-                loss: check_loss(file, loc(), metric, loss)?,
+                loss: check_loss(file, loc(), metric, loss, o)?,
                 method: text_of("method"),
                 family: text_of("family"),
                 split: text_of("split"),

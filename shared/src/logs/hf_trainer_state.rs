@@ -12,7 +12,7 @@ use serde_json::Value;
 
 /// Parses a `trainer_state.json`.
 pub fn parse(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, InputError> {
-    let root: Value = serde_json::from_str(text).map_err(|e| {
+    let root: Value = serde_json::from_str(&super::quote_non_finite(text)).map_err(|e| {
         InputError::new(file, Location::Line(e.line() as u64), None, format!("invalid JSON: {e}"))
     })?;
     let history = root
@@ -47,10 +47,9 @@ pub fn parse(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, InputE
             });
             continue;
         };
-        let loss = value
-            .as_f64()
+        let loss = super::json_number(value)
             .ok_or_else(|| InputError::new(file, loc(), Some(&metric), format!("expected a number, got {value}")))?;
-        let loss = check_loss(file, loc(), &metric, loss)?;
+        let loss = check_loss(file, loc(), &metric, loss, o)?;
         let seen = match obj.get("num_input_tokens_seen") {
             None | Some(Value::Null) => None,
             Some(v) => Some(v.as_f64().ok_or_else(|| {
@@ -93,6 +92,31 @@ pub fn parse(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, InputE
     })
 }
 
+/// The learning rate as the trainer logged it (`learning_rate` entries) and where the schedule
+/// ends (`max_steps`), in tokens: what a forecast says about a decaying schedule. `None` when
+/// the file logs no learning rate or no token count can be given to its entries.
+pub fn schedule(text: &str, o: &LogOptions) -> Option<crate::forecast::Schedule> {
+    let root: Value = serde_json::from_str(&super::quote_non_finite(text)).ok()?;
+    let history = root.get("log_history")?.as_array()?;
+    let seen = |e: &Value| e.get("num_input_tokens_seen").and_then(Value::as_f64).filter(|t| *t > 0.0);
+    let step = |e: &Value| e.get("step").and_then(Value::as_f64);
+    // Tokens per step: given, or as the trainer counted them at its last counted entry.
+    let tps = o.tokens_per_step.or_else(|| history.iter().rev().find_map(|e| Some(seen(e)? / step(e).filter(|s| *s > 0.0)?)));
+    let lr: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|e| {
+            let v = e.get("learning_rate").and_then(super::json_number)?;
+            let t = seen(e).or_else(|| Some(step(e)? * tps?))?;
+            Some((t, v))
+        })
+        .collect();
+    if lr.is_empty() {
+        return None;
+    }
+    let total_tokens = root.get("max_steps").and_then(Value::as_f64).filter(|s| *s > 0.0).and_then(|s| Some(s * tps?));
+    Some(crate::forecast::Schedule { lr, total_tokens })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +149,15 @@ mod tests {
         assert_eq!(log.token_source, TokenSource::Steps);
         assert_eq!(log.skipped.len(), 4);
         assert!(log.skipped.iter().any(|s| s.reason.contains("predict_")));
+    }
+
+    #[test]
+    fn the_schedule_is_read_in_tokens() {
+        let o = LogOptions { tokens_per_step: Some(100.0), ..Default::default() };
+        let s = schedule(SAMPLE, &o).expect("learning rates");
+        assert_eq!(s.lr, vec![(1000.0, 4.5e-5), (2000.0, 2.5e-5)]);
+        assert_eq!(s.total_tokens, Some(3000.0));
+        assert_eq!(schedule(r#"{"log_history": [{"loss": 1.0, "step": 1}]}"#, &o), None);
     }
 
     #[test]

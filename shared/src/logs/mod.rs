@@ -81,6 +81,10 @@ pub struct LogOptions {
     pub tokens_per_step: Option<f64>,
     /// Warm-up exclusion: checkpoints before this many tokens are dropped.
     pub skip_tokens: Option<f64>,
+    /// Keep NaN and infinite losses as checkpoints instead of refusing the file: a forecast
+    /// reads a broken run's log to say where it broke. Never set for fitting, nor over HTTP.
+    #[serde(skip)]
+    pub keep_non_finite: bool,
 }
 
 /// An entry a parser passed over, and why (not an error: e.g. a `predict_*` record).
@@ -291,6 +295,11 @@ pub fn apply_run_meta(file: &str, curves: &mut [Curve], runs: &std::collections:
 
 /// Parses a number cell; empty cells are `None`.
 pub(crate) fn number(file: &str, loc: Location, field: &str, cell: &str) -> Result<Option<f64>, InputError> {
+    number_with(file, loc, field, cell, false)
+}
+
+/// [`number`], or with `non_finite` a NaN or infinity too (a loss a forecast reads).
+pub(crate) fn number_with(file: &str, loc: Location, field: &str, cell: &str, non_finite: bool) -> Result<Option<f64>, InputError> {
     let cell = cell.trim();
     if cell.is_empty() {
         return Ok(None);
@@ -298,18 +307,77 @@ pub(crate) fn number(file: &str, loc: Location, field: &str, cell: &str) -> Resu
     let v: f64 = cell
         .parse()
         .map_err(|_| InputError::new(file, loc.clone(), Some(field), format!("`{cell}` is not a number")))?;
-    if !v.is_finite() {
+    if !v.is_finite() && !non_finite {
         return Err(InputError::new(file, loc, Some(field), format!("`{cell}` is not a finite number")));
     }
     Ok(Some(v))
 }
 
 /// A loss value must be finite and positive.
-pub(crate) fn check_loss(file: &str, loc: Location, field: &str, v: f64) -> Result<f64, InputError> {
-    if v.is_finite() && v > 0.0 {
+pub(crate) fn check_loss(file: &str, loc: Location, field: &str, v: f64, o: &LogOptions) -> Result<f64, InputError> {
+    if (v.is_finite() && v > 0.0) || (o.keep_non_finite && !v.is_finite()) {
         Ok(v)
     } else {
         Err(InputError::new(file, loc, Some(field), format!("loss must be a positive finite number, got {v}")))
+    }
+}
+
+/// JSON as Python's `json` module writes it: bare `NaN`, `Infinity` and `-Infinity` (which
+/// strict JSON has no words for) quoted into strings, so that the file parses and
+/// [`json_number`] reads them back as numbers. Text without them is borrowed unchanged.
+pub fn quote_non_finite(text: &str) -> std::borrow::Cow<'_, str> {
+    if !(text.contains("NaN") || text.contains("Infinity")) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let (mut in_string, mut escaped, mut last) = (false, false, 0usize);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        let word = ["-Infinity", "Infinity", "NaN"].into_iter().find(|w| b[i..].starts_with(w.as_bytes()));
+        if let Some(w) = word {
+            out.push_str(&text[last..i]);
+            out.push('"');
+            out.push_str(w);
+            out.push('"');
+            i += w.len();
+            last = i;
+            continue;
+        }
+        i += 1;
+    }
+    out.push_str(&text[last..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// A JSON number, or one of the strings [`quote_non_finite`] makes.
+pub fn json_number(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::Number(x) => x.as_f64(),
+        serde_json::Value::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -332,6 +400,31 @@ pub(crate) fn stem(file: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_non_finite_json_is_read_as_numbers() {
+        let t = r#"{"a": NaN, "b": [Infinity, -Infinity], "c": "NaN text", "d": "q\"NaN"}"#;
+        let q = quote_non_finite(t);
+        let v: serde_json::Value = serde_json::from_str(&q).expect("parses");
+        assert!(json_number(&v["a"]).unwrap().is_nan());
+        assert_eq!(json_number(&v["b"][0]), Some(f64::INFINITY));
+        assert_eq!(json_number(&v["b"][1]), Some(f64::NEG_INFINITY));
+        assert_eq!(v["c"], "NaN text");
+        assert_eq!(v["d"], "q\"NaN");
+        assert!(matches!(quote_non_finite("{\"a\": 1}"), std::borrow::Cow::Borrowed(_)));
+        // Strict parsing names the record; a forecast's lenient parsing keeps the point.
+        let hf = r#"{"log_history": [{"loss": 2.0, "step": 1, "num_input_tokens_seen": 10}, {"loss": NaN, "step": 2, "num_input_tokens_seen": 20}]}"#;
+        let e = parse("s.json", hf, &LogOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("record 1, field `loss`") && e.contains("NaN"), "{e}");
+        let log = parse("s.json", hf, &LogOptions { keep_non_finite: true, ..Default::default() }).unwrap();
+        assert!(log.curves[0].points[1].loss.is_nan());
+        let jl = "{\"tokens\": 10, \"loss\": 2.0}\n{\"tokens\": 20, \"loss\": Infinity}\n";
+        let e = parse("s.jsonl", jl, &LogOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("line 2, field `loss`"), "{e}");
+        let csv = "tokens,loss\n10,2.0\n20,nan\n";
+        assert!(parse("s.csv", csv, &LogOptions::default()).unwrap_err().to_string().contains("line 3"));
+        assert!(parse("s.csv", csv, &LogOptions { keep_non_finite: true, ..Default::default() }).unwrap().curves[0].points[1].loss.is_nan());
+    }
 
     #[test]
     fn detects_each_sample() {

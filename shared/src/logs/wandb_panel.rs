@@ -66,14 +66,14 @@ pub fn parse(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, InputE
         };
         let tokens = if x_is_tokens { x } else { x * o.tokens_per_step.unwrap_or(1.0) };
         for (k, (col, _, _)) in columns.iter().enumerate() {
-            let Some(loss) = number(file, loc(), &headers[*col], record.get(*col).unwrap_or(""))? else {
+            let Some(loss) = super::number_with(file, loc(), &headers[*col], record.get(*col).unwrap_or(""), o.keep_non_finite)? else {
                 continue;
             };
             if tokens == 0.0 {
                 continue;
             }
             let tokens = check_tokens(file, loc(), &x_name, tokens)?;
-            let loss = check_loss(file, loc(), &headers[*col], loss)?;
+            let loss = check_loss(file, loc(), &headers[*col], loss, o)?;
             curves[k].points.push(CurvePoint { tokens, loss });
         }
     }

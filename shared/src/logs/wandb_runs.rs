@@ -39,7 +39,7 @@ pub fn parse(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, InputE
         })?;
         let line = record.position().map_or(0, |p| p.line());
         let loc = || Location::Line(line);
-        let Some(loss) = number(file, loc(), &metric, record.get(metric_col).unwrap_or(""))? else {
+        let Some(loss) = super::number_with(file, loc(), &metric, record.get(metric_col).unwrap_or(""), o.keep_non_finite)? else {
             skipped.push(Skipped { location: loc(), reason: format!("no `{metric}` value") });
             continue;
         };
@@ -55,7 +55,7 @@ pub fn parse(file: &str, text: &str, o: &LogOptions) -> Result<ParsedLog, InputE
         c.split = Some(metric.clone());
         c.points.push(CurvePoint {
             tokens: check_tokens(file, loc(), &headers[x_col], tokens)?,
-            loss: check_loss(file, loc(), &metric, loss)?,
+            loss: check_loss(file, loc(), &metric, loss, o)?,
         });
         curves.push(c);
     }

@@ -1,0 +1,332 @@
+//! `p2law forecast`: one run's partial log in, where it is going out; `--validate` scores the
+//! method on curves whose end is known. `p2law watch` (in `watch.rs`) re-runs it as the log grows.
+
+use anyhow::{Context, Result, bail};
+use p2law_shared::budget::Rule;
+use p2law_shared::forecast::validation::{self, Series};
+use p2law_shared::forecast::{self, Forecast, ForecastOptions, Obs, Schedule};
+use p2law_shared::logs::{self, Format, LogOptions, ParsedLog, TokenSource};
+use std::path::{Path, PathBuf};
+
+/// Which log, and how to read it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Input format; `auto` tells it from the content (TensorBoard event files included).
+    #[arg(long, default_value = "auto")]
+    pub format: Format,
+    /// Loss key, column or tag to forecast (each format has a default: the eval loss when logged).
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// The training-loss key beside it, for the over-fitting check (default: `loss` in a
+    /// trainer_state.json whose forecast metric is an eval loss).
+    #[arg(long)]
+    pub train_metric: Option<String>,
+    /// Which run, in a log that holds several (a W&B panel export).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Tokens per optimizer step, for logs that count steps only.
+    #[arg(long)]
+    pub tokens_per_step: Option<f64>,
+}
+
+/// Comma-separated token counts (`1e9,5e9`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenList(pub Vec<f64>);
+
+fn token_list(s: &str) -> Result<TokenList, String> {
+    s.split(',')
+        .map(|t| {
+            let v: f64 = t.trim().parse().map_err(|_| format!("`{t}` is not a number"))?;
+            if v.is_finite() && v > 0.0 { Ok(v) } else { Err(format!("`{t}`: token counts must be positive")) }
+        })
+        .collect::<Result<Vec<f64>, String>>()
+        .map(TokenList)
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ForecastArgs {
+    /// Token counts to forecast the loss at, comma-separated (default: 2×, 10×, 100× the last
+    /// checkpoint, and the schedule's end when the log names it).
+    #[arg(long, value_parser = token_list)]
+    pub at: Option<TokenList>,
+    /// Budget rule: `slope:<tau>` (loss per 1e9 tokens), `gap:<eps>` (to the asymptote), `target:<loss>`.
+    #[arg(long)]
+    pub rule: Option<Rule>,
+    /// Band level.
+    #[arg(long, default_value_t = 0.9)]
+    pub level: f64,
+    /// Bootstrap resamples.
+    #[arg(long, default_value_t = 400)]
+    pub resamples: usize,
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+}
+
+impl ForecastArgs {
+    pub fn options(&self) -> ForecastOptions {
+        ForecastOptions { at: self.at.clone().map(|t| t.0).unwrap_or_default(), rule: self.rule, level: self.level, resamples: self.resamples, seed: self.seed, schedule: None }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub forecast: ForecastArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Score the method instead: cut every curve of DATA (a canonical curves CSV, or a folder
+    /// holding `curves.csv` and/or p2law's external data) at 10 %, 20 % and 40 % of its tokens
+    /// and forecast its final loss.
+    #[arg(long, value_name = "DATA", conflicts_with = "files")]
+    pub validate: Vec<PathBuf>,
+    /// The run's log (one file).
+    #[arg(required_unless_present = "validate")]
+    pub files: Vec<PathBuf>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if !a.validate.is_empty() {
+        return validate(&a.validate, &a.forecast, a.json);
+    }
+    let [file] = a.files.as_slice() else { bail!("give one log file (a run's log); got {}", a.files.len()) };
+    let run = read_run(file, &a.log)?;
+    let f = run.forecast(&a.forecast.options())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&f)?);
+    } else {
+        print!("{}", render(&run, &f));
+    }
+    Ok(())
+}
+
+/// One run's log, read.
+pub struct RunLog {
+    pub file: String,
+    pub run: String,
+    pub metric: String,
+    pub eval: Vec<Obs>,
+    pub train: Option<Vec<Obs>>,
+    pub schedule: Option<Schedule>,
+}
+
+impl RunLog {
+    pub fn forecast(&self, o: &ForecastOptions) -> Result<Forecast> {
+        let o = ForecastOptions { schedule: self.schedule.clone(), ..o.clone() };
+        forecast::forecast(&self.eval, self.train.as_deref(), &o).map_err(|e| anyhow::anyhow!("{}: {e}", self.file))
+    }
+}
+
+/// Parses one log file's bytes in any format p2law reads, TensorBoard included.
+pub(crate) fn parse_any(name: &str, bytes: &[u8], o: &LogOptions) -> Result<ParsedLog> {
+    if o.format == Format::Tensorboard || (o.format == Format::Auto && crate::tensorboard::looks_like(bytes)) {
+        return Ok(crate::tensorboard::parse(name, bytes, o)?);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{name}: not UTF-8 text (byte {})", e.valid_up_to()))?;
+    Ok(logs::parse(name, text, o)?)
+}
+
+/// The checkpoints of the run's curve, with steps where the tokens came from them.
+fn observations(name: &str, log: &ParsedLog, want: Option<&str>, tps: Option<f64>) -> Result<(String, String, Vec<Obs>)> {
+    let curve = match (log.curves.as_slice(), want) {
+        ([one], None) => one,
+        (all, Some(w)) => all.iter().find(|c| c.run == w).with_context(|| {
+            format!("{name}: no run `{w}`; the log has: {}", all.iter().map(|c| c.run.as_str()).collect::<Vec<_>>().join(", "))
+        })?,
+        (all, None) => bail!("{name}: the log holds {} runs; choose one with --run ({})", all.len(), all.iter().map(|c| c.run.as_str()).collect::<Vec<_>>().join(", ")),
+    };
+    let steps = log.token_source == TokenSource::Steps;
+    let obs = curve.points.iter().map(|p| Obs { tokens: p.tokens, loss: p.loss, step: tps.filter(|_| steps).map(|t| (p.tokens / t).round()) }).collect();
+    Ok((curve.run.clone(), curve.split.clone().unwrap_or_default(), obs))
+}
+
+/// Reads a run's log: the loss to forecast, the training loss beside it, the learning rate.
+pub fn read_run(path: &Path, a: &LogArgs) -> Result<RunLog> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).with_context(|| format!("reading {name}"))?;
+    read_run_bytes(&name, &bytes, a)
+}
+
+pub fn read_run_bytes(name: &str, bytes: &[u8], a: &LogArgs) -> Result<RunLog> {
+    let o = LogOptions { format: a.format, metric: a.metric.clone(), run: None, tokens_per_step: a.tokens_per_step, keep_non_finite: true, ..Default::default() };
+    let log = parse_any(name, bytes, &o)?;
+    let (run, metric, eval) = observations(name, &log, a.run.as_deref(), a.tokens_per_step)?;
+    let is_hf = log.format == Format::Hf;
+    let train_metric = a.train_metric.clone().or_else(|| (is_hf && metric != "train").then(|| "loss".to_string()));
+    let train = match train_metric {
+        None => None,
+        Some(m) => {
+            let o = LogOptions { metric: Some(m.clone()), format: log.format, ..o.clone() };
+            match parse_any(name, bytes, &o).and_then(|l| observations(name, &l, a.run.as_deref(), a.tokens_per_step)) {
+                Ok((_, _, t)) => Some(t),
+                // Asked for by name: its absence is an error; guessed: it is simply not there.
+                Err(e) if a.train_metric.is_some() => return Err(e.context(format!("--train-metric {m}"))),
+                Err(_) => None,
+            }
+        }
+    };
+    let schedule = if is_hf { std::str::from_utf8(bytes).ok().and_then(|t| logs::hf_trainer_state::schedule(t, &o)) } else { None };
+    Ok(RunLog { file: name.to_string(), run, metric, eval, train, schedule })
+}
+
+fn fmt_step(step: Option<f64>) -> String {
+    step.map_or(String::new(), |s| format!(", step {s}"))
+}
+
+/// The human view of a forecast.
+pub fn render(run: &RunLog, f: &Forecast) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let pct = 100.0 * f.fit.level;
+    let c = &f.fit.curve;
+    let _ = writeln!(s, "run        {} ({} loss, {} checkpoints up to {:.4e} tokens{})", run.run, run.metric, f.fit.checkpoints, f.last.tokens, fmt_step(f.last_step));
+    let _ = writeln!(s, "now        loss {:.4}", f.last.loss);
+    let _ = writeln!(
+        s,
+        "fit        L = {:.4} + {:.4}·(D/{:.3e})^-{:.3}   ({} of {} bins, {:.3e}..{:.3e} tokens, RMSE {:.4}{})",
+        c.c,
+        c.a,
+        c.d_ref,
+        c.beta,
+        f.fit.window_bins,
+        f.fit.bins,
+        f.fit.window[0],
+        f.fit.window[1],
+        c.rmse,
+        f.fit.hindcast_error.map_or(String::new(), |h| format!(", hindcast error {:.2} %", 100.0 * h))
+    );
+    let _ = writeln!(s, "asymptote  {:.4} ({pct:.0} % band {:.4} .. {:.4})", c.c, f.fit.asymptote[0], f.fit.asymptote[1]);
+    let _ = writeln!(s, "\n{:>14}  {:>8}  {pct:.0} % band", "tokens", "loss");
+    for p in &f.points {
+        let _ = writeln!(s, "{:>14.4e}  {:>8.4}  {:.4} .. {:.4}", p.tokens, p.loss, p.lo, p.hi);
+    }
+    if let Some(r) = &f.rule {
+        let band = match (r.lo, r.hi) {
+            (Some(lo), Some(hi)) => format!("band {lo:.3e} .. {hi:.3e}"),
+            (Some(lo), None) => format!("band {lo:.3e} .. never"),
+            _ => "no band".into(),
+        };
+        let _ = match (r.tokens, r.progress) {
+            (Some(t), Some(p)) if p >= 1.0 => writeln!(s, "\nrule       {} already met, at {t:.4e} tokens", r.rule),
+            (Some(t), Some(p)) => writeln!(s, "\nrule       {} met at {t:.4e} tokens ({band}); the run is {:.1} % of the way", r.rule, 100.0 * p),
+            _ => writeln!(s, "\nrule       {}: the fitted curve never meets it ({band})", r.rule),
+        };
+    }
+    if !f.warnings.is_empty() {
+        let _ = writeln!(s, "\nwarnings");
+        for w in &f.warnings {
+            let _ = writeln!(s, "  [{}] {}", serde_json::to_value(w.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), w.message);
+        }
+    }
+    if !f.notes.is_empty() {
+        let _ = writeln!(s, "\nnotes");
+        for n in &f.notes {
+            let _ = writeln!(s, "  {n}");
+        }
+    }
+    s
+}
+
+/// Loads validation curves: canonical curve CSVs (grouped `study <method>` when they carry a
+/// method), Pythia-70M's per-step training loss and OPT's trajectories from p2law's external data.
+pub fn validation_series(paths: &[PathBuf]) -> Result<Vec<Series>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let mut files: Vec<PathBuf> = Vec::new();
+        if p.is_dir() {
+            for f in ["curves.csv", "pythia_train_lm_loss_70m-0.csv", "colpret_opt_trajectories.csv"] {
+                if p.join(f).exists() {
+                    files.push(p.join(f));
+                }
+            }
+            if files.is_empty() {
+                bail!("--validate {}: holds no curves.csv and none of p2law's external curves", p.display());
+            }
+        } else {
+            files.push(p.clone());
+        }
+        for f in files {
+            let name = f.display().to_string();
+            let text = std::fs::read_to_string(&f).with_context(|| format!("reading {name}"))?;
+            match f.file_name().and_then(|n| n.to_str()) {
+                Some("pythia_train_lm_loss_70m-0.csv") => {
+                    // 2 097 152 tokens per step (Pythia paper, arXiv 2304.01373).
+                    let o = LogOptions { tokens_per_step: Some(2_097_152.0), metric: Some("train/lm_loss".into()), ..Default::default() };
+                    let log = logs::canonical::parse_csv(&name, &text, &o)?;
+                    for c in log.curves {
+                        out.push(Series { group: "pythia-70m train".into(), name: "pythia-70m".into(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect() });
+                    }
+                }
+                Some("colpret_opt_trajectories.csv") => out.extend(opt_trajectories(&name, &text)?),
+                _ => {
+                    let log = logs::canonical::parse_csv(&name, &text, &LogOptions::default())?;
+                    for c in log.curves {
+                        let group = match c.method.as_deref() {
+                            Some("1:4" | "2:4" | "3:4") => "study N:M".to_string(),
+                            Some(m) => format!("study {m}"),
+                            None => "curves".to_string(),
+                        };
+                        out.push(Series { group, name: c.run.clone(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect() });
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// OPT's checkpoints: `log10` tokens and perplexity, one curve per size; loss = ln perplexity.
+fn opt_trajectories(name: &str, text: &str) -> Result<Vec<Series>> {
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let h = rdr.headers()?.clone();
+    let col = |c: &str| h.iter().position(|x| x == c).with_context(|| format!("{name}: no `{c}` column"));
+    let (size, tok, ppl) = (col("model_size")?, col("num_token")?, col("ppl")?);
+    let mut by: Vec<Series> = Vec::new();
+    for (i, r) in rdr.records().enumerate() {
+        let r = r.with_context(|| format!("{name}, line {}", i + 2))?;
+        let num = |c: usize, field: &str| -> Result<f64> { r.get(c).and_then(|v| v.parse().ok()).with_context(|| format!("{name}, line {}, field `{field}`: not a number", i + 2)) };
+        let (t, l) = (10f64.powf(num(tok, "num_token")?), num(ppl, "ppl")?.ln());
+        let s = r.get(size).unwrap_or_default().to_string();
+        match by.iter_mut().find(|x| x.name == format!("opt-{s}")) {
+            Some(x) => x.points.push((t, l)),
+            None => by.push(Series { group: "opt eval".into(), name: format!("opt-{s}"), points: vec![(t, l)] }),
+        }
+    }
+    for s in &mut by {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    Ok(by)
+}
+
+pub const FRACTIONS: [f64; 3] = [0.1, 0.2, 0.4];
+
+fn validate(paths: &[PathBuf], f: &ForecastArgs, json: bool) -> Result<()> {
+    let series = validation_series(paths)?;
+    let v = validation::validate(&series, &FRACTIONS, &f.options());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("Forecast of each curve's final loss from its first 10 %, 20 % and 40 % of tokens ({} curves); |error| relative; band {:.0} %.", series.len(), 100.0 * v.level);
+    println!("Plain: least squares of c + a·D^-β on the same prefix (every checkpoint, unbinned, no window). No P² preset ships, so there is no preset baseline.\n");
+    println!("| curves | cut | n | forecast median | forecast max | band coverage | plain median | plain max |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for s in &v.scores {
+        let pm = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{:.2} %", 100.0 * v));
+        println!(
+            "| {} | {:.0} % | {}{} | {:.2} % | {:.2} % | {:.0} % | {} | {} |",
+            s.group,
+            100.0 * s.fraction,
+            s.curves,
+            if s.skipped > 0 { format!(" (+{} too short)", s.skipped) } else { String::new() },
+            100.0 * s.median_abs_error,
+            100.0 * s.max_abs_error,
+            100.0 * s.coverage,
+            pm(s.plain_median_abs_error),
+            pm(s.plain_max_abs_error)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,435 @@
+//! Forecasting one healing run from its own partial log: where the loss is going, when a budget
+//! rule will be met, and what is going wrong.
+//!
+//! With N0, ρ and L0 fixed, the P² law of one run reduces to `L(D) = c + a·D^-β`. The forecast
+//! fits that form ([`power`]) to the run's log-binned checkpoints over the last
+//! [`WINDOW_DECADES`] decades of tokens (the first minutes after pruning recover the broken
+//! function faster than the law's slope; they tell little about the tail), and draws its band
+//! from two sources:
+//!
+//! - **noise**, by a moving-block bootstrap of the fit's residuals (blocks of `⌈n^⅓⌉` consecutive
+//!   bins, since consecutive checkpoints of one run are correlated, which an i.i.d. resample
+//!   ignores and so draws bands too narrow);
+//! - **the form's own error**, by a hindcast: the same fit on the first half of the window (in
+//!   `ln D`) predicts the window's end; its log error, scaled by how much farther the forecast
+//!   reaches than the hindcast did (in `ln D`), is the spread of a log-normal factor drawn once
+//!   per bootstrap curve. A curve the form follows well hindcasts well and keeps a narrow band;
+//!   one whose slope keeps changing (a decaying learning rate, a plateau) widens its own band.
+//!
+//! The warnings ([`warnings`]) run on the whole log, and a non-finite loss cuts the forecast
+//! to the checkpoints before it.
+
+pub mod power;
+pub mod validation;
+pub mod warnings;
+
+use crate::bootstrap::percentile_interval;
+use crate::budget::{Rule, SLOPE_UNIT_TOKENS};
+use power::{Bin, PowerFit};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Decades of tokens, back from the last checkpoint, that the fit uses.
+pub const WINDOW_DECADES: f64 = 2.0;
+/// Fewer bins than this in the window, or less than a decade of tokens in the log, and the
+/// forecast says it is too early.
+pub const MIN_BINS: usize = 5;
+/// The least the hindcast may claim for the form's error, relative: a curve fitted perfectly
+/// over a short window still extrapolates with some error.
+pub const MIN_MODEL_ERROR: f64 = 1e-3;
+/// Tokens searched for a rule, beyond the last checkpoint.
+pub const MAX_RULE_FACTOR: f64 = 1e9;
+
+/// One checkpoint of a run's log.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Obs {
+    pub tokens: f64,
+    /// May be NaN or infinite: a broken run's log is still a log.
+    pub loss: f64,
+    /// The optimizer step, when the log has one.
+    pub step: Option<f64>,
+}
+
+/// The learning rate as logged, for saying when the schedule undermines the forecast.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// `(tokens, learning rate)` as logged.
+    pub lr: Vec<(f64, f64)>,
+    /// The tokens at which the schedule ends (`max_steps` × tokens per step), when known.
+    pub total_tokens: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastOptions {
+    /// Tokens to predict the loss at (default: 2×, 10× and 100× the last checkpoint, and the
+    /// schedule's end when the log names it).
+    pub at: Vec<f64>,
+    pub rule: Option<Rule>,
+    /// Band level (0.9: a 90 % band).
+    pub level: f64,
+    pub resamples: usize,
+    pub seed: u64,
+    pub schedule: Option<Schedule>,
+}
+
+impl Default for ForecastOptions {
+    fn default() -> Self {
+        Self { at: Vec::new(), rule: None, level: 0.9, resamples: 400, seed: 0x5eed, schedule: None }
+    }
+}
+
+/// What a warning is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum WarningKind {
+    Diverging,
+    Nan,
+    Spike,
+    Overfitting,
+    TooEarly,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Warning {
+    pub kind: WarningKind,
+    /// The step it starts at, when the log has steps.
+    pub step: Option<f64>,
+    /// The tokens it starts at.
+    pub tokens: f64,
+    pub message: String,
+}
+
+/// A predicted loss with its band.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ForecastPoint {
+    pub tokens: f64,
+    pub loss: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// When the rule is met.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RuleForecast {
+    pub rule: String,
+    /// Tokens at which the fitted curve meets the rule (`None`: it never does, though part of the
+    /// band does).
+    pub tokens: Option<f64>,
+    pub lo: Option<f64>,
+    /// `None`: some of the band never meets the rule.
+    pub hi: Option<f64>,
+    /// The run's tokens so far over `tokens` (1 or more: already met).
+    pub progress: Option<f64>,
+}
+
+/// The fitted curve and how it was fitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ForecastFit {
+    pub form: String,
+    #[serde(flatten)]
+    pub curve: PowerFit,
+    /// Band of the asymptote `c` at the forecast's level.
+    pub asymptote: [f64; 2],
+    /// Checkpoints used (finite, tokens > 0), the bins they make and the bins fitted.
+    pub checkpoints: usize,
+    pub bins: usize,
+    pub window_bins: usize,
+    /// Token range of the bins fitted.
+    pub window: [f64; 2],
+    /// The hindcast's log error (relative), when the window allowed one.
+    pub hindcast_error: Option<f64>,
+    pub level: f64,
+    pub resamples: usize,
+    pub block: usize,
+}
+
+/// A run's forecast: `--json` prints this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Forecast {
+    pub points: Vec<ForecastPoint>,
+    pub rule: Option<RuleForecast>,
+    pub warnings: Vec<Warning>,
+    /// What the reader should know that is not a fault (the schedule, the rule's band).
+    pub notes: Vec<String>,
+    /// The last finite checkpoint.
+    pub last: ForecastPoint,
+    pub last_step: Option<f64>,
+    pub fit: ForecastFit,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ForecastError {
+    #[error("{0}")]
+    TooFew(String),
+    #[error("checkpoint {index} ({tokens:e} tokens) comes after {previous:e}: tokens must increase along the log")]
+    NotAscending { index: usize, tokens: f64, previous: f64 },
+    #[error("`{rule}` can never be met: the loss levels off at {asymptote:.4} (band {lo:.4} to {hi:.4}), above the target")]
+    Unreachable { rule: String, asymptote: f64, lo: f64, hi: f64 },
+    #[error("field `{field}`: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+/// Standard normal draw (Box–Muller).
+fn normal(rng: &mut impl Rng) -> f64 {
+    let u: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let v: f64 = rng.random();
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+/// The fit window: bins within [`WINDOW_DECADES`] of the last, or all when that leaves too few.
+fn window(bins: &[Bin]) -> &[Bin] {
+    let Some(last) = bins.last() else { return bins };
+    let from = last.tokens / 10f64.powf(WINDOW_DECADES);
+    let start = bins.iter().position(|b| b.tokens >= from).unwrap_or(0);
+    if bins.len() - start >= MIN_BINS.min(bins.len()) { &bins[start..] } else { &bins[bins.len().saturating_sub(MIN_BINS)..] }
+}
+
+/// Relative log error of the form when fitted on the first half (in `ln D`) of `w` and asked
+/// for `w`'s end, and the last tokens that half fitted; `None` when the half is too short.
+fn hindcast(w: &[Bin], full: &PowerFit) -> Option<(f64, f64)> {
+    if w.len() < 6 {
+        return None;
+    }
+    let (d0, d1) = (w[0].tokens, w[w.len() - 1].tokens);
+    let split = (d0 * d1).sqrt();
+    let half: Vec<Bin> = w.iter().copied().filter(|b| b.tokens <= split).collect();
+    if half.len() < 4 {
+        return None;
+    }
+    let h = power::fit(&half)?;
+    let e = (h.value(d1) / full.value(d1)).ln();
+    Some((e.abs(), half[half.len() - 1].tokens))
+}
+
+/// The model-error spread (log scale) at `d` tokens.
+fn model_sigma(d: f64, d_last: f64, hc: Option<(f64, f64)>, floor: f64) -> f64 {
+    if d <= d_last {
+        return 0.0;
+    }
+    let reach = (d / d_last).ln();
+    match hc {
+        Some((e, d_half)) => e.max(floor) * reach / (d_last / d_half).ln().max(1e-9),
+        None => floor * reach / std::f64::consts::LN_10,
+    }
+}
+
+/// Tokens at which `f` meets `rule`, searching from `d_from` upward.
+fn rule_tokens(f: &PowerFit, rule: Rule) -> Option<f64> {
+    match rule {
+        Rule::Gap(eps) => f.tokens_for_gap(eps),
+        Rule::Slope(tau) => f.tokens_for_slope(tau / SLOPE_UNIT_TOKENS),
+        Rule::Target(l) => (l > f.c).then(|| f.tokens_for_gap(l - f.c)).flatten(),
+    }
+}
+
+/// Forecasts `eval` (the loss forecast) with `train` (the training loss, when the log has it
+/// beside a held-out loss) for the over-fitting check.
+pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Result<Forecast, ForecastError> {
+    if !(o.level > 0.0 && o.level < 1.0) {
+        return Err(ForecastError::Invalid { field: "level", message: format!("must be between 0 and 1, got {}", o.level) });
+    }
+    if o.resamples < 50 {
+        return Err(ForecastError::Invalid { field: "resamples", message: format!("must be at least 50, got {}", o.resamples) });
+    }
+    if let Some(&t) = o.at.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
+        return Err(ForecastError::Invalid { field: "at", message: format!("token counts must be positive, got {t}") });
+    }
+    for i in 1..eval.len() {
+        if eval[i].tokens < eval[i - 1].tokens || !eval[i].tokens.is_finite() {
+            return Err(ForecastError::NotAscending { index: i, tokens: eval[i].tokens, previous: eval[i - 1].tokens });
+        }
+    }
+    let mut warnings = Vec::new();
+    let cut = warnings::first_non_finite(eval).unwrap_or(eval.len());
+    warnings.extend(warnings::nan(eval));
+    let usable: Vec<(f64, f64)> = eval[..cut].iter().filter(|p| p.tokens > 0.0).map(|p| (p.tokens, p.loss)).collect();
+    if usable.len() < 3 {
+        return Err(ForecastError::TooFew(format!(
+            "{} usable checkpoint(s) (finite loss, tokens > 0){}: a forecast needs at least 3, and {MIN_BINS} over a decade of tokens to be worth reading",
+            usable.len(),
+            if cut < eval.len() { " before the first non-finite loss" } else { "" }
+        )));
+    }
+    let bins = power::bin(&usable);
+    let w = window(&bins);
+    let fit = power::fit(w).ok_or_else(|| ForecastError::TooFew(format!("{} bins of checkpoints: too few distinct token counts to fit", bins.len())))?;
+    let last_obs = eval[..cut].iter().rev().find(|p| p.tokens > 0.0).copied().expect("usable is not empty");
+    let d_last = last_obs.tokens;
+    let span = d_last / usable[0].0;
+    if bins.len() < MIN_BINS || span < 10.0 {
+        warnings.push(Warning {
+            kind: WarningKind::TooEarly,
+            step: last_obs.step,
+            tokens: d_last,
+            message: format!(
+                "too early for a forecast worth reading: {} bin(s) of checkpoints over a factor {:.1} of tokens; it needs {MIN_BINS} bins over at least a decade (log until about {:.3e} tokens)",
+                bins.len(),
+                span,
+                usable[0].0 * 10.0
+            ),
+        });
+    }
+    warnings.extend(warnings::spikes(&eval[..cut]));
+    let binned: Vec<(f64, f64)> = bins.iter().map(|b| (b.tokens, b.loss)).collect();
+    warnings.extend(warnings::diverging(&eval[..cut], &binned));
+    if let Some(t) = train {
+        warnings.extend(warnings::overfitting(&eval[..cut], t));
+    }
+
+    let mut at = o.at.clone();
+    if at.is_empty() {
+        at = vec![2.0 * d_last, 10.0 * d_last, 100.0 * d_last];
+        if let Some(t) = o.schedule.as_ref().and_then(|s| s.total_tokens).filter(|t| *t > d_last) {
+            at.push(t);
+        }
+        at.sort_by(f64::total_cmp);
+    }
+
+    let hc = hindcast(w, &fit);
+    let floor = MIN_MODEL_ERROR.max(fit.rmse / fit.value(d_last));
+    let resid: Vec<f64> = w.iter().map(|b| b.loss - fit.value(b.tokens)).collect();
+    let n = w.len();
+    let block = (n as f64).cbrt().ceil() as usize;
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(o.seed);
+    let mut preds: Vec<Vec<f64>> = vec![Vec::with_capacity(o.resamples); at.len()];
+    let mut asym = Vec::with_capacity(o.resamples);
+    let mut rule_draws: Vec<f64> = Vec::with_capacity(o.resamples);
+    for _ in 0..o.resamples {
+        let mut r = Vec::with_capacity(n);
+        while r.len() < n {
+            let s = rng.random_range(0..=n - block.min(n));
+            r.extend_from_slice(&resid[s..(s + block).min(n)]);
+        }
+        let star: Vec<Bin> = w.iter().zip(&r).map(|(b, e)| Bin { loss: fit.value(b.tokens) + e, ..*b }).collect();
+        let z = normal(&mut rng);
+        let Some(f) = power::fit(&star) else { continue };
+        asym.push(f.c);
+        for (k, &d) in at.iter().enumerate() {
+            preds[k].push(f.value(d) * (model_sigma(d, d_last, hc, floor) * z).exp());
+        }
+        if let Some(rule) = o.rule {
+            // A target and a gap depend on the level, so the form's error moves them too; a
+            // slope is the bootstrap curve's own.
+            let level_at = |d: f64| f.value(d) * (model_sigma(d, d_last, hc, floor) * z).exp();
+            let t = match rule {
+                Rule::Target(l) => first_crossing(d_last, |d| level_at(d) - l),
+                Rule::Gap(eps) => first_crossing(d_last, |d| level_at(d) - f.c - eps),
+                Rule::Slope(_) => rule_tokens(&f, rule),
+            };
+            rule_draws.push(t.unwrap_or(f64::INFINITY));
+        }
+    }
+    let level = o.level;
+    let asymptote = percentile_interval(&asym, level).unwrap_or([fit.c, fit.c]);
+    let points: Vec<ForecastPoint> = at
+        .iter()
+        .zip(&preds)
+        .map(|(&d, p)| {
+            let v = fit.value(d);
+            let [lo, hi] = percentile_interval(p, level).unwrap_or([v, v]);
+            ForecastPoint { tokens: d, loss: v, lo: lo.min(v), hi: hi.max(v) }
+        })
+        .collect();
+
+    let mut notes = Vec::new();
+    let rule = match o.rule {
+        None => None,
+        Some(rule) => {
+            if let Rule::Target(l) = rule {
+                if l <= asymptote[0] {
+                    return Err(ForecastError::Unreachable { rule: rule.to_string(), asymptote: fit.c, lo: asymptote[0], hi: asymptote[1] });
+                }
+            }
+            let tokens = match rule {
+                Rule::Target(l) if l >= last_obs.loss => Some(d_last.min(first_observed(&usable, l))),
+                _ => rule_tokens(&fit, rule),
+            };
+            let mut finite: Vec<f64> = rule_draws.iter().copied().filter(|t| t.is_finite()).collect();
+            let never = rule_draws.len() - finite.len();
+            let [lo, hi] = crate::bootstrap::percentile_interval_in_place(&mut finite, level).map_or([None, None], |[a, b]| [Some(a), Some(b)]);
+            // When more of the draws than the band's upper tail never meet the rule, the upper end is open.
+            let open = (never as f64) > (1.0 - level) / 2.0 * rule_draws.len() as f64;
+            if open {
+                notes.push(format!("{never} of {} bootstrap curves never meet `{rule}`: the band's upper end is open", rule_draws.len()));
+            }
+            if matches!(rule, Rule::Slope(_)) {
+                notes.push(format!("the band of `{rule}` is the bootstrap's (noise and the window's data); the form's own error moves a level, not a slope"));
+            }
+            Some(RuleForecast { rule: rule.to_string(), tokens, lo: lo.map(|v| v.min(tokens.unwrap_or(v))), hi: if open { None } else { hi }, progress: tokens.map(|t| d_last / t) })
+        }
+    };
+    notes.extend(schedule_notes(o.schedule.as_ref(), d_last));
+    Ok(Forecast {
+        points,
+        rule,
+        warnings,
+        notes,
+        last: ForecastPoint { tokens: d_last, loss: last_obs.loss, lo: last_obs.loss, hi: last_obs.loss },
+        last_step: last_obs.step,
+        fit: ForecastFit {
+            form: "c + a·(D/d_ref)^-beta".into(),
+            curve: fit,
+            asymptote,
+            checkpoints: usable.len(),
+            bins: bins.len(),
+            window_bins: w.len(),
+            window: [w[0].tokens, w[w.len() - 1].tokens],
+            hindcast_error: hc.map(|h| h.0),
+            level,
+            resamples: o.resamples,
+            block,
+        },
+    })
+}
+
+/// The first observed tokens at which the loss was at or below `l`.
+fn first_observed(points: &[(f64, f64)], l: f64) -> f64 {
+    points.iter().find(|p| p.1 <= l).map_or(f64::INFINITY, |p| p.0)
+}
+
+/// The first `d >= from` where `g` turns non-positive: a scan over log-spaced tokens, then bisection.
+fn first_crossing(from: f64, g: impl Fn(f64) -> f64) -> Option<f64> {
+    if g(from) <= 0.0 {
+        return Some(from);
+    }
+    const STEPS: usize = 240;
+    let top = from * MAX_RULE_FACTOR;
+    let at = |i: usize| from * (top / from).powf(i as f64 / STEPS as f64);
+    let i = (1..=STEPS).find(|&i| g(at(i)) <= 0.0)?;
+    let (mut lo, mut hi) = (at(i - 1).ln(), at(i).ln());
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if g(mid.exp()) <= 0.0 { hi = mid } else { lo = mid }
+    }
+    Some(hi.exp())
+}
+
+/// What the logged learning rate says about the forecast.
+pub fn schedule_notes(s: Option<&Schedule>, d_last: f64) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(s) = s else { return out };
+    let lr: Vec<(f64, f64)> = s.lr.iter().copied().filter(|(t, v)| t.is_finite() && v.is_finite() && *v >= 0.0).collect();
+    let Some(&(t_now, now)) = lr.iter().filter(|p| p.0 <= d_last).last() else { return out };
+    let peak = lr.iter().map(|p| p.1).fold(0.0, f64::max);
+    if peak > 0.0 && now < 0.9 * peak {
+        out.push(format!(
+            "the learning rate has decayed to {:.0} % of its peak ({now:.3e} at {t_now:.3e} tokens): a decaying schedule bends the loss down toward its end, faster than the fitted form follows, so the forecast there is likely too high",
+            100.0 * now / peak
+        ));
+    } else if let Some(total) = s.total_tokens.filter(|t| *t > d_last) {
+        out.push(format!(
+            "the learning rate is still {:.0} % of its peak and the schedule runs to {total:.3e} tokens: if it decays (cosine, linear), the loss will bend down before then, below this forecast",
+            100.0 * now / peak.max(f64::MIN_POSITIVE)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

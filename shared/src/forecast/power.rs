@@ -1,0 +1,204 @@
+//! The per-curve form `L(D) = c + a·(D/D_ref)^-β` (the P² law with N0, ρ and L0 fixed), fitted by
+//! least squares profiled over β: for each β the best `c >= 0`, `a >= 0` are a two-variable
+//! linear least squares with bounds, so the search is one-dimensional (a log-spaced grid, then a
+//! golden-section polish between the best grid point's neighbours) and has no starting point to
+//! get wrong.
+//!
+//! Checkpoints are first averaged into bins of equal width in `ln D` ([`bin`]), so that a
+//! per-step training log (Pythia logs 143 000 steps) neither swamps the early decades nor costs a
+//! bootstrap its time, and every decade of tokens weighs the same.
+
+use serde::{Deserialize, Serialize};
+
+/// Bins per decade of tokens.
+pub const BINS_PER_DECADE: f64 = 16.0;
+
+/// The β search range: slower than any healing or pretraining curve on record at one end, a
+/// curve that has all but stopped moving at the other.
+pub const BETA_RANGE: [f64; 2] = [0.005, 3.0];
+
+/// One averaged checkpoint: geometric-mean tokens and mean loss of a bin.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bin {
+    pub tokens: f64,
+    pub loss: f64,
+    /// How many checkpoints it averages.
+    pub count: usize,
+}
+
+/// Averages `(tokens, loss)` pairs (tokens > 0, ascending) into bins of width
+/// `ln 10 / BINS_PER_DECADE` in `ln D`, anchored at the last checkpoint so that it keeps a bin
+/// of its own.
+pub fn bin(points: &[(f64, f64)]) -> Vec<Bin> {
+    let Some(&(last, _)) = points.last() else { return Vec::new() };
+    let width = std::f64::consts::LN_10 / BINS_PER_DECADE;
+    let mut bins: Vec<(i64, f64, f64, usize)> = Vec::new();
+    for &(d, l) in points {
+        // Bin 0 holds (last·e^-width, last]; bin k the k-th width below it.
+        let k = ((last / d).ln() / width).floor() as i64;
+        match bins.last_mut() {
+            Some(b) if b.0 == k => {
+                b.1 += d.ln();
+                b.2 += l;
+                b.3 += 1;
+            }
+            _ => bins.push((k, d.ln(), l, 1)),
+        }
+    }
+    bins.into_iter().map(|(_, ln_d, l, n)| Bin { tokens: (ln_d / n as f64).exp(), loss: l / n as f64, count: n }).collect()
+}
+
+/// A fitted `c + a·(D/d_ref)^-β`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PowerFit {
+    /// The asymptote: the loss as `D → ∞`.
+    pub c: f64,
+    /// The reducible loss at `D = d_ref`.
+    pub a: f64,
+    pub beta: f64,
+    /// Reference tokens (the last checkpoint fitted), which keeps `a` well scaled.
+    pub d_ref: f64,
+    /// Root mean square residual over the bins fitted, in loss units.
+    pub rmse: f64,
+}
+
+impl PowerFit {
+    pub fn value(&self, d: f64) -> f64 {
+        self.c + self.a * (d / self.d_ref).powf(-self.beta)
+    }
+
+    /// `dL/dD` at `d` (never positive).
+    pub fn slope(&self, d: f64) -> f64 {
+        -self.a * self.beta / d * (d / self.d_ref).powf(-self.beta)
+    }
+
+    /// Tokens at which the reducible part `a·(D/d_ref)^-β` equals `gap`; `None` if it never does.
+    pub fn tokens_for_gap(&self, gap: f64) -> Option<f64> {
+        (self.a > 0.0 && gap > 0.0).then(|| self.d_ref * (self.a / gap).powf(1.0 / self.beta)).filter(|d| d.is_finite())
+    }
+
+    /// Tokens at which the loss falls slower than `rate` per token (`rate > 0`).
+    pub fn tokens_for_slope(&self, rate: f64) -> Option<f64> {
+        // a β / d_ref · (D/d_ref)^-(β+1) = rate
+        (self.a > 0.0 && rate > 0.0)
+            .then(|| self.d_ref * (self.a * self.beta / (self.d_ref * rate)).powf(1.0 / (self.beta + 1.0)))
+            .filter(|d| d.is_finite())
+    }
+}
+
+/// Best `(c, a, ssr)` for a fixed β, with `c >= 0` and `a >= 0`.
+fn solve(bins: &[Bin], d_ref: f64, beta: f64) -> (f64, f64, f64) {
+    let n = bins.len() as f64;
+    let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
+    for b in bins {
+        let x = (b.tokens / d_ref).powf(-beta);
+        sx += x;
+        sy += b.loss;
+        sxx += x * x;
+        sxy += x * b.loss;
+    }
+    let det = n * sxx - sx * sx;
+    let (mut c, mut a) = if det.abs() > 1e-300 { ((sxx * sy - sx * sxy) / det, (n * sxy - sx * sy) / det) } else { (sy / n, 0.0) };
+    if a < 0.0 {
+        a = 0.0;
+        c = sy / n;
+    }
+    if c < 0.0 {
+        c = 0.0;
+        a = if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };
+    }
+    let ssr = bins.iter().map(|b| (c + a * (b.tokens / d_ref).powf(-beta) - b.loss).powi(2)).sum();
+    (c, a, ssr)
+}
+
+/// Fits the bins (at least 3, tokens ascending and positive).
+pub fn fit(bins: &[Bin]) -> Option<PowerFit> {
+    let d_ref = bins.last()?.tokens;
+    if bins.len() < 3 {
+        return None;
+    }
+    const GRID: usize = 120;
+    let [lo, hi] = BETA_RANGE;
+    let beta_at = |i: usize| lo * (hi / lo).powf(i as f64 / (GRID - 1) as f64);
+    let ssr: Vec<f64> = (0..GRID).map(|i| solve(bins, d_ref, beta_at(i)).2).collect();
+    let best = (0..GRID).min_by(|&i, &j| ssr[i].total_cmp(&ssr[j]))?;
+    // Golden-section search on ln β between the neighbours of the best grid point.
+    let (mut a, mut b) = (beta_at(best.saturating_sub(1)).ln(), beta_at((best + 1).min(GRID - 1)).ln());
+    let g = 0.5 * (5f64.sqrt() - 1.0);
+    let f = |lb: f64| solve(bins, d_ref, lb.exp()).2;
+    let (mut x1, mut x2) = (b - g * (b - a), a + g * (b - a));
+    let (mut f1, mut f2) = (f(x1), f(x2));
+    for _ in 0..40 {
+        if f1 <= f2 {
+            b = x2;
+            x2 = x1;
+            f2 = f1;
+            x1 = b - g * (b - a);
+            f1 = f(x1);
+        } else {
+            a = x1;
+            x1 = x2;
+            f1 = f2;
+            x2 = a + g * (b - a);
+            f2 = f(x2);
+        }
+    }
+    let beta = if f1.min(f2) <= ssr[best] { if f1 <= f2 { x1.exp() } else { x2.exp() } } else { beta_at(best) };
+    let (c, amp, s) = solve(bins, d_ref, beta);
+    let fit = PowerFit { c, a: amp, beta, d_ref, rmse: (s / bins.len() as f64).sqrt() };
+    (fit.c.is_finite() && fit.a.is_finite()).then_some(fit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(c: f64, a: f64, beta: f64, ds: &[f64]) -> Vec<Bin> {
+        ds.iter().map(|&d| Bin { tokens: d, loss: c + a * (d / 1e6).powf(-beta), count: 1 }).collect()
+    }
+
+    #[test]
+    fn recovers_an_exact_power_law() {
+        let ds: Vec<f64> = (0..20).map(|i| 1e4 * 10f64.powf(i as f64 / 6.0)).collect();
+        let bins = curve(1.7, 0.4, 0.33, &ds);
+        let f = fit(&bins).expect("fits");
+        assert!((f.c - 1.7).abs() < 1e-6 && (f.beta - 0.33).abs() < 1e-5, "{f:?}");
+        // a is quoted at d_ref, the last point: 0.4 (d_ref/1e6)^-0.33.
+        let a_ref = 0.4 * (ds[19] / 1e6f64).powf(-0.33);
+        assert!((f.a - a_ref).abs() < 1e-6, "{f:?}");
+        assert!(f.rmse < 1e-9);
+        // The value and the slope against finite differences.
+        let d = 3e5;
+        assert!((f.value(d) - (1.7 + 0.4 * (d / 1e6f64).powf(-0.33))).abs() < 1e-6);
+        let h = d * 1e-6;
+        let fd = (f.value(d + h) - f.value(d - h)) / (2.0 * h);
+        assert!((f.slope(d) - fd).abs() < 1e-6 * fd.abs(), "{} vs {fd}", f.slope(d));
+        // The rules invert the form.
+        let t = f.tokens_for_gap(0.05).unwrap();
+        assert!((f.value(t) - f.c - 0.05).abs() < 1e-9);
+        let t = f.tokens_for_slope(1e-8).unwrap();
+        assert!((f.slope(t) + 1e-8).abs() < 1e-14);
+    }
+
+    #[test]
+    fn a_rising_or_flat_curve_fits_flat() {
+        let bins: Vec<Bin> = (1..10).map(|i| Bin { tokens: i as f64 * 1e3, loss: 2.0 + 0.01 * i as f64, count: 1 }).collect();
+        let f = fit(&bins).unwrap();
+        assert_eq!(f.a, 0.0);
+        assert!((f.c - 2.05).abs() < 1e-12);
+        assert_eq!(f.tokens_for_gap(0.1), None);
+    }
+
+    #[test]
+    fn bins_are_equal_in_log_tokens_and_keep_the_last_point() {
+        let pts: Vec<(f64, f64)> = (1..=100_000).map(|s| (s as f64, 1.0)).collect();
+        let b = bin(&pts);
+        // 5 decades at 16 per decade, less the bins that fall between the first integers.
+        assert!((70..=81).contains(&b.len()), "{}: {:?}", b.len(), &b[..3]);
+        assert_eq!(b.iter().map(|b| b.count).sum::<usize>(), 100_000);
+        assert!(b.windows(2).all(|w| w[0].tokens < w[1].tokens));
+        let last = b.last().unwrap();
+        assert!(last.tokens <= 100_000.0 && last.tokens > 100_000.0 * 10f64.powf(-1.0 / 16.0));
+    }
+}

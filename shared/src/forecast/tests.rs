@@ -1,0 +1,165 @@
+use super::*;
+use rand::{Rng, SeedableRng};
+
+/// A healing curve whose truth is known: `1.8 + 0.9·(D/1e6)^-0.3`, checkpoints every `step`
+/// steps of 4096 tokens, with Gaussian noise of `noise` (relative) and an AR(1) correlation 0.5
+/// between neighbours, as consecutive evaluations of one model have.
+fn truth(d: f64) -> f64 {
+    1.8 + 0.9 * (d / 1e6).powf(-0.3)
+}
+
+fn log(steps: usize, every: usize, noise: f64, seed: u64) -> Vec<Obs> {
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let mut e = 0.0;
+    (1..=steps / every)
+        .map(|i| {
+            let step = (i * every) as f64;
+            let d = step * 4096.0;
+            e = 0.5 * e + (1.0f64 - 0.25).sqrt() * normal(&mut rng) * noise;
+            let _ = rng.random::<u8>();
+            Obs { tokens: d, loss: truth(d) * (1.0 + e), step: Some(step) }
+        })
+        .collect()
+}
+
+#[test]
+fn a_known_curve_is_forecast_within_its_band() {
+    // 2 000 steps logged every 10: 8.2 M tokens; forecast to 10× and 100×.
+    let mut covered = 0;
+    let mut rule_covered = 0;
+    let trials = 20;
+    for seed in 0..trials {
+        let obs = log(2000, 10, 0.003, seed);
+        let o = ForecastOptions { at: vec![8.192e7, 8.192e8], rule: Some(Rule::Gap(0.1)), ..Default::default() };
+        let f = forecast(&obs, None, &o).expect("forecast");
+        assert!(f.warnings.is_empty(), "{:?}", f.warnings);
+        for p in &f.points {
+            assert!(p.lo <= p.loss && p.loss <= p.hi, "{p:?}");
+            assert!((p.loss / truth(p.tokens) - 1.0).abs() < 0.03, "{p:?} vs {}", truth(p.tokens));
+        }
+        if f.points.iter().all(|p| p.lo <= truth(p.tokens) && truth(p.tokens) <= p.hi) {
+            covered += 1;
+        }
+        // gap 0.1: 0.9 (D/1e6)^-0.3 = 0.1 → D = 1e6 · 9^(1/0.3).
+        let want = 1e6 * 9f64.powf(1.0 / 0.3);
+        let r = f.rule.as_ref().expect("rule");
+        let t = r.tokens.expect("met");
+        // 185× past the log, where a small change of β moves it far: within a factor 2.5.
+        assert!((t / want).ln().abs() < 2.5f64.ln(), "{t:e} vs {want:e}");
+        assert!(r.lo.unwrap() <= t && r.hi.is_none_or(|h| h >= t));
+        if r.lo.unwrap() <= want && r.hi.is_none_or(|h| h >= want) {
+            rule_covered += 1;
+        }
+        assert!((r.progress.unwrap() - 8.192e6 / t).abs() < 1e-12);
+    }
+    // A 90 % band: most truths inside, not all by construction.
+    assert!(covered >= 15, "{covered} of {trials}");
+    assert!(rule_covered >= 12, "{rule_covered} of {trials}");
+}
+
+#[test]
+fn nan_cuts_the_log_and_names_its_step() {
+    let mut obs = log(1000, 10, 0.002, 1);
+    obs[60].loss = f64::NAN;
+    obs[61].loss = f64::INFINITY;
+    let f = forecast(&obs, None, &ForecastOptions::default()).expect("forecast from before the NaN");
+    let w: Vec<_> = f.warnings.iter().filter(|w| w.kind == WarningKind::Nan).collect();
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].step, Some(610.0));
+    assert!(w[0].message.contains("step 610") && w[0].message.contains("60 checkpoints"), "{}", w[0].message);
+    assert_eq!(f.last_step, Some(600.0));
+    // A NaN at the very start leaves nothing.
+    obs[0].loss = f64::NAN;
+    let e = forecast(&obs, None, &ForecastOptions::default()).unwrap_err();
+    assert!(matches!(e, ForecastError::TooFew(_)), "{e}");
+}
+
+#[test]
+fn divergence_is_found_where_the_rise_begins() {
+    // Healing until step 1500, then the loss climbs 1 % per 100 steps.
+    let mut obs = log(3000, 10, 0.001, 2);
+    let d_turn = 1500.0 * 4096.0;
+    for o in &mut obs {
+        if o.tokens > d_turn {
+            o.loss = truth(d_turn) * (1.0 + 0.01 * (o.tokens - d_turn) / (100.0 * 4096.0));
+        }
+    }
+    let f = forecast(&obs, None, &ForecastOptions::default()).expect("forecast");
+    let w = f.warnings.iter().find(|w| w.kind == WarningKind::Diverging).expect("diverging");
+    let step = w.step.unwrap();
+    // Bins are 1/16 decade wide: the minimum is found within a bin of the turn.
+    assert!((step / 1500.0).ln().abs() < std::f64::consts::LN_10 / 16.0 * 1.5, "{step}: {}", w.message);
+    // A healthy log has none.
+    let f = forecast(&log(3000, 10, 0.001, 2), None, &ForecastOptions::default()).unwrap();
+    assert!(f.warnings.iter().all(|w| w.kind != WarningKind::Diverging));
+}
+
+#[test]
+fn a_spike_is_named_at_its_step() {
+    let mut obs = log(2000, 10, 0.001, 3);
+    obs[120].loss *= 1.4;
+    let f = forecast(&obs, None, &ForecastOptions::default()).expect("forecast");
+    let s: Vec<_> = f.warnings.iter().filter(|w| w.kind == WarningKind::Spike).collect();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0].step, Some(1210.0));
+}
+
+#[test]
+fn overfitting_is_found_from_train_and_eval() {
+    // Eval every 100 steps falls until step 1200, then rises; train keeps falling.
+    let train = log(2400, 10, 0.0, 4);
+    let eval: Vec<Obs> = (1..=24)
+        .map(|i| {
+            let step = i as f64 * 100.0;
+            let d = step * 4096.0;
+            let l = if step <= 1200.0 { truth(d) } else { truth(1200.0 * 4096.0) * (1.0 + 0.004 * (step - 1200.0) / 100.0) };
+            Obs { tokens: d, loss: l, step: Some(step) }
+        })
+        .collect();
+    let f = forecast(&eval, Some(&train), &ForecastOptions::default()).expect("forecast");
+    let w = f.warnings.iter().find(|w| w.kind == WarningKind::Overfitting).expect("overfitting");
+    assert_eq!(w.step, Some(1200.0), "{}", w.message);
+    // Train alone rising with eval: no over-fitting, that is divergence.
+    let f = forecast(&eval, Some(&eval), &ForecastOptions::default()).unwrap();
+    assert!(f.warnings.iter().all(|w| w.kind != WarningKind::Overfitting));
+}
+
+#[test]
+fn too_early_says_what_is_needed() {
+    let obs: Vec<Obs> = (1..=4).map(|i| Obs { tokens: i as f64 * 1e6, loss: truth(i as f64 * 1e6), step: Some(i as f64) }).collect();
+    let f = forecast(&obs, None, &ForecastOptions::default()).expect("forecast");
+    let w = f.warnings.iter().find(|w| w.kind == WarningKind::TooEarly).expect("too early");
+    assert!(w.message.contains("1.000e7 tokens"), "{}", w.message);
+    let e = forecast(&obs[..2], None, &ForecastOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("2 usable checkpoint(s)"), "{e}");
+}
+
+#[test]
+fn bad_input_is_refused_with_the_reason() {
+    let mut obs = log(1000, 10, 0.0, 5);
+    obs.swap(10, 11);
+    let e = forecast(&obs, None, &ForecastOptions::default()).unwrap_err();
+    assert!(matches!(e, ForecastError::NotAscending { index: 11, .. }), "{e}");
+    let obs = log(1000, 10, 0.0, 5);
+    // The asymptote is 1.8: a target of 1.5 is never met.
+    let o = ForecastOptions { rule: Some(Rule::Target(1.5)), ..Default::default() };
+    let e = forecast(&obs, None, &o).unwrap_err().to_string();
+    assert!(e.contains("can never be met") && e.contains("1.8"), "{e}");
+    let o = ForecastOptions { at: vec![-1.0], ..Default::default() };
+    assert!(forecast(&obs, None, &o).unwrap_err().to_string().contains("field `at`"));
+    // A reachable target is met where the truth meets it.
+    let o = ForecastOptions { rule: Some(Rule::Target(2.2)), ..Default::default() };
+    let f = forecast(&obs, None, &o).unwrap();
+    let want = 1e6 * (0.9f64 / 0.4).powf(1.0 / 0.3);
+    let t = f.rule.unwrap().tokens.unwrap();
+    assert!((t / want - 1.0).abs() < 0.02, "{t:e} vs {want:e}");
+}
+
+#[test]
+fn a_decayed_learning_rate_is_named() {
+    let s = Schedule { lr: vec![(1e6, 3e-4), (5e6, 2e-4), (9e6, 1e-4)], total_tokens: Some(1e7) };
+    let n = schedule_notes(Some(&s), 9e6);
+    assert!(n[0].contains("33 % of its peak"), "{n:?}");
+    let s = Schedule { lr: vec![(1e6, 3e-4), (5e6, 3e-4)], total_tokens: Some(1e8) };
+    assert!(schedule_notes(Some(&s), 5e6)[0].contains("runs to 1.000e8"));
+}

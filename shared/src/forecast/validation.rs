@@ -1,0 +1,138 @@
+//! How well forecasts from a prefix of a curve predict its end: every curve is cut at fractions
+//! of its tokens, forecast from the cut to its final checkpoint, and scored beside a plain
+//! least-squares fit of `c + a·D^-β` on the same prefix (every checkpoint, unbinned, no window).
+//!
+//! The "final loss" is the curve's last bin (16 per decade of tokens): its last checkpoint for an
+//! evaluation curve logged a few times a decade, the mean of the last steps of a per-step
+//! training log, whose single last value is mostly noise.
+
+use super::{ForecastOptions, Obs, forecast, power};
+use serde::{Deserialize, Serialize};
+
+/// One curve to validate on, with the group it is reported in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub group: String,
+    pub name: String,
+    /// `(tokens, loss)`, tokens ascending.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One forecast of one curve from one cut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Case {
+    pub group: String,
+    pub name: String,
+    pub fraction: f64,
+    pub final_tokens: f64,
+    pub final_loss: f64,
+    pub forecast: f64,
+    pub lo: f64,
+    pub hi: f64,
+    /// `forecast / final − 1`.
+    pub error: f64,
+    /// The plain fit's `prediction / final − 1`.
+    pub plain_error: Option<f64>,
+}
+
+/// Scores of one group at one cut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    pub group: String,
+    pub fraction: f64,
+    pub curves: usize,
+    pub median_abs_error: f64,
+    pub max_abs_error: f64,
+    /// Share of finals inside the band.
+    pub coverage: f64,
+    pub plain_median_abs_error: Option<f64>,
+    pub plain_max_abs_error: Option<f64>,
+    /// Curves whose prefix held too few checkpoints to forecast.
+    pub skipped: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    pub level: f64,
+    pub cases: Vec<Case>,
+    pub scores: Vec<Score>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+}
+
+/// The plain baseline: every prefix checkpoint as its own bin, equal weights, no window.
+fn plain(prefix: &[(f64, f64)], d: f64) -> Option<f64> {
+    let bins: Vec<power::Bin> = prefix.iter().map(|&(tokens, loss)| power::Bin { tokens, loss, count: 1 }).collect();
+    power::fit(&bins).map(|f| f.value(d))
+}
+
+/// Validates on `series` at each cut `fraction` of its final tokens.
+pub fn validate(series: &[Series], fractions: &[f64], options: &ForecastOptions) -> Validation {
+    let mut cases = Vec::new();
+    let mut skipped: Vec<(String, f64)> = Vec::new();
+    for s in series {
+        let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0 > 0.0 && p.1.is_finite()).collect();
+        let Some(last_bin) = power::bin(&pts).last().copied() else { continue };
+        let (t_final, l_final) = (last_bin.tokens, last_bin.loss);
+        let t_end = pts.last().map_or(t_final, |p| p.0);
+        for &f in fractions {
+            let prefix: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.0 <= f * t_end).collect();
+            let obs: Vec<Obs> = prefix.iter().map(|&(tokens, loss)| Obs { tokens, loss, step: None }).collect();
+            let o = ForecastOptions { at: vec![t_final], rule: None, ..options.clone() };
+            match forecast(&obs, None, &o) {
+                Ok(fc) => {
+                    let p = fc.points[0];
+                    cases.push(Case {
+                        group: s.group.clone(),
+                        name: s.name.clone(),
+                        fraction: f,
+                        final_tokens: t_final,
+                        final_loss: l_final,
+                        forecast: p.loss,
+                        lo: p.lo,
+                        hi: p.hi,
+                        error: p.loss / l_final - 1.0,
+                        plain_error: plain(&prefix, t_final).map(|v| v / l_final - 1.0),
+                    });
+                }
+                Err(_) => skipped.push((s.group.clone(), f)),
+            }
+        }
+    }
+    let mut groups: Vec<String> = series.iter().map(|s| s.group.clone()).collect();
+    groups.dedup();
+    groups.sort();
+    groups.dedup();
+    groups.push("all".into());
+    let mut scores = Vec::new();
+    for g in &groups {
+        for &f in fractions {
+            let sel: Vec<&Case> = cases.iter().filter(|c| (g == "all" || &c.group == g) && c.fraction == f).collect();
+            let n_skip = skipped.iter().filter(|(sg, sf)| (g == "all" || sg == g) && *sf == f).count();
+            if sel.is_empty() {
+                continue;
+            }
+            let abs: Vec<f64> = sel.iter().map(|c| c.error.abs()).collect();
+            let plain: Vec<f64> = sel.iter().filter_map(|c| c.plain_error.map(f64::abs)).collect();
+            scores.push(Score {
+                group: g.clone(),
+                fraction: f,
+                curves: sel.len(),
+                median_abs_error: median(abs.clone()),
+                max_abs_error: abs.iter().copied().fold(0.0, f64::max),
+                coverage: sel.iter().filter(|c| c.lo <= c.final_loss && c.final_loss <= c.hi).count() as f64 / sel.len() as f64,
+                plain_median_abs_error: (!plain.is_empty()).then(|| median(plain.clone())),
+                plain_max_abs_error: (!plain.is_empty()).then(|| plain.iter().copied().fold(0.0, f64::max)),
+                skipped: n_skip,
+            });
+        }
+    }
+    Validation { level: options.level, cases, scores }
+}
