@@ -41,12 +41,15 @@ pub fn App() -> impl IntoView {
     let path = window().location().pathname().unwrap_or_default();
     view! {
         <nav class="pages">
-            <a href="/" class:current=!path.starts_with("/refit") && !path.starts_with("/calibrate")>"Calculator"</a>
+            <a href="/" class:current=!path.starts_with("/refit") && !path.starts_with("/calibrate") && !path.starts_with("/forecast")>"Calculator"</a>
             <a href="/refit" class:current=path.starts_with("/refit")>"Refit from run logs"</a>
             <a href="/calibrate" class:current=path.starts_with("/calibrate")>"Calibrate"</a>
+            <a href="/forecast" class:current=path.starts_with("/forecast")>"Forecast a run"</a>
         </nav>
         {if path.starts_with("/refit") {
             crate::refit_page::RefitPage().into_any()
+        } else if path.starts_with("/forecast") {
+            crate::forecast_page::ForecastPage().into_any()
         } else if path.starts_with("/calibrate") {
             crate::calibrate_page::CalibratePage().into_any()
         } else {

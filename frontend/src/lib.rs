@@ -7,11 +7,13 @@
 //! - [`plot`]: the SVG plot;
 //! - [`refit`]: the Refit page's parsing preview and fit pictures;
 //! - [`calibrate`]: the Calibrate page's cost estimate and live curves;
-//! - `app`, `refit_page`, `calibrate_page` (wasm only): the Leptos components.
+//! - [`forecast`]: the Forecast page's parse, forecast and picture of one run's partial log;
+//! - `app`, `refit_page`, `calibrate_page`, `forecast_page` (wasm only): the Leptos components.
 
 pub mod calibrate;
 pub mod compute;
 pub mod fits;
+pub mod forecast;
 pub mod plot;
 pub mod refit;
 pub mod state;
@@ -20,6 +22,8 @@ pub mod state;
 mod app;
 #[cfg(target_arch = "wasm32")]
 mod calibrate_page;
+#[cfg(target_arch = "wasm32")]
+mod forecast_page;
 #[cfg(target_arch = "wasm32")]
 mod refit_page;
 

@@ -19,6 +19,7 @@
 //! The warnings ([`warnings`]) run on the whole log, and a non-finite loss cuts the forecast
 //! to the checkpoints before it.
 
+pub mod log;
 pub mod power;
 pub mod validation;
 pub mod warnings;

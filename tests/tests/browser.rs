@@ -375,3 +375,78 @@ async fn calibrate_page_runs_a_sweep_and_opens_its_fit() -> Result<()> {
     anyhow::ensure!(b.errors().await?.is_empty(), "page errors: {:?}", b.errors().await?);
     b.close().await
 }
+
+/// The Forecast page: a partial log dropped in (read in the browser, nothing uploaded), the
+/// forecast drawn with its band and rule marker, a broken log's warning named at its step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecast_page_forecasts_a_dropped_log_and_names_its_warnings() -> Result<()> {
+    let backend = Backend::start().await?;
+    let dir = tempfile::tempdir()?;
+    // L = 1.8 + 0.9 (D/1e6)^-0.3, every 10 steps of 4096 tokens; a NaN at step 1500.
+    let mut healthy = String::from("step,loss\n");
+    let mut broken = String::from("step,loss\n");
+    for i in 1..=200u32 {
+        let d = f64::from(i) * 10.0 * 4096.0;
+        let l = 1.8 + 0.9 * (d / 1e6).powf(-0.3);
+        healthy.push_str(&format!("{},{l}\n", i * 10));
+        broken.push_str(&format!("{},{}\n", i * 10, if i == 150 { "nan".to_string() } else { l.to_string() }));
+    }
+    let (good, bad) = (dir.path().join("healing.csv"), dir.path().join("broken.csv"));
+    std::fs::write(&good, healthy)?;
+    std::fs::write(&bad, broken)?;
+    let b = Browser::start().await?;
+    b.client.goto(&format!("{}forecast", backend.url)).await?;
+    b.wait_for("#forecast-file").await?;
+    set_input(&b, "forecast-tps", "4096").await?;
+    set_input(&b, "forecast-rule", "gap:0.1").await?;
+    b.wait_for("#forecast-file").await?.send_keys(&good.display().to_string()).await?;
+    let summary = b.wait_for("#forecast-summary").await?.text().await?;
+    assert!(summary.contains("200 checkpoints"), "{summary}");
+    assert_eq!(b.client.find_all(fantoccini::Locator::Css("#forecast-plot circle.observed")).await?.len(), 200);
+    assert_eq!(b.client.find_all(fantoccini::Locator::Css("#forecast-plot path.band")).await?.len(), 1);
+    // gap 0.1 on the exact curve: 1e6 · 9^(1/0.3) tokens, marked on the plot.
+    let t = number_attr(&b, "#forecast-plot g.rule-marker", "data-tokens").await?;
+    let want = 1e6 * 9f64.powf(1.0 / 0.3);
+    assert!((t / want - 1.0).abs() < 0.05, "{t:e} vs {want:e}");
+    let mut rule = String::new();
+    for _ in 0..100 {
+        let v = b.client.execute("const e = document.getElementById('forecast-rule-met'); return e ? e.textContent : '';", vec![]).await?;
+        rule = v.as_str().unwrap_or_default().to_string();
+        if rule.contains("of the way") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !(rule.contains("gap:0.1 met at") && rule.contains("of the way")) {
+        let html = b.client.execute("return document.querySelector('main.forecast').innerHTML;", vec![]).await?;
+        let html = html.as_str().unwrap_or_default().to_string();
+        panic!("rule `{rule}`; page: {}", &html[..html.len().min(4000)]);
+    }
+    assert!(b.client.find_all(fantoccini::Locator::Css("#forecast-warnings li")).await?.is_empty());
+    let shot = artifacts()?.join("forecast.png");
+    std::fs::write(&shot, b.client.screenshot().await?)?;
+    println!("screenshot: {}", shot.display());
+
+    // The broken log: a NaN warning naming step 1500.
+    b.wait_for("#forecast-file").await?.send_keys(&bad.display().to_string()).await?;
+    let mut text = String::new();
+    for _ in 0..100 {
+        if let Ok(w) = b.client.find(fantoccini::Locator::Css("#forecast-warnings li[data-kind='nan']")).await {
+            text = w.text().await?;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(text.contains("step 1500"), "no NaN warning naming step 1500: {text}");
+    // Nothing was uploaded.
+    let runs: serde_json::Value = reqwest_get(&format!("{}api/runs", backend.url)).await?;
+    assert_eq!(runs, serde_json::json!([]));
+    // A log without tokens says why, naming the file.
+    set_input(&b, "forecast-tps", "").await?;
+    let err = b.wait_for("#forecast-error").await?.text().await?;
+    assert!(err.contains("broken.csv") && err.contains("tokens"), "{err}");
+    let errors = b.errors().await?;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    b.close().await?;
+    Ok(())
+}

@@ -4,8 +4,10 @@
 use anyhow::{Context, Result, bail};
 use p2law_shared::budget::Rule;
 use p2law_shared::forecast::validation::{self, Series};
-use p2law_shared::forecast::{self, Forecast, ForecastOptions, Obs, Schedule};
-use p2law_shared::logs::{self, Format, LogOptions, ParsedLog, TokenSource};
+use p2law_shared::forecast::log::{self, LogChoice, RunLog};
+use p2law_shared::forecast::{Forecast, ForecastOptions};
+use p2law_shared::logs::{self, Format, LogOptions, ParsedLog};
+use p2law_shared::{InputError, Location};
 use std::path::{Path, PathBuf};
 
 /// Which log, and how to read it.
@@ -93,7 +95,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let [file] = a.files.as_slice() else { bail!("give one log file (a run's log); got {}", a.files.len()) };
     let run = read_run(file, &a.log)?;
-    let f = run.forecast(&a.forecast.options())?;
+    let f = run.forecast(&a.forecast.options()).map_err(|e| anyhow::anyhow!("{}: {e}", run.file))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&f)?);
     } else {
@@ -102,44 +104,13 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// One run's log, read.
-pub struct RunLog {
-    pub file: String,
-    pub run: String,
-    pub metric: String,
-    pub eval: Vec<Obs>,
-    pub train: Option<Vec<Obs>>,
-    pub schedule: Option<Schedule>,
-}
-
-impl RunLog {
-    pub fn forecast(&self, o: &ForecastOptions) -> Result<Forecast> {
-        let o = ForecastOptions { schedule: self.schedule.clone(), ..o.clone() };
-        forecast::forecast(&self.eval, self.train.as_deref(), &o).map_err(|e| anyhow::anyhow!("{}: {e}", self.file))
-    }
-}
-
 /// Parses one log file's bytes in any format p2law reads, TensorBoard included.
-pub(crate) fn parse_any(name: &str, bytes: &[u8], o: &LogOptions) -> Result<ParsedLog> {
+pub(crate) fn parse_any(name: &str, bytes: &[u8], o: &LogOptions) -> Result<ParsedLog, InputError> {
     if o.format == Format::Tensorboard || (o.format == Format::Auto && crate::tensorboard::looks_like(bytes)) {
-        return Ok(crate::tensorboard::parse(name, bytes, o)?);
+        return crate::tensorboard::parse(name, bytes, o);
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{name}: not UTF-8 text (byte {})", e.valid_up_to()))?;
-    Ok(logs::parse(name, text, o)?)
-}
-
-/// The checkpoints of the run's curve, with steps where the tokens came from them.
-fn observations(name: &str, log: &ParsedLog, want: Option<&str>, tps: Option<f64>) -> Result<(String, String, Vec<Obs>)> {
-    let curve = match (log.curves.as_slice(), want) {
-        ([one], None) => one,
-        (all, Some(w)) => all.iter().find(|c| c.run == w).with_context(|| {
-            format!("{name}: no run `{w}`; the log has: {}", all.iter().map(|c| c.run.as_str()).collect::<Vec<_>>().join(", "))
-        })?,
-        (all, None) => bail!("{name}: the log holds {} runs; choose one with --run ({})", all.len(), all.iter().map(|c| c.run.as_str()).collect::<Vec<_>>().join(", ")),
-    };
-    let steps = log.token_source == TokenSource::Steps;
-    let obs = curve.points.iter().map(|p| Obs { tokens: p.tokens, loss: p.loss, step: tps.filter(|_| steps).map(|t| (p.tokens / t).round()) }).collect();
-    Ok((curve.run.clone(), curve.split.clone().unwrap_or_default(), obs))
+    let text = std::str::from_utf8(bytes).map_err(|e| InputError::new(name, Location::File, None, format!("not UTF-8 text (byte {})", e.valid_up_to())))?;
+    logs::parse(name, text, o)
 }
 
 /// Reads a run's log: the loss to forecast, the training loss beside it, the learning rate.
@@ -150,25 +121,8 @@ pub fn read_run(path: &Path, a: &LogArgs) -> Result<RunLog> {
 }
 
 pub fn read_run_bytes(name: &str, bytes: &[u8], a: &LogArgs) -> Result<RunLog> {
-    let o = LogOptions { format: a.format, metric: a.metric.clone(), run: None, tokens_per_step: a.tokens_per_step, keep_non_finite: true, ..Default::default() };
-    let log = parse_any(name, bytes, &o)?;
-    let (run, metric, eval) = observations(name, &log, a.run.as_deref(), a.tokens_per_step)?;
-    let is_hf = log.format == Format::Hf;
-    let train_metric = a.train_metric.clone().or_else(|| (is_hf && metric != "train").then(|| "loss".to_string()));
-    let train = match train_metric {
-        None => None,
-        Some(m) => {
-            let o = LogOptions { metric: Some(m.clone()), format: log.format, ..o.clone() };
-            match parse_any(name, bytes, &o).and_then(|l| observations(name, &l, a.run.as_deref(), a.tokens_per_step)) {
-                Ok((_, _, t)) => Some(t),
-                // Asked for by name: its absence is an error; guessed: it is simply not there.
-                Err(e) if a.train_metric.is_some() => return Err(e.context(format!("--train-metric {m}"))),
-                Err(_) => None,
-            }
-        }
-    };
-    let schedule = if is_hf { std::str::from_utf8(bytes).ok().and_then(|t| logs::hf_trainer_state::schedule(t, &o)) } else { None };
-    Ok(RunLog { file: name.to_string(), run, metric, eval, train, schedule })
+    let choice = LogChoice { format: a.format, metric: a.metric.clone(), train_metric: a.train_metric.clone(), run: a.run.clone(), tokens_per_step: a.tokens_per_step };
+    Ok(log::read(name, std::str::from_utf8(bytes).ok(), &choice, &|o| parse_any(name, bytes, o))?)
 }
 
 fn fmt_step(step: Option<f64>) -> String {

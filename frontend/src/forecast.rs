@@ -1,0 +1,134 @@
+//! The Forecast page's logic, independent of the DOM: a dropped log parsed here by the shared
+//! parsers (nothing is uploaded), forecast by the same code as `p2law forecast`, and drawn —
+//! observed checkpoints, the forecast with its band out to the horizon, and the rule's marker.
+
+use crate::compute::{Series, token_grid};
+use crate::plot::{Axes, Observed, PALETTE, render};
+use p2law_shared::budget::Rule;
+use p2law_shared::forecast::log::{self, LogChoice, RunLog};
+use p2law_shared::forecast::{Forecast, ForecastOptions};
+use p2law_shared::logs;
+use p2law_shared::Inputs;
+use std::fmt::Write;
+
+/// Bootstrap resamples in the browser: enough for a 90 % band's ends, quick on a phone.
+pub const RESAMPLES: usize = 200;
+/// Points of the drawn forecast.
+pub const GRID: usize = 32;
+
+/// What the page shows for one log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    pub run: RunLog,
+    pub forecast: Forecast,
+    pub horizon: f64,
+    pub svg: String,
+}
+
+/// The horizon to draw to: as given, else 100× the last checkpoint (and past the rule when it
+/// is met sooner than 10 000×).
+fn horizon(given: Option<f64>, f: &Forecast) -> f64 {
+    if let Some(h) = given.filter(|h| *h > f.last.tokens) {
+        return h;
+    }
+    let mut h = 100.0 * f.last.tokens;
+    if let Some(t) = f.rule.as_ref().and_then(|r| r.tokens).filter(|t| *t < 1e4 * f.last.tokens) {
+        h = h.max(1.5 * t);
+    }
+    h
+}
+
+/// Parses `text` (a text log) and forecasts it to `horizon` with `rule`.
+pub fn compute(name: &str, text: &str, choice: &LogChoice, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
+    let run = log::read(name, Some(text), choice, &|o| logs::parse(name, text, o)).map_err(|e| e.to_string())?;
+    let base = ForecastOptions { rule, resamples: RESAMPLES, ..Default::default() };
+    // First the forecast itself (its rule sets the horizon), then the drawn grid to the horizon.
+    let first = run.forecast(&ForecastOptions { at: vec![2.0 * run.eval.iter().map(|o| o.tokens).fold(1.0, f64::max)], ..base.clone() }).map_err(|e| format!("{name}: {e}"))?;
+    let h = horizon(horizon_tokens, &first);
+    let grid = token_grid(first.last.tokens, h, GRID);
+    let f = run.forecast(&ForecastOptions { at: grid, ..base }).map_err(|e| format!("{name}: {e}"))?;
+    let svg = svg(&run, &f, h);
+    Ok(View { run, forecast: f, horizon: h, svg })
+}
+
+/// Observed checkpoints, the forecast with its band, and the rule's marker.
+pub fn svg(run: &RunLog, f: &Forecast, horizon: f64) -> String {
+    let observed = vec![Observed {
+        color: 0,
+        label: format!("{} ({})", run.run, run.metric),
+        points: run.eval.iter().filter(|o| o.tokens > 0.0 && o.loss.is_finite()).map(|o| (o.tokens, o.loss)).collect(),
+    }];
+    let series = vec![Series {
+        label: format!("forecast, {:.0} % band", 100.0 * f.fit.level),
+        fit_label: f.fit.form.clone(),
+        rho: 0.0,
+        inputs: Inputs { n0: 1.0, rho: 0.0, l0: None, tokens: horizon },
+        tokens: f.points.iter().map(|p| p.tokens).collect(),
+        loss: f.points.iter().map(|p| p.loss).collect(),
+        band: Some(f.points.iter().map(|p| [p.lo, p.hi]).collect()),
+        budget: Err("a forecast's rule is drawn apart".into()),
+        final_loss: f.points.last().map_or(f.last.loss, |p| p.loss),
+        extrapolation: Vec::new(),
+    }];
+    let dmin = observed[0].points.first().map_or(f.last.tokens / 10.0, |p| p.0) / 1.5;
+    let axes = Axes::fit(&series, &observed, dmin, horizon * 1.2);
+    let mut s = render(&series, &observed, &axes);
+    // The rule's marker, on the fitted curve where it is met.
+    if let Some(t) = f.rule.as_ref().and_then(|r| r.tokens).filter(|t| *t >= axes.dmin && *t <= axes.dmax) {
+        let c = f.fit.curve;
+        let (x, y) = (axes.x(t), axes.y(c.value(t)));
+        let color = PALETTE[0];
+        let mut m = String::new();
+        let _ = write!(
+            m,
+            r#"<g class="rule-marker" data-tokens="{t}"><line x1="{x:.1}" y1="{y:.1}" x2="{x:.1}" y2="{:.1}" stroke="{color}" stroke-dasharray="4 3"/><circle cx="{x:.1}" cy="{y:.1}" r="5" fill="white" stroke="{color}" stroke-width="2"><title>rule met at {t:.3e} tokens</title></circle></g>"#,
+            crate::plot::HEIGHT - crate::plot::BOTTOM
+        );
+        if let Some(i) = s.rfind("</svg>") {
+            s.insert_str(i, &m);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_csv(nan_at: Option<usize>) -> String {
+        let mut s = String::from("step,loss\n");
+        for i in 1..=200usize {
+            let d = i as f64 * 10.0 * 4096.0;
+            let l = 1.8 + 0.9 * (d / 1e6).powf(-0.3);
+            if Some(i) == nan_at {
+                s.push_str(&format!("{},nan\n", i * 10));
+            } else {
+                s.push_str(&format!("{},{l}\n", i * 10));
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn a_log_is_forecast_and_drawn_with_its_rule() {
+        let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
+        let v = compute("run.csv", &log_csv(None), &choice, None, Some(Rule::Gap(0.1))).expect("forecast");
+        assert_eq!(v.forecast.points.len(), GRID);
+        assert_eq!(v.svg.matches(r#"class="observed""#).count(), 200);
+        assert_eq!(v.svg.matches(r#"class="band""#).count(), 1);
+        assert_eq!(v.svg.matches(r#"class="rule-marker""#).count(), 1);
+        // Met at 1e6 · 9^(1/0.3) on the exact curve; the horizon reaches past it.
+        let t = v.forecast.rule.as_ref().unwrap().tokens.unwrap();
+        assert!((t / (1e6 * 9f64.powf(1.0 / 0.3)) - 1.0).abs() < 0.05, "{t:e}");
+        assert!(v.horizon > t);
+    }
+
+    #[test]
+    fn a_broken_log_warns_and_a_bad_one_says_why() {
+        let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
+        let v = compute("run.csv", &log_csv(Some(150)), &choice, Some(1e9), None).expect("forecast from before the NaN");
+        assert_eq!(v.forecast.warnings[0].step, Some(1500.0));
+        let e = compute("run.csv", &log_csv(None), &LogChoice::default(), None, None).unwrap_err();
+        assert!(e.contains("run.csv") && e.contains("tokens"), "{e}");
+    }
+}

@@ -1,0 +1,143 @@
+//! The Forecast page: drop one run's partial log (read and forecast here, nothing uploaded),
+//! see where its loss is going with a band, when the rule is met, and what is going wrong.
+
+use crate::forecast::{View, compute};
+use leptos::prelude::*;
+use p2law_shared::budget::Rule;
+use p2law_shared::forecast::WarningKind;
+use p2law_shared::forecast::log::LogChoice;
+
+/// A number typed into a field: `Ok(None)` when empty.
+fn number(label: &str, text: &str) -> Result<Option<f64>, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
+        _ => Err(format!("{label}: `{t}` is not a positive number")),
+    }
+}
+
+fn kind_name(k: WarningKind) -> &'static str {
+    match k {
+        WarningKind::Diverging => "diverging",
+        WarningKind::Nan => "nan",
+        WarningKind::Spike => "spike",
+        WarningKind::Overfitting => "overfitting",
+        WarningKind::TooEarly => "too_early",
+    }
+}
+
+#[component]
+pub fn ForecastPage() -> impl IntoView {
+    let file: RwSignal<Option<(String, Result<String, String>)>> = RwSignal::new(None);
+    let tps = RwSignal::new(String::new());
+    let metric = RwSignal::new(String::new());
+    let run = RwSignal::new(String::new());
+    let rule = RwSignal::new("gap:0.05".to_string());
+    let horizon = RwSignal::new(String::new());
+
+    let on_file = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let Some(f) = input.files().and_then(|l| l.get(0)) else { return };
+        let name = f.name();
+        let f = gloo_file::File::from(f);
+        leptos::task::spawn_local(async move {
+            let text = match gloo_file::futures::read_as_bytes(&f).await {
+                Ok(b) => String::from_utf8(b).map_err(|_| format!("{name}: a binary file (TensorBoard): `p2law forecast` reads it; this page reads text logs")),
+                Err(e) => Err(format!("{name}: {e}")),
+            };
+            file.set(Some((name, text)));
+        });
+    };
+
+    let result = Memo::new(move |_| -> Option<Result<View, String>> {
+        let (name, text) = file.get()?;
+        Some((|| {
+            let text = text?;
+            let choice = LogChoice {
+                tokens_per_step: number("tokens per step", &tps.get())?,
+                metric: Some(metric.get()).filter(|m| !m.trim().is_empty()),
+                run: Some(run.get()).filter(|m| !m.trim().is_empty()),
+                ..Default::default()
+            };
+            let rule_text = rule.get();
+            let r: Option<Rule> = if rule_text.trim().is_empty() { None } else { Some(rule_text.trim().parse().map_err(|e| format!("rule: {e}"))?) };
+            compute(&name, &text, &choice, number("horizon", &horizon.get())?, r)
+        })())
+    });
+
+    let field = move |id: &'static str, label: &'static str, sig: RwSignal<String>, hint: &'static str| {
+        view! {
+            <label class="field" for=id><span class="label">{label}</span>
+                <input id=id type="text" placeholder=hint prop:value=move || sig.get() on:input=move |ev| sig.set(event_target_value(&ev)) />
+            </label>
+        }
+    };
+
+    let output = move || match result.get() {
+        None => view! { <p class="status">"Drop a run's log: trainer_state.json, W&B CSV, CSV or JSONL. It is read here; nothing is uploaded."</p> }.into_any(),
+        Some(Err(e)) => view! { <p id="forecast-error" class="status error">{e}</p> }.into_any(),
+        Some(Ok(v)) => {
+            let f = v.forecast.clone();
+            let c = f.fit.curve;
+            let pct = 100.0 * f.fit.level;
+            let summary = format!(
+                "{}: {} loss {:.4} at {:.3e} tokens ({} checkpoints); L = {:.4} + {:.4}·(D/{:.2e})^-{:.3}, asymptote {:.4} ({pct:.0} % band {:.4}..{:.4})",
+                v.run.run, if v.run.metric.is_empty() { "the" } else { v.run.metric.as_str() }, f.last.loss, f.last.tokens, f.fit.checkpoints, c.c, c.a, c.d_ref, c.beta, c.c, f.fit.asymptote[0], f.fit.asymptote[1]
+            );
+            let rule_line = f.rule.as_ref().map(|r| match (r.tokens, r.progress) {
+                (Some(t), Some(p)) if p >= 1.0 => format!("{} already met, at {t:.3e} tokens", r.rule),
+                (Some(t), Some(p)) => format!(
+                    "{} met at {t:.3e} tokens (band {} .. {}): the run is {:.1} % of the way",
+                    r.rule,
+                    r.lo.map_or("?".into(), |v| format!("{v:.3e}")),
+                    r.hi.map_or("never".into(), |v| format!("{v:.3e}")),
+                    100.0 * p
+                ),
+                _ => format!("{}: the fitted curve never meets it", r.rule),
+            });
+            let progress = f.rule.as_ref().and_then(|r| r.progress).unwrap_or(0.0).min(1.0);
+            let last = f.points.last().copied();
+            let rows = [f.points.first().copied(), f.points.get(f.points.len() / 2).copied(), last]
+                .into_iter()
+                .flatten()
+                .map(|p| view! { <tr><td class="tokens">{format!("{:.3e}", p.tokens)}</td><td class="loss">{format!("{:.4}", p.loss)}</td><td class="band">{format!("{:.4} .. {:.4}", p.lo, p.hi)}</td></tr> })
+                .collect_view();
+            let warnings = f.warnings.iter().map(|w| view! { <li class="warning" data-kind=kind_name(w.kind)>{w.message.clone()}</li> }).collect_view();
+            let notes = f.notes.iter().map(|n| view! { <li class="note">{n.clone()}</li> }).collect_view();
+            view! {
+                <p id="forecast-summary" class="status">{summary}</p>
+                {rule_line.map(|l| view! { <p id="forecast-rule-met"><progress max="1" value=progress></progress>" "{l}</p> })}
+                <div class="plot" id="forecast-plot" inner_html=v.svg.clone()></div>
+                <table id="forecast-points"><thead><tr><th>"tokens"</th><th>"loss"</th><th>{format!("{pct:.0} % band")}</th></tr></thead><tbody>{rows}</tbody></table>
+                <ul id="forecast-warnings" class="messages">{warnings}</ul>
+                <ul id="forecast-notes" class="notes">{notes}</ul>
+            }
+            .into_any()
+        }
+    };
+
+    view! {
+        <main class="forecast">
+            <form class="controls" on:submit=|ev| ev.prevent_default()>
+                <fieldset>
+                    <legend>"Run log"</legend>
+                    <label class="field" for="forecast-file"><span class="label">"One run's partial log"</span>
+                        <input id="forecast-file" type="file" on:change=on_file />
+                    </label>
+                    {field("forecast-tps", "Tokens per step (logs that count steps)", tps, "e.g. 524288")}
+                    {field("forecast-metric", "Loss key or column", metric, "default: the eval loss")}
+                    {field("forecast-run", "Run (logs with several)", run, "")}
+                </fieldset>
+                <fieldset>
+                    <legend>"Forecast"</legend>
+                    {field("forecast-rule", "Rule (slope:τ, gap:ε, target:L)", rule, "gap:0.05")}
+                    {field("forecast-horizon", "Forecast to (tokens)", horizon, "default: 100× the log")}
+                </fieldset>
+            </form>
+            <section class="output">{output}</section>
+        </main>
+    }
+}
