@@ -85,7 +85,7 @@ pub fn ForecastPage() -> impl IntoView {
             let pct = 100.0 * f.fit.level;
             let summary = format!(
                 "{}: {} loss {:.4} at {:.3e} tokens ({} checkpoints); L = {:.4} + {:.4}·(D/{:.2e})^-{:.3}, asymptote {:.4} ({pct:.0} % band {:.4}..{:.4})",
-                v.run.run, if v.run.metric.is_empty() { "the" } else { v.run.metric.as_str() }, f.last.loss, f.last.tokens, f.fit.checkpoints, c.c, c.a, c.d_ref, c.beta, c.c, f.fit.asymptote[0], f.fit.asymptote[1]
+                v.run.run, v.run.metric, f.last.loss, f.last.tokens, f.fit.checkpoints, c.c, c.a, c.d_ref, c.beta, c.c, f.fit.asymptote[0], f.fit.asymptote[1]
             );
             let rule_line = f.rule.as_ref().map(|r| match (r.tokens, r.progress) {
                 (Some(t), Some(p)) if p >= 1.0 => format!("{} already met, at {t:.3e} tokens", r.rule),

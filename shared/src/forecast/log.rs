@@ -59,7 +59,8 @@ fn observations(file: &str, log: &ParsedLog, want: Option<&str>, tps: Option<f64
 pub fn read(file: &str, text: Option<&str>, c: &LogChoice, parse: &dyn Fn(&LogOptions) -> Result<ParsedLog, InputError>) -> Result<RunLog, InputError> {
     let o = LogOptions { format: c.format, metric: c.metric.clone(), tokens_per_step: c.tokens_per_step, keep_non_finite: true, ..Default::default() };
     let log = parse(&o)?;
-    let (run, metric, eval) = observations(file, &log, c.run.as_deref(), c.tokens_per_step)?;
+    let (run, split, eval) = observations(file, &log, c.run.as_deref(), c.tokens_per_step)?;
+    let metric = if split.is_empty() { c.metric.clone().unwrap_or_else(|| "loss".into()) } else { split };
     let is_hf = log.format == Format::Hf;
     let guessed = (is_hf && metric != "train").then(|| "loss".to_string());
     let train = match c.train_metric.clone().or(guessed) {
