@@ -5,7 +5,6 @@
 //! - [`lab`]: the calibration lab: burn models, corpora, pruning, post-training, sweeps;
 //! - [`server`]: the axum service (`app(state) -> Router`) serving the browser app and the API;
 //! - [`store`]: the SQLite store (uploads, runs, fits, tokens);
-//! - [`tensorboard`]: the TensorBoard event-file reader.
 
 /// Every program built on this crate (the `p2law` binary, its examples and tests) allocates
 /// through mimalloc: training frees and reallocates the same activation sizes every step, which
@@ -17,7 +16,6 @@ pub mod cli;
 pub mod lab;
 pub mod server;
 pub mod store;
-pub mod tensorboard;
 
 /// Writes `contents` to `path` through a temporary file beside it and a rename, so a failed
 /// write never leaves half a file behind.

@@ -300,3 +300,23 @@ fn study_commands_name_their_bad_input() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("manifest.json") && err.contains("line 1") && err.contains("not a study manifest"), "{err}");
 }
+
+/// A TensorBoard file written by PyTorch's SummaryWriter (TF2 tensor scalars), converted by the
+/// command line: the values the writer stored, tokens from the logged token tag.
+#[test]
+fn convert_reads_a_tensorboard_file_of_an_independent_writer() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tensorboard");
+    let values: Value = serde_json::from_str(&std::fs::read_to_string(root.join("values.json")).unwrap()).unwrap();
+    let file = root.join("tensor/events.out.tfevents.fixture");
+    let out = p2law(&["convert", file.to_str().unwrap(), "--metric", "eval/loss", "--tokens-per-step", "8192"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<(f64, f64)> = csv.lines().skip(1).map(|l| {
+        let c: Vec<&str> = l.split(',').collect();
+        (c[5].parse().unwrap(), c[6].parse().unwrap())
+    }).collect();
+    let want: Vec<(f64, f64)> = values["runs"]["tensor"]["eval/loss"].as_array().unwrap().iter().map(|p| (p[0].as_f64().unwrap() * 8192.0, p[1].as_f64().unwrap())).collect();
+    let f32s = |v: &[(f64, f64)]| v.iter().map(|&(t, l)| (t, l as f32)).collect::<Vec<_>>();
+    assert_eq!(f32s(&rows), f32s(&want));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Tensorboard, 1 curve(s), 20 checkpoint(s), tokens Logged"));
+}

@@ -76,7 +76,7 @@ fn every_format_gives_the_same_forecast_of_a_known_curve() {
     std::fs::write(path("log.csv"), csv).unwrap();
     std::fs::write(path("log.jsonl"), jsonl).unwrap();
     std::fs::write(path("panel.csv"), panel).unwrap();
-    std::fs::write(path("events.out.tfevents.1.host"), p2law_backend::tensorboard::write_scalars(&tb)).unwrap();
+    std::fs::write(path("events.out.tfevents.1.host"), p2law_shared::logs::tensorboard::write_scalars(&tb)).unwrap();
     let at = "8.192e7";
     let tps = TPS.to_string();
     let mut got = Vec::new();

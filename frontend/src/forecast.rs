@@ -38,9 +38,9 @@ fn horizon(given: Option<f64>, f: &Forecast) -> f64 {
     h
 }
 
-/// Parses `text` (a text log) and forecasts it to `horizon` with `rule`.
-pub fn compute(name: &str, text: &str, choice: &LogChoice, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
-    let run = log::read(name, Some(text), choice, &|o| logs::parse(name, text, o)).map_err(|e| e.to_string())?;
+/// Parses `bytes` (a log in any format, TensorBoard too) and forecasts it to `horizon` with `rule`.
+pub fn compute(name: &str, bytes: &[u8], choice: &LogChoice, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
+    let run = log::read(name, std::str::from_utf8(bytes).ok(), choice, &|o| logs::parse_bytes(name, bytes, o)).map_err(|e| e.to_string())?;
     let base = ForecastOptions { rule, resamples: RESAMPLES, ..Default::default() };
     // First the forecast itself (its rule sets the horizon), then the drawn grid to the horizon.
     let first = run.forecast(&ForecastOptions { at: vec![2.0 * run.eval.iter().map(|o| o.tokens).fold(1.0, f64::max)], ..base.clone() }).map_err(|e| format!("{name}: {e}"))?;
@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn a_log_is_forecast_and_drawn_with_its_rule() {
         let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
-        let v = compute("run.csv", &log_csv(None), &choice, None, Some(Rule::Gap(0.1))).expect("forecast");
+        let v = compute("run.csv", log_csv(None).as_bytes(), &choice, None, Some(Rule::Gap(0.1))).expect("forecast");
         assert_eq!(v.forecast.points.len(), GRID);
         assert_eq!(v.svg.matches(r#"class="observed""#).count(), 200);
         assert_eq!(v.svg.matches(r#"class="band""#).count(), 1);
@@ -126,9 +126,19 @@ mod tests {
     #[test]
     fn a_broken_log_warns_and_a_bad_one_says_why() {
         let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
-        let v = compute("run.csv", &log_csv(Some(150)), &choice, Some(1e9), None).expect("forecast from before the NaN");
+        let v = compute("run.csv", log_csv(Some(150)).as_bytes(), &choice, Some(1e9), None).expect("forecast from before the NaN");
         assert_eq!(v.forecast.warnings[0].step, Some(1500.0));
-        let e = compute("run.csv", &log_csv(None), &LogChoice::default(), None, None).unwrap_err();
+        let e = compute("run.csv", log_csv(None).as_bytes(), &LogChoice::default(), None, None).unwrap_err();
         assert!(e.contains("run.csv") && e.contains("tokens"), "{e}");
+    }
+
+    #[test]
+    fn a_tensorboard_file_of_an_independent_writer_is_read_here() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tensorboard/tensor/events.out.tfevents.fixture");
+        let bytes = std::fs::read(path).unwrap();
+        let choice = LogChoice { metric: Some("eval/loss".into()), ..Default::default() };
+        let v = compute("events.out.tfevents.fixture", &bytes, &choice, None, None).expect("forecast");
+        assert_eq!(v.forecast.fit.checkpoints, 20);
+        assert_eq!(v.run.metric, "eval/loss");
     }
 }

@@ -31,7 +31,7 @@ fn kind_name(k: WarningKind) -> &'static str {
 
 #[component]
 pub fn ForecastPage() -> impl IntoView {
-    let file: RwSignal<Option<(String, Result<String, String>)>> = RwSignal::new(None);
+    let file: RwSignal<Option<(String, Result<Vec<u8>, String>)>> = RwSignal::new(None);
     let tps = RwSignal::new(String::new());
     let metric = RwSignal::new(String::new());
     let run = RwSignal::new(String::new());
@@ -44,18 +44,15 @@ pub fn ForecastPage() -> impl IntoView {
         let name = f.name();
         let f = gloo_file::File::from(f);
         leptos::task::spawn_local(async move {
-            let text = match gloo_file::futures::read_as_bytes(&f).await {
-                Ok(b) => String::from_utf8(b).map_err(|_| format!("{name}: a binary file (TensorBoard): `p2law forecast` reads it; this page reads text logs")),
-                Err(e) => Err(format!("{name}: {e}")),
-            };
-            file.set(Some((name, text)));
+            let bytes = gloo_file::futures::read_as_bytes(&f).await.map_err(|e| format!("{name}: {e}"));
+            file.set(Some((name, bytes)));
         });
     };
 
     let result = Memo::new(move |_| -> Option<Result<View, String>> {
-        let (name, text) = file.get()?;
+        let (name, bytes) = file.get()?;
         Some((|| {
-            let text = text?;
+            let bytes = bytes?;
             let choice = LogChoice {
                 tokens_per_step: number("tokens per step", &tps.get())?,
                 metric: Some(metric.get()).filter(|m| !m.trim().is_empty()),
@@ -64,7 +61,7 @@ pub fn ForecastPage() -> impl IntoView {
             };
             let rule_text = rule.get();
             let r: Option<Rule> = if rule_text.trim().is_empty() { None } else { Some(rule_text.trim().parse().map_err(|e| format!("rule: {e}"))?) };
-            compute(&name, &text, &choice, number("horizon", &horizon.get())?, r)
+            compute(&name, &bytes, &choice, number("horizon", &horizon.get())?, r)
         })())
     });
 
@@ -77,7 +74,7 @@ pub fn ForecastPage() -> impl IntoView {
     };
 
     let output = move || match result.get() {
-        None => view! { <p class="status">"Drop a run's log: trainer_state.json, W&B CSV, CSV or JSONL. It is read here; nothing is uploaded."</p> }.into_any(),
+        None => view! { <p class="status">"Drop a run's log: trainer_state.json, W&B CSV, TensorBoard events, CSV or JSONL. It is read here; nothing is uploaded."</p> }.into_any(),
         Some(Err(e)) => view! { <p id="forecast-error" class="status error">{e}</p> }.into_any(),
         Some(Ok(v)) => {
             let f = v.forecast.clone();

@@ -14,21 +14,19 @@ use p2law_shared::{FitReport, Inputs};
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileEntry {
     pub name: String,
-    /// The text; `None` for a binary file (TensorBoard), which only the server reads.
-    pub text: Option<String>,
+    /// The file as dropped: text, or a TensorBoard event file.
     pub bytes: Vec<u8>,
     pub options: LogOptions,
 }
 
-/// Parses a file as the server would, then applies the metadata given for single runs; binary
-/// files are left to the server.
-pub fn parse_entry(e: &FileEntry, runs: Option<&BTreeMap<String, RunMeta>>) -> Result<Option<ParsedLog>, String> {
-    let Some(t) = &e.text else { return Ok(None) };
-    let mut log = logs::parse(&e.name, t, &e.options).map_err(|err| err.to_string())?;
+/// Parses a file as the server does (the same shared parsers, TensorBoard event files too), then
+/// applies the metadata given for single runs.
+pub fn parse_entry(e: &FileEntry, runs: Option<&BTreeMap<String, RunMeta>>) -> Result<ParsedLog, String> {
+    let mut log = logs::parse_bytes(&e.name, &e.bytes, &e.options).map_err(|err| err.to_string())?;
     if let Some(runs) = runs {
         logs::apply_run_meta(&e.name, &mut log.curves, runs).map_err(|err| err.to_string())?;
     }
-    Ok(Some(log))
+    Ok(log)
 }
 
 /// Observed points of every curve, one colour each.
@@ -120,8 +118,8 @@ mod tests {
 
     #[test]
     fn fit_here_is_the_servers_pipeline() {
-        let entry = FileEntry { name: "p2.csv".into(), text: Some(p2_csv()), bytes: Vec::new(), options: LogOptions::default() };
-        let log = parse_entry(&entry, None).expect("parses").expect("text");
+        let entry = FileEntry { name: "p2.csv".into(), bytes: p2_csv().into_bytes(), options: LogOptions::default() };
+        let log = parse_entry(&entry, None).expect("parses");
         let req: FitRequest = serde_json::from_value(serde_json::json!({"run_ids": [1], "law": "p2", "holdout": "last20", "bootstrap": 5})).expect("request");
         let (o, p, b) = req.resolve().expect("valid");
         let report = run_fit(&log.curves, &o, p, b).expect("fit");

@@ -69,12 +69,12 @@ pub fn RefitPage() -> impl IntoView {
     let run_names = Memo::new(move |_| {
         files.with(|fs| {
             fs.iter()
-                .map(|f| parse_entry(f, None).ok().flatten().map(|l| l.curves.into_iter().map(|c| c.run).collect::<Vec<_>>()).unwrap_or_default())
+                .map(|f| parse_entry(f, None).ok().map(|l| l.curves.into_iter().map(|c| c.run).collect::<Vec<_>>()).unwrap_or_default())
                 .collect::<Vec<_>>()
         })
     });
     let curves = Memo::new(move |_| {
-        parsed.with(|ps| ps.iter().filter_map(|(_, r)| r.as_ref().ok().cloned().flatten()).flat_map(|l| l.curves).collect::<Vec<Curve>>())
+        parsed.with(|ps| ps.iter().filter_map(|(_, r)| r.as_ref().ok().cloned()).flat_map(|l| l.curves).collect::<Vec<Curve>>())
     });
 
     let on_files = move |ev: leptos::ev::Event| {
@@ -87,10 +87,9 @@ pub fn RefitPage() -> impl IntoView {
             leptos::task::spawn_local(async move {
                 match gloo_file::futures::read_as_bytes(&file).await {
                     Ok(bytes) => {
-                        let text = String::from_utf8(bytes.clone()).ok();
                         files.update(|fs| {
                             fs.retain(|f| f.name != name);
-                            fs.push(FileEntry { name, text, bytes, options: Default::default() });
+                            fs.push(FileEntry { name, bytes, options: Default::default() });
                         });
                     }
                     Err(e) => status.set(format!("{name}: {e}")),
@@ -109,7 +108,7 @@ pub fn RefitPage() -> impl IntoView {
                 let summary = move || {
                     let result = parsed.with(|ps| ps.get(i).map(|(_, r)| r.clone()));
                     match result {
-                        Some(Ok(Some(log))) => (
+                        Some(Ok(log)) => (
                             false,
                             format!(
                                 "{:?}: {} run(s), {} checkpoint(s), tokens {:?}, {} skipped",
@@ -120,7 +119,6 @@ pub fn RefitPage() -> impl IntoView {
                                 log.skipped.len()
                             ),
                         ),
-                        Some(Ok(None)) => (false, "binary file: the server reads it (TensorBoard)".to_string()),
                         Some(Err(e)) => (true, e),
                         None => (false, String::new()),
                     }

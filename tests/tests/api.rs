@@ -65,7 +65,7 @@ async fn uploads_fits_and_a_restart_lose_nothing() -> Result<()> {
     let client = Client::new();
 
     // Every sample format, each with what its log lacks.
-    let tb = p2law_backend::tensorboard::write_scalars(&[
+    let tb = p2law_shared::logs::tensorboard::write_scalars(&[
         (100, "eval/loss", 3.4),
         (100, "train/num_input_tokens_seen", 819_200.0),
         (200, "eval/loss", 3.1),
@@ -187,7 +187,7 @@ async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()>
     let client = Client::new();
     let good = || file("good.csv", p2_curves_csv(2).into_bytes());
     let csv = |name: &str, text: &str| file(name, text.as_bytes().to_vec());
-    let mut corrupt_tb = p2law_backend::tensorboard::write_scalars(&[(1, "loss", 2.0)]);
+    let mut corrupt_tb = p2law_shared::logs::tensorboard::write_scalars(&[(1, "loss", 2.0)]);
     let n = corrupt_tb.len();
     corrupt_tb[n - 6] ^= 0xff;
 
@@ -206,7 +206,7 @@ async fn bad_input_gets_its_status_and_nothing_partial_is_stored() -> Result<()>
         ("run rho out of range", vec![good()], Some(json!({"runs": {"good.csv": {"m1.2e8-0.15": {"rho": 1.0}}}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `runs.m1.2e8-0.15.rho`"),
         ("binary, not TensorBoard", vec![file("blob.bin", vec![0xff, 0xfe, 0x00, 0x01])], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "not UTF-8"),
         ("corrupt TensorBoard", vec![file("events.out.tfevents.x", corrupt_tb)], Some(json!({"all": {"tokens_per_step": 1.0}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "checksum"),
-        ("TensorBoard steps × 1e308", vec![file("events.out.tfevents.y", p2law_backend::tensorboard::write_scalars(&[(1, "loss", 2.0), (2, "loss", 1.5)]))], Some(json!({"all": {"tokens_per_step": 1e308}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `tokens_per_step`"),
+        ("TensorBoard steps × 1e308", vec![file("events.out.tfevents.y", p2law_shared::logs::tensorboard::write_scalars(&[(1, "loss", 2.0), (2, "loss", 1.5)]))], Some(json!({"all": {"tokens_per_step": 1e308}})), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "field `tokens_per_step`"),
         ("HF without token counts", vec![csv("trainer_state.json", TRAINER_STATE)], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "record 1, field `num_input_tokens_seen`"),
         ("second file bad", vec![good(), csv("bad.csv", "run,tokens,loss\na,-1,2\n")], None, Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "bad.csv, line 2"),
         ("over the size limit", vec![file("huge.csv", vec![b'1'; (64 << 20) + 1024])], None, Some(TOKEN), StatusCode::PAYLOAD_TOO_LARGE, "limit"),

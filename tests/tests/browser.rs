@@ -450,3 +450,30 @@ async fn forecast_page_forecasts_a_dropped_log_and_names_its_warnings() -> Resul
     b.close().await?;
     Ok(())
 }
+
+/// The Refit page reads a TensorBoard file written by an independent writer (PyTorch's
+/// SummaryWriter, `tests/fixtures/tensorboard/make_fixtures.py`) in the browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refit_page_reads_a_tensorboard_file_in_the_browser() -> Result<()> {
+    let backend = Backend::start().await?;
+    let b = Browser::start().await?;
+    b.client.goto(&format!("{}refit", backend.url)).await?;
+    b.wait_for("#log-files").await?;
+    // Chromium takes canonical paths only.
+    let tb = p2law_tests::workspace().join("tests/fixtures/tensorboard/simple/events.out.tfevents.fixture").canonicalize()?;
+    b.client.find(fantoccini::Locator::Css("#log-files")).await?.send_keys(&tb.display().to_string()).await?;
+    let mut tb_summary = String::new();
+    for _ in 0..100 {
+        tb_summary = b.client.execute("return [...document.querySelectorAll('fieldset.file .parse')].map(e => e.textContent).join(' | ');", vec![]).await?.as_str().unwrap_or_default().to_string();
+        if tb_summary.contains("Tensorboard") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(tb_summary.contains("Tensorboard: 1 run(s), 20 checkpoint(s), tokens Logged"), "{tb_summary}");
+    assert_eq!(b.client.find_all(fantoccini::Locator::Css("#preview circle.observed")).await?.len(), 20);
+    let errors = b.errors().await?;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    b.close().await?;
+    Ok(())
+}

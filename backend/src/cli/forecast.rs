@@ -6,8 +6,7 @@ use p2law_shared::budget::Rule;
 use p2law_shared::forecast::validation::{self, Series};
 use p2law_shared::forecast::log::{self, LogChoice, RunLog};
 use p2law_shared::forecast::{Forecast, ForecastOptions};
-use p2law_shared::logs::{self, Format, LogOptions, ParsedLog};
-use p2law_shared::{InputError, Location};
+use p2law_shared::logs::{self, Format, LogOptions};
 use std::path::{Path, PathBuf};
 
 /// Which log, and how to read it.
@@ -104,14 +103,6 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Parses one log file's bytes in any format p2law reads, TensorBoard included.
-pub(crate) fn parse_any(name: &str, bytes: &[u8], o: &LogOptions) -> Result<ParsedLog, InputError> {
-    if o.format == Format::Tensorboard || (o.format == Format::Auto && crate::tensorboard::looks_like(bytes)) {
-        return crate::tensorboard::parse(name, bytes, o);
-    }
-    let text = std::str::from_utf8(bytes).map_err(|e| InputError::new(name, Location::File, None, format!("not UTF-8 text (byte {})", e.valid_up_to())))?;
-    logs::parse(name, text, o)
-}
 
 /// Reads a run's log: the loss to forecast, the training loss beside it, the learning rate.
 pub fn read_run(path: &Path, a: &LogArgs) -> Result<RunLog> {
@@ -122,7 +113,7 @@ pub fn read_run(path: &Path, a: &LogArgs) -> Result<RunLog> {
 
 pub fn read_run_bytes(name: &str, bytes: &[u8], a: &LogArgs) -> Result<RunLog> {
     let choice = LogChoice { format: a.format, metric: a.metric.clone(), train_metric: a.train_metric.clone(), run: a.run.clone(), tokens_per_step: a.tokens_per_step };
-    Ok(log::read(name, std::str::from_utf8(bytes).ok(), &choice, &|o| parse_any(name, bytes, o))?)
+    Ok(log::read(name, std::str::from_utf8(bytes).ok(), &choice, &|o| logs::parse_bytes(name, bytes, o))?)
 }
 
 fn fmt_step(step: Option<f64>) -> String {

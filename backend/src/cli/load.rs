@@ -88,7 +88,7 @@ impl LoadArgs {
         for path in &self.files {
             let name = path.display().to_string();
             let bytes = std::fs::read(path).with_context(|| format!("reading {name}"))?;
-            let mut log = super::forecast::parse_any(&name, &bytes, &options)?;
+            let mut log = p2law_shared::logs::parse_bytes(&name, &bytes, &options)?;
             if let Some(a) = self.smooth {
                 log.curves.iter_mut().for_each(|c| c.smooth_ema(a));
             }

@@ -9,7 +9,6 @@ use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::Json;
 use p2law_shared::api::{ErrorBody, FileSummary, FitRequest, FitSummary, RunDetail, RunSummary, StoredFit, UploadMeta, UploadResponse};
-use p2law_shared::data::{InputError, Location};
 use p2law_shared::logs::{self, ParsedLog};
 use p2law_shared::FitReport;
 use p2law_shared::report::run_fit;
@@ -100,16 +99,9 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     }
 }
 
-/// Parses one file: TensorBoard event files by their record checksums, text formats by the
-/// shared parsers.
+/// Parses one file in any format (TensorBoard by its record checksums, text by the shared parsers).
 fn parse_file(name: &str, bytes: &[u8], options: &logs::LogOptions) -> Result<ParsedLog, ApiError> {
-    if options.format == logs::Format::Tensorboard || (options.format == logs::Format::Auto && crate::tensorboard::looks_like(bytes)) {
-        return Ok(crate::tensorboard::parse(name, bytes, options)?);
-    }
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        InputError::new(name, Location::File, None, format!("not UTF-8 text (byte {}) and not a TensorBoard event file", e.valid_up_to()))
-    })?;
-    Ok(logs::parse(name, text, options)?)
+    Ok(logs::parse_bytes(name, bytes, options)?)
 }
 
 #[utoipa::path(get, path = "/api/runs", tag = "runs", responses((status = 200, body = Vec<RunSummary>)))]

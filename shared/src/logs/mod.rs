@@ -3,13 +3,15 @@
 //! - [`canonical`]: p2law's own CSV / JSONL (one row per checkpoint), read and written;
 //! - [`hf_trainer_state`]: Hugging Face `trainer_state.json` (`log_history`);
 //! - [`wandb_panel`]: a Weights & Biases panel export (`Step`, `<run> - <metric>` columns);
-//! - [`wandb_runs`]: a Weights & Biases runs-table export (one row per run, summary metrics).
+//! - [`wandb_runs`]: a Weights & Biases runs-table export (one row per run, summary metrics);
+//! - [`tensorboard`]: TensorBoard event files (binary: [`parse_bytes`] reads them).
 //!
 //! [`parse`] detects the format, applies the user's metadata, drops warm-up checkpoints and
 //! de-duplicates resumed runs. Every error names the file, the line or record, and the field.
 
 pub mod canonical;
 pub mod hf_trainer_state;
+pub mod tensorboard;
 pub mod wandb_panel;
 pub mod wandb_runs;
 
@@ -29,7 +31,7 @@ pub enum Format {
     WandbRuns,
     Csv,
     Jsonl,
-    /// TensorBoard event files: binary, read by the backend (`p2law-backend`'s `tensorboard`).
+    /// TensorBoard event files: binary, read by [`parse_bytes`].
     Tensorboard,
 }
 
@@ -123,12 +125,23 @@ pub fn parse(file: &str, text: &str, options: &LogOptions) -> Result<ParsedLog, 
         Format::Csv => canonical::parse_csv(file, text, options)?,
         Format::Jsonl => canonical::parse_jsonl(file, text, options)?,
         Format::Tensorboard => {
-            return Err(InputError::new(file, Location::File, None, "TensorBoard event files are binary: upload them to the server, which reads them"));
+            return Err(InputError::new(file, Location::File, None, "TensorBoard event files are binary: read them as bytes (`parse_bytes`)"));
         }
         Format::Auto => unreachable!("detect returns a concrete format"),
     };
     log.format = format;
     finish(file, log, options)
+}
+
+/// Parses one file's bytes in any format: a TensorBoard event file when asked for or when the
+/// bytes open with a valid record, else UTF-8 text through [`parse`]. The CLI, the server and the
+/// browser all read files through here.
+pub fn parse_bytes(file: &str, bytes: &[u8], options: &LogOptions) -> Result<ParsedLog, InputError> {
+    if options.format == Format::Tensorboard || (options.format == Format::Auto && tensorboard::looks_like(bytes)) {
+        return tensorboard::parse(file, bytes, options);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| InputError::new(file, Location::File, None, format!("not UTF-8 text (byte {}) and not a TensorBoard event file", e.valid_up_to())))?;
+    parse(file, text, options)
 }
 
 /// The most tokens one optimizer step may stand for: far above any real global batch (Llama 3

@@ -6,14 +6,34 @@
 //! `Summary.value` (1) → `Value.tag` (1), `Value.simple_value` (2), `Value.tensor` (8) →
 //! `TensorProto.tensor_content` (4), `float_val` (5), `double_val` (6).
 
-use p2law_shared::data::{Curve, CurvePoint, InputError, Location};
-use p2law_shared::logs::{Format, LogOptions, ParsedLog, Skipped, TokenSource};
+use super::{Format, LogOptions, ParsedLog, Skipped, TokenSource};
+use crate::data::{Curve, CurvePoint, InputError, Location};
 use std::collections::BTreeMap;
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), a byte at a time from a table built at
+/// compile time: event files are small, and the browser has no SSE4.2.
+pub fn crc32c(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 { 0x82f6_3b78 ^ (c >> 1) } else { c >> 1 };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
+    !data.iter().fold(!0u32, |crc, &b| TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8))
+}
 
 /// TensorBoard's CRC mask (from TensorFlow's `crc32c.h`).
 pub fn masked_crc32c(data: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(data);
-    crc.rotate_right(15).wrapping_add(0xa282_ead8)
+    crc32c(data).rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// One scalar: (step, tag, value).
@@ -166,7 +186,7 @@ fn tensor_scalar(b: &[u8]) -> Result<Option<f64>, String> {
 /// naming a loss, preferring an eval one). Tokens come from a tag naming tokens logged at the same
 /// steps, else step × tokens-per-step.
 pub fn parse(file: &str, bytes: &[u8], o: &LogOptions) -> Result<ParsedLog, InputError> {
-    p2law_shared::logs::check_options(file, o)?;
+    super::check_options(file, o)?;
     let all = scalars(file, bytes)?;
     let mut tags: Vec<&str> = all.iter().map(|s| s.1.as_str()).collect();
     tags.sort_unstable();
@@ -211,14 +231,14 @@ pub fn parse(file: &str, bytes: &[u8], o: &LogOptions) -> Result<ParsedLog, Inpu
             continue;
         }
         let field = if source == TokenSource::Steps { "tokens_per_step".to_string() } else { token_tag.clone().unwrap_or_default() };
-        let tokens = p2law_shared::logs::check_tokens(file, loc(), &field, tokens)?;
+        let tokens = super::check_tokens(file, loc(), &field, tokens)?;
         if !((loss.is_finite() && *loss > 0.0) || (o.keep_non_finite && !loss.is_finite())) {
             return Err(InputError::new(file, loc(), Some(&metric), format!("step {step}: loss must be positive and finite, got {loss}")));
         }
         curve.points.push(CurvePoint { tokens, loss: *loss });
     }
     let log = ParsedLog { file: file.to_string(), format: Format::Tensorboard, curves: vec![curve], token_source: source, skipped, deduplicated: 0, warmup_dropped: 0 };
-    p2law_shared::logs::finish(file, log, o)
+    super::finish(file, log, o)
 }
 
 /// Whether bytes look like an event file: a valid first record header.
@@ -283,7 +303,13 @@ mod tests {
     #[test]
     fn crc32c_known_answer() {
         // The CRC-32C check value (RFC 3720, iSCSI) of "123456789".
-        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c(b""), 0);
+        // Against the crc32c crate on data of every length up to 300.
+        let data: Vec<u8> = (0..300u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for n in 0..=data.len() {
+            assert_eq!(crc32c(&data[..n]), ::crc32c::crc32c(&data[..n]), "length {n}");
+        }
         // TensorFlow's mask: rotate right by 15, add 0xa282ead8.
         assert_eq!(masked_crc32c(b"123456789"), 0xe306_9283u32.rotate_right(15).wrapping_add(0xa282_ead8));
     }
@@ -295,6 +321,35 @@ mod tests {
         let log = parse("events.out.tfevents.1", &bytes, &LogOptions::default()).expect("valid");
         let pts: Vec<(f64, f64)> = log.curves[0].points.iter().map(|p| (p.tokens, p.loss)).collect();
         assert_eq!(pts, vec![(409_600.0, 3.5), (819_200.0, 3.0)]);
+    }
+
+    /// Files written by PyTorch's SummaryWriter (`tests/fixtures/tensorboard/make_fixtures.py`):
+    /// `simple_value` scalars and TF2-style rank-0 tensors, read back exactly as the writer
+    /// stored them (float32), tokens from the logged `train/num_tokens`.
+    #[test]
+    fn reads_files_of_an_independent_writer() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tensorboard");
+        let values: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("values.json")).unwrap()).unwrap();
+        let tps = values["tokens_per_step"].as_f64().unwrap();
+        for kind in ["simple", "tensor"] {
+            let bytes = std::fs::read(root.join(kind).join("events.out.tfevents.fixture")).unwrap();
+            assert!(looks_like(&bytes), "{kind}");
+            let want = &values["runs"][kind];
+            for (metric, split) in [("eval/loss", "eval/loss"), ("train/loss", "train/loss")] {
+                let o = LogOptions { metric: Some(metric.into()), tokens_per_step: Some(tps), ..Default::default() };
+                let log = parse(kind, &bytes, &o).unwrap_or_else(|e| panic!("{kind} {metric}: {e}"));
+                let c = &log.curves[0];
+                assert_eq!(c.split.as_deref(), Some(split));
+                let expect: Vec<(f64, f64)> = want[metric].as_array().unwrap().iter().map(|p| (p[0].as_f64().unwrap() * tps, p[1].as_f64().unwrap())).collect();
+                let got: Vec<(f64, f64)> = c.points.iter().map(|p| (p.tokens, p.loss)).collect();
+                // Exact as float32 (serde_json's text-to-f64 may round the JSON's last digit differently).
+                let f32s = |v: &[(f64, f64)]| v.iter().map(|&(t, l)| (t, l as f32)).collect::<Vec<_>>();
+                assert_eq!(f32s(&got), f32s(&expect), "{kind} {metric}");
+                // eval/loss has a token tag at its steps; train/loss falls back to steps × tps.
+                let source = if metric == "eval/loss" { TokenSource::Logged } else { TokenSource::Steps };
+                assert_eq!(log.token_source, source, "{kind} {metric}");
+            }
+        }
     }
 
     #[test]
@@ -319,10 +374,10 @@ mod tests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod fuzz {
     use super::*;
-    use p2law_shared::fuzz::{Campaign, TEXT_DICTIONARY, assert_clean, inputs_from_env};
+    use crate::fuzz::{Campaign, TEXT_DICTIONARY, assert_clean, inputs_from_env};
 
     /// Repairs each record's length (to what is left when it overruns) and both checksums, so
     /// mutated bytes reach the protobuf decoder instead of stopping at a checksum.
@@ -354,7 +409,7 @@ mod fuzz {
         ]
     }
 
-    pub(crate) fn run(inputs: u64) -> p2law_shared::fuzz::Outcome {
+    pub(crate) fn run(inputs: u64) -> crate::fuzz::Outcome {
         let c = Campaign { name: "tensorboard records", seeds: seeds(), dictionary: TEXT_DICTIONARY, fixup: Some(&fix_records) };
         let options = [LogOptions::default(), LogOptions { tokens_per_step: Some(1024.0), metric: Some("loss".into()), ..Default::default() }];
         c.run(inputs, 11, |bytes| {
