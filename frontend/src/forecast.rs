@@ -41,6 +41,24 @@ fn horizon(given: Option<f64>, f: &Forecast) -> f64 {
 /// Parses `bytes` (a log in any format, TensorBoard too) and forecasts it to `horizon` with `rule`.
 pub fn compute(name: &str, bytes: &[u8], choice: &LogChoice, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
     let run = log::read(name, std::str::from_utf8(bytes).ok(), choice, &|o| logs::parse_bytes(name, bytes, o)).map_err(|e| e.to_string())?;
+    compute_run(run, horizon_tokens, rule)
+}
+
+/// A run stored on the server (`GET /api/runs/{id}`), forecast here.
+pub fn compute_stored(detail: &p2law_shared::api::RunDetail, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
+    let run = RunLog {
+        file: format!("server run {}", detail.summary.id),
+        run: detail.summary.name.clone(),
+        metric: "loss".into(),
+        eval: detail.checkpoints.iter().map(|p| p2law_shared::forecast::Obs { tokens: p.tokens, loss: p.loss, step: None }).collect(),
+        train: None,
+        schedule: None,
+    };
+    compute_run(run, horizon_tokens, rule)
+}
+
+fn compute_run(run: RunLog, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
+    let name = run.file.clone();
     let base = ForecastOptions { rule, resamples: RESAMPLES, ..Default::default() };
     // First the forecast itself (its rule sets the horizon), then the drawn grid to the horizon.
     let first = run.forecast(&ForecastOptions { at: vec![2.0 * run.eval.iter().map(|o| o.tokens).fold(1.0, f64::max)], ..base.clone() }).map_err(|e| format!("{name}: {e}"))?;

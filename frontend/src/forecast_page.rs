@@ -1,7 +1,8 @@
 //! The Forecast page: drop one run's partial log (read and forecast here, nothing uploaded),
 //! see where its loss is going with a band, when the rule is met, and what is going wrong.
 
-use crate::forecast::{View, compute};
+use crate::forecast::{View, compute, compute_stored};
+use p2law_shared::api::RunDetail;
 use leptos::prelude::*;
 use p2law_shared::budget::Rule;
 use p2law_shared::forecast::WarningKind;
@@ -37,6 +38,29 @@ pub fn ForecastPage() -> impl IntoView {
     let run = RwSignal::new(String::new());
     let rule = RwSignal::new("gap:0.05".to_string());
     let horizon = RwSignal::new(String::new());
+    let server_id = RwSignal::new(String::new());
+    // A run stored on the server, fetched by id (the file, when one is dropped later, wins).
+    let stored: RwSignal<Option<Result<RunDetail, String>>> = RwSignal::new(None);
+    let load_stored = move |_| {
+        let text = server_id.get();
+        let Ok(id) = text.trim().parse::<i64>() else {
+            stored.set(Some(Err(format!("server run: `{}` is not a run id", text.trim()))));
+            return;
+        };
+        file.set(None);
+        leptos::task::spawn_local(async move {
+            let got = async {
+                let resp = gloo_net::http::Request::get(&format!("/api/runs/{id}")).send().await.map_err(|e| e.to_string())?;
+                if !resp.ok() {
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    return Err(format!("server run {id}: HTTP {}: {}", resp.status(), body["error"].as_str().unwrap_or("")));
+                }
+                resp.json::<RunDetail>().await.map_err(|e| e.to_string())
+            }
+            .await;
+            stored.set(Some(got));
+        });
+    };
 
     let on_file = move |ev: leptos::ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&ev);
@@ -45,11 +69,16 @@ pub fn ForecastPage() -> impl IntoView {
         let f = gloo_file::File::from(f);
         leptos::task::spawn_local(async move {
             let bytes = gloo_file::futures::read_as_bytes(&f).await.map_err(|e| format!("{name}: {e}"));
+            stored.set(None);
             file.set(Some((name, bytes)));
         });
     };
 
     let result = Memo::new(move |_| -> Option<Result<View, String>> {
+        let rule_of = |t: String| -> Result<Option<Rule>, String> { if t.trim().is_empty() { Ok(None) } else { t.trim().parse().map(Some).map_err(|e| format!("rule: {e}")) } };
+        if let Some(s) = stored.get() {
+            return Some((|| compute_stored(&s?, number("horizon", &horizon.get())?, rule_of(rule.get())?))());
+        }
         let (name, bytes) = file.get()?;
         Some((|| {
             let bytes = bytes?;
@@ -127,6 +156,11 @@ pub fn ForecastPage() -> impl IntoView {
                     {field("forecast-tps", "Tokens per step (logs that count steps)", tps, "e.g. 524288")}
                     {field("forecast-metric", "Loss key or column", metric, "default: the eval loss")}
                     {field("forecast-run", "Run (logs with several)", run, "")}
+                </fieldset>
+                <fieldset>
+                    <legend>"Or a run stored on this server"</legend>
+                    {field("forecast-server-run", "Run id (GET /api/runs/{id})", server_id, "e.g. 1")}
+                    <div class="exports"><button type="button" id="forecast-load" on:click=load_stored>"Forecast the stored run"</button></div>
                 </fieldset>
                 <fieldset>
                     <legend>"Forecast"</legend>

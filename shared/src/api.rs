@@ -73,6 +73,53 @@ pub struct UploadResponse {
     pub files: Vec<FileSummary>,
 }
 
+/// The most token counts one forecast request may ask for.
+pub const MAX_FORECAST_AT: usize = 256;
+/// The most bootstrap resamples one forecast may draw.
+pub const MAX_FORECAST_RESAMPLES: usize = 5000;
+
+/// `POST /api/runs/{id}/forecast`, and the options `p2law forecast` resolves the same way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ForecastRequest {
+    /// Token counts to forecast the loss at (default: 2×, 10×, 100× the last checkpoint).
+    pub at: Vec<f64>,
+    /// `slope:<tau>`, `gap:<eps>` or `target:<loss>`.
+    pub rule: Option<String>,
+    /// Band level, default 0.9.
+    pub level: Option<f64>,
+    /// Bootstrap resamples, default 400.
+    pub resamples: Option<usize>,
+    pub seed: Option<u64>,
+}
+
+impl ForecastRequest {
+    /// The forecast's options, or the first bad field.
+    pub fn resolve(&self) -> Result<crate::forecast::ForecastOptions, String> {
+        let d = crate::forecast::ForecastOptions::default();
+        if self.at.len() > MAX_FORECAST_AT {
+            return Err(format!("field `at`: at most {MAX_FORECAST_AT} token counts, got {}", self.at.len()));
+        }
+        if let Some(t) = self.at.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
+            return Err(format!("field `at`: token counts must be positive, got {t}"));
+        }
+        let rule = match &self.rule {
+            None => None,
+            Some(r) => Some(r.parse::<crate::budget::Rule>().map_err(|e| format!("field `rule`: {e}"))?),
+        };
+        let level = self.level.unwrap_or(d.level);
+        if !(level > 0.0 && level < 1.0) {
+            return Err(format!("field `level`: must be between 0 and 1, got {level}"));
+        }
+        let resamples = self.resamples.unwrap_or(d.resamples);
+        if !(50..=MAX_FORECAST_RESAMPLES).contains(&resamples) {
+            return Err(format!("field `resamples`: must be 50 to {MAX_FORECAST_RESAMPLES}, got {resamples}"));
+        }
+        Ok(crate::forecast::ForecastOptions { at: self.at.clone(), rule, level, resamples, seed: self.seed.unwrap_or(d.seed), schedule: None })
+    }
+}
+
 /// `POST /api/fits`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -363,7 +363,7 @@ async fn openapi_document_covers_the_api() -> Result<()> {
     let backend = Backend::api_only().await?;
     let doc: Value = reqwest::get(format!("http://{}/api/openapi.json", backend.addr)).await?.json().await?;
     assert!(doc["openapi"].as_str().unwrap_or_default().starts_with("3."));
-    for path in ["/api/uploads", "/api/uploads/{id}", "/api/uploads/{id}/raw", "/api/runs", "/api/runs/{id}", "/api/fits", "/api/fits/{id}", "/api/presets", "/api/health"] {
+    for path in ["/api/uploads", "/api/uploads/{id}", "/api/uploads/{id}/raw", "/api/runs", "/api/runs/{id}", "/api/runs/{id}/forecast", "/api/fits", "/api/fits/{id}", "/api/presets", "/api/health"] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     for schema in ["FitReport", "FitRequest", "StoredFit", "UploadResponse", "RunDetail", "ErrorBody", "LogOptions", "Metrics", "HoldoutReport"] {
@@ -381,5 +381,55 @@ async fn openapi_document_covers_the_api() -> Result<()> {
         }
     }
     assert!(doc["paths"]["/api/fits"]["post"]["responses"].get("503").is_some());
+    Ok(())
+}
+
+/// `POST /api/runs/{id}/forecast`: a stored run forecast from its own checkpoints; bad options
+/// and unreachable rules answer 422 naming the field or the reason, a missing run 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_run_is_forecast_and_bad_requests_are_422() -> Result<()> {
+    let backend = Backend::api_only().await?;
+    let url = format!("http://{}", backend.addr);
+    let client = Client::new();
+    // L = 1.8 + 0.9 (D/1e6)^-0.3 every 10 steps of 4096 tokens.
+    let mut csv = String::from("step,loss\n");
+    for i in 1..=200u32 {
+        let d = f64::from(i) * 10.0 * 4096.0;
+        csv.push_str(&format!("{},{}\n", i * 10, 1.8 + 0.9 * (d / 1e6).powf(-0.3)));
+    }
+    let (status, body) = upload(&client, &url, vec![file("heal.csv", csv.into_bytes())], Some(json!({"all": {"tokens_per_step": 4096.0}})), Some(TOKEN)).await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["files"][0]["runs"][0]["id"].as_i64().context("run id")?;
+    let post = |body: Value, id: i64| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let resp = client.post(format!("{url}/api/runs/{id}/forecast")).json(&body).send().await?;
+            let status = resp.status();
+            anyhow::Ok((status, resp.json::<Value>().await.unwrap_or(Value::Null)))
+        }
+    };
+    let (status, f) = post(json!({"at": [8.192e7], "rule": "gap:0.1"}), id).await?;
+    assert_eq!(status, StatusCode::OK, "{f}");
+    let p = &f["points"][0];
+    let want = 1.8 + 0.9 * (8.192e7f64 / 1e6).powf(-0.3);
+    assert!((p["loss"].as_f64().unwrap() / want - 1.0).abs() < 1e-3, "{p}");
+    assert!(p["lo"].as_f64().unwrap() <= want && want <= p["hi"].as_f64().unwrap(), "{p}");
+    assert!(f["rule"]["tokens"].as_f64().unwrap() > 8.192e6);
+    for (body, want) in [
+        (json!({"rule": "soon:3"}), "field `rule`"),
+        (json!({"at": [-1.0]}), "field `at`"),
+        (json!({"level": 1.5}), "field `level`"),
+        (json!({"resamples": 10_000_000}), "field `resamples`"),
+        (json!({"rule": "target:1.2"}), "can never be met"),
+    ] {
+        let (status, e) = post(body.clone(), id).await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e}");
+        assert!(e["error"].as_str().unwrap_or_default().contains(want), "{body}: {e}");
+    }
+    let (status, _) = post(json!({"unknown": 1}), id).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = post(json!({}), 999).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     Ok(())
 }

@@ -445,6 +445,28 @@ async fn forecast_page_forecasts_a_dropped_log_and_names_its_warnings() -> Resul
     set_input(&b, "forecast-tps", "").await?;
     let err = b.wait_for("#forecast-error").await?.text().await?;
     assert!(err.contains("broken.csv") && err.contains("tokens"), "{err}");
+
+    // A run stored on the server (uploaded with the token), fetched by id and forecast here.
+    let form = reqwest::multipart::Form::new()
+        .text("meta", serde_json::json!({"all": {"tokens_per_step": 4096.0}}).to_string())
+        .part("file", reqwest::multipart::Part::bytes(std::fs::read(&good)?).file_name("healing.csv"));
+    let up: serde_json::Value = reqwest::Client::new().post(format!("{}api/uploads", backend.url)).bearer_auth(p2law_tests::TOKEN).multipart(form).send().await?.json().await?;
+    let id = up["files"][0]["runs"][0]["id"].as_i64().context("run id")?;
+    set_input(&b, "forecast-server-run", &id.to_string()).await?;
+    b.wait_for("#forecast-load").await?.click().await?;
+    let mut summary = String::new();
+    for _ in 0..100 {
+        if let Ok(e) = b.client.find(fantoccini::Locator::Css("#forecast-summary")).await {
+            summary = e.text().await?;
+            if summary.contains("200 checkpoints") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(summary.contains("200 checkpoints"), "{summary}");
+    let t2 = number_attr(&b, "#forecast-plot g.rule-marker", "data-tokens").await?;
+    assert!((t2 / t - 1.0).abs() < 1e-9, "the stored run forecasts as the dropped file did: {t2:e} vs {t:e}");
     let errors = b.errors().await?;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     b.close().await?;

@@ -2,6 +2,7 @@
 //! method on curves whose end is known. `p2law watch` (in `watch.rs`) re-runs it as the log grows.
 
 use anyhow::{Context, Result, bail};
+use p2law_shared::api::ForecastRequest;
 use p2law_shared::budget::Rule;
 use p2law_shared::forecast::validation::{self, Series};
 use p2law_shared::forecast::log::{self, LogChoice, RunLog};
@@ -64,8 +65,16 @@ pub struct ForecastArgs {
 }
 
 impl ForecastArgs {
-    pub fn options(&self) -> ForecastOptions {
-        ForecastOptions { at: self.at.clone().map(|t| t.0).unwrap_or_default(), rule: self.rule, level: self.level, resamples: self.resamples, seed: self.seed, schedule: None }
+    /// The options, resolved as the API resolves a `ForecastRequest` (one path, one set of caps).
+    pub fn options(&self) -> Result<ForecastOptions> {
+        let request = ForecastRequest {
+            at: self.at.clone().map(|t| t.0).unwrap_or_default(),
+            rule: self.rule.map(|r| r.to_string()),
+            level: Some(self.level),
+            resamples: Some(self.resamples),
+            seed: Some(self.seed),
+        };
+        request.resolve().map_err(|e| anyhow::anyhow!("{}", e.replace("field `", "--").replacen('`', "", 1)))
     }
 }
 
@@ -94,7 +103,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let [file] = a.files.as_slice() else { bail!("give one log file (a run's log); got {}", a.files.len()) };
     let run = read_run(file, &a.log)?;
-    let f = run.forecast(&a.forecast.options()).map_err(|e| anyhow::anyhow!("{}: {e}", run.file))?;
+    let f = run.forecast(&a.forecast.options()?).map_err(|e| anyhow::anyhow!("{}: {e}", run.file))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&f)?);
     } else {
@@ -249,7 +258,7 @@ pub const FRACTIONS: [f64; 3] = [0.1, 0.2, 0.4];
 
 fn validate(paths: &[PathBuf], f: &ForecastArgs, json: bool) -> Result<()> {
     let series = validation_series(paths)?;
-    let v = validation::validate(&series, &FRACTIONS, &f.options());
+    let v = validation::validate(&series, &FRACTIONS, &f.options()?);
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

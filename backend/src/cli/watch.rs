@@ -57,7 +57,7 @@ fn view(a: &Args, bytes: &[u8]) -> String {
         Ok(r) => r,
         Err(e) => return format!("waiting: {e:#}\n(the file may be mid-write; it is read again at the next change)\n"),
     };
-    match run.forecast(&a.forecast.options()).map_err(|e| anyhow::anyhow!("{}: {e}", run.file)) {
+    match a.forecast.options().and_then(|o| run.forecast(&o).map_err(|e| anyhow::anyhow!("{}: {e}", run.file))) {
         Ok(f) => {
             let mut s = String::new();
             if let Some(r) = &f.rule {

@@ -8,7 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::Json;
-use p2law_shared::api::{ErrorBody, FileSummary, FitRequest, FitSummary, RunDetail, RunSummary, StoredFit, UploadMeta, UploadResponse};
+use p2law_shared::api::{ErrorBody, FileSummary, FitRequest, FitSummary, ForecastRequest, RunDetail, RunSummary, StoredFit, UploadMeta, UploadResponse};
 use p2law_shared::logs::{self, ParsedLog};
 use p2law_shared::FitReport;
 use p2law_shared::report::run_fit;
@@ -112,6 +112,26 @@ pub async fn runs(State(state): State<AppState>) -> Result<Json<Vec<RunSummary>>
 #[utoipa::path(get, path = "/api/runs/{id}", tag = "runs", params(("id" = i64, Path, minimum = 1)), responses((status = 400, body = ErrorBody), (status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
 pub async fn run(State(state): State<AppState>, super::error::Id(id): super::error::Id) -> Result<Json<RunDetail>, ApiError> {
     state.store().run(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("run {id}")))
+}
+
+/// `POST /api/runs/{id}/forecast`: forecasts a stored run from its own checkpoints (a read: no
+/// token), off the async executor in one of the fit slots.
+#[utoipa::path(post, path = "/api/runs/{id}/forecast", tag = "runs", params(("id" = i64, Path, minimum = 1)), request_body = ForecastRequest,
+    responses((status = 200, body = p2law_shared::forecast::Forecast), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody, description = "every fit slot is busy; retry after `Retry-After` seconds")))]
+pub async fn forecast_run(State(state): State<AppState>, super::error::Id(id): super::error::Id, body: Result<Json<ForecastRequest>, JsonRejection>) -> Result<Json<p2law_shared::forecast::Forecast>, ApiError> {
+    let Json(request) = body?;
+    let options = request.resolve().map_err(ApiError::Unprocessable)?;
+    let run = state.store().run(id).await?.ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
+    let obs: Vec<p2law_shared::forecast::Obs> = run.checkpoints.iter().map(|p| p2law_shared::forecast::Obs { tokens: p.tokens, loss: p.loss, step: None }).collect();
+    let slot = state.fit_slot()?;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        p2law_shared::forecast::forecast(&obs, None, &options)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map(Json)
+    .map_err(|e| ApiError::Unprocessable(format!("run {id}: {e}")))
 }
 
 /// `POST /api/fits`: fits the law to stored runs off the async executor and stores the result.
