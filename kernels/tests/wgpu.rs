@@ -8,6 +8,9 @@ use p2law_kernels::{ShapeError, reference};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
+/// The wgpu device, or `None` after [`gpu::skip_without_adapter`] (which fails the test where
+/// `P2LAW_REQUIRE_WGPU=1`).
+#[track_caller]
 fn device() -> Option<Device> {
     match gpu::wgpu_device() {
         Some((device, adapter)) => {
@@ -15,7 +18,9 @@ fn device() -> Option<Device> {
             Some(device)
         }
         None => {
-            eprintln!("SKIPPED: no wgpu adapter on this machine (install mesa-vulkan-drivers; ./dev setup does)");
+            let caller = std::panic::Location::caller();
+            let name = std::thread::current().name().unwrap_or("a kernels test").to_string();
+            gpu::skip_without_adapter(&format!("{name} ({}:{})", caller.file(), caller.line()));
             None
         }
     }
