@@ -382,6 +382,12 @@ async fn a_hugging_face_parent_is_calibrated_and_exported_through_the_api() -> R
     anyhow::ensure!(last["stage"] == "done", "the job ended with {last}");
     let exports: Vec<&str> = events.iter().filter(|(n, _)| n == "export").filter_map(|(_, e)| e["message"].as_str()).collect();
     assert_eq!(exports.len(), 2, "{exports:?}");
+    // Messages name paths from the data dir, never the host's layout.
+    assert!(exports.iter().all(|m| m.contains("<data-dir>/exports/job-")), "{exports:?}");
+    let host = data.path().display().to_string();
+    for (_, e) in &events {
+        assert!(!e["message"].as_str().unwrap_or_default().contains(&host), "a host path in {e}");
+    }
     let job: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
     for run_id in job["run_ids"].as_array().context("runs")? {
         let run: Value = client.get(format!("{url}/api/runs/{run_id}")).send().await?.json().await?;

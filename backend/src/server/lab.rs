@@ -83,6 +83,22 @@ impl Lab {
         path.file_name().map_or_else(|| "(a server path)".into(), |n| format!(".../{}", n.to_string_lossy()))
     }
 
+    /// `text` (an event message, a job's error) with every absolute path under the data or corpus
+    /// directory written as [`Lab::public_path`] writes it: the API never shows the host's layout.
+    pub fn public_text(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (root, name) in [(&self.data_dir, "<data-dir>"), (&self.corpus_dir, "<corpus-dir>")] {
+            if root.is_absolute() {
+                let r = root.display().to_string();
+                let r = r.trim_end_matches('/');
+                if !r.is_empty() {
+                    out = out.replace(r, name);
+                }
+            }
+        }
+        out
+    }
+
     /// Tells the worker there is work.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -112,7 +128,8 @@ pub(crate) fn event(stage: &str, message: Option<String>) -> CalibrationEvent {
 }
 
 /// Stores and broadcasts one event.
-pub(crate) async fn publish(store: &Store, lab: &Lab, job: i64, e: CalibrationEvent) {
+pub(crate) async fn publish(store: &Store, lab: &Lab, job: i64, mut e: CalibrationEvent) {
+    e.message = e.message.map(|m| lab.public_text(&m));
     match store.append_event(job, e).await {
         Ok(e) => {
             let _ = lab.sender(job).send(e);
@@ -178,6 +195,7 @@ async fn work(store: &Store, lab: &Arc<Lab>) {
             lab.cancel.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             return;
         }
+        let error = error.map(|e| lab.public_text(&e));
         let mut last = event(status.as_str(), error.clone());
         last.fit_id = fit_id;
         match store.finish_calibration(id, status, error.as_deref(), fit_id, last).await {
