@@ -78,19 +78,34 @@ pub const MAX_FORECAST_AT: usize = 256;
 /// The most bootstrap resamples one forecast may draw.
 pub const MAX_FORECAST_RESAMPLES: usize = 5000;
 
+/// The schema of `at`: up to [`MAX_FORECAST_AT`] positive token counts.
+#[cfg(feature = "openapi")]
+fn positive_tokens() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::Number).exclusive_minimum(Some(0.0)).maximum(Some(1e30)))
+        .max_items(Some(MAX_FORECAST_AT))
+        .build()
+}
+
 /// `POST /api/runs/{id}/forecast`, and the options `p2law forecast` resolves the same way.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ForecastRequest {
     /// Token counts to forecast the loss at (default: 2×, 10×, 100× the last checkpoint).
+    #[cfg_attr(feature = "openapi", schema(schema_with = positive_tokens))]
     pub at: Vec<f64>,
     /// `slope:<tau>`, `gap:<eps>` or `target:<loss>`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^(target|slope|gap):(0*[1-9][0-9]*(\.[0-9]*)?|0*\.[0-9]*[1-9][0-9]*)([eE][+-]?[0-9]{1,2})?$"))]
     pub rule: Option<String>,
     /// Band level, default 0.9.
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0))]
     pub level: Option<f64>,
     /// Bootstrap resamples, default 400.
+    #[cfg_attr(feature = "openapi", schema(minimum = 50, maximum = 5000))]
     pub resamples: Option<usize>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 9223372036854775807_i64))]
     pub seed: Option<u64>,
 }
 
@@ -116,6 +131,12 @@ impl ForecastRequest {
         if !(50..=MAX_FORECAST_RESAMPLES).contains(&resamples) {
             return Err(format!("field `resamples`: must be 50 to {MAX_FORECAST_RESAMPLES}, got {resamples}"));
         }
+        if let Some(seed) = self.seed.filter(|s| *s > i64::MAX as u64) {
+            return Err(format!("field `seed`: at most {}, got {seed}", i64::MAX));
+        }
+        if let Some(t) = self.at.iter().find(|t| **t > 1e30) {
+            return Err(format!("field `at`: at most 1e30 tokens, got {t}"));
+        }
         Ok(crate::forecast::ForecastOptions { at: self.at.clone(), rule, level, resamples, seed: self.seed.unwrap_or(d.seed), schedule: None })
     }
 }
@@ -125,17 +146,20 @@ impl ForecastRequest {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FitRequest {
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 10000))]
     pub run_ids: Vec<i64>,
     pub law: LawForm,
     #[serde(default)]
     pub objective: Objective,
     /// `quick`, `full` or a count.
     #[serde(default = "quick")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^(quick|full|[1-9][0-9]{0,4})$"))]
     pub starts: String,
     #[serde(default)]
     pub holdout: Option<Protocol>,
     /// Bootstrap resamples (0: none).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 2000))]
     pub bootstrap: usize,
     #[serde(default)]
     pub bootstrap_by: Resample,

@@ -19,10 +19,21 @@ pub const MAX_POINTS: usize = 2_000_000;
 /// The most runs one fit may name.
 pub const MAX_FIT_RUNS: usize = 10_000;
 
+/// The multipart body of `POST /api/uploads`, for the OpenAPI document only.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// Log files: at least one `file` part.
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
+    file: Vec<Vec<u8>>,
+    /// Options: JSON `UploadMeta`.
+    meta: Option<String>,
+}
+
 /// `POST /api/uploads`: multipart `file` parts (any number) and an optional `meta` part (JSON
 /// [`UploadMeta`]). Everything is parsed before anything is stored; one bad file rejects all.
 #[utoipa::path(post, path = "/api/uploads", tag = "uploads", security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "`file` parts (any number) and an optional `meta` part: JSON UploadMeta"),
+    request_body(content = UploadForm, content_type = "multipart/form-data", description = "`file` parts (at least one) and an optional `meta` part: JSON UploadMeta"),
     responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn upload(State(state): State<AppState>, _: Authorized, multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
     // Not multipart at all (no body, another content type): the JSON error, not axum's text.
