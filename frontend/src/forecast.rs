@@ -25,14 +25,14 @@ pub struct View {
     pub svg: String,
 }
 
-/// The horizon to draw to: as given, else 100× the last checkpoint (and past the rule when it
-/// is met sooner than 10 000×).
-fn horizon(given: Option<f64>, f: &Forecast) -> f64 {
+/// The horizon to draw to: as given, else 100× the last checkpoint (and past the rule when the
+/// fitted curve meets it sooner than 10 000×).
+fn horizon(given: Option<f64>, f: &Forecast, rule: Option<Rule>) -> f64 {
     if let Some(h) = given.filter(|h| *h > f.last.tokens) {
         return h;
     }
     let mut h = 100.0 * f.last.tokens;
-    if let Some(t) = f.rule.as_ref().and_then(|r| r.tokens).filter(|t| *t < 1e4 * f.last.tokens) {
+    if let Some(t) = rule.and_then(|r| f.fit.curve.tokens_for(r)).filter(|t| *t < 1e4 * f.last.tokens) {
         h = h.max(1.5 * t);
     }
     h
@@ -60,9 +60,11 @@ pub fn compute_stored(detail: &p2law_shared::api::RunDetail, horizon_tokens: Opt
 fn compute_run(run: RunLog, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
     let name = run.file.clone();
     let base = ForecastOptions { rule, resamples: RESAMPLES, ..Default::default() };
-    // First the forecast itself (its rule sets the horizon), then the drawn grid to the horizon.
-    let first = run.forecast(&ForecastOptions { at: vec![2.0 * run.eval.iter().map(|o| o.tokens).fold(1.0, f64::max)], ..base.clone() }).map_err(|e| format!("{name}: {e}"))?;
-    let h = horizon(horizon_tokens, &first);
+    // First the fit alone, to place the horizon (only its point estimates are read: no rule,
+    // the fewest resamples), then the drawn grid with its band and the rule to the horizon.
+    let probe = ForecastOptions { at: vec![2.0 * run.eval.iter().map(|o| o.tokens).fold(1.0, f64::max)], rule: None, resamples: 50, ..base.clone() };
+    let first = run.forecast(&probe).map_err(|e| format!("{name}: {e}"))?;
+    let h = horizon(horizon_tokens, &first, rule);
     let grid = token_grid(first.last.tokens, h, GRID);
     let f = run.forecast(&ForecastOptions { at: grid, ..base }).map_err(|e| format!("{name}: {e}"))?;
     let svg = svg(&run, &f, h);

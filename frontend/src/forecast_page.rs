@@ -5,7 +5,6 @@ use crate::forecast::{View, compute, compute_stored};
 use p2law_shared::api::RunDetail;
 use leptos::prelude::*;
 use p2law_shared::budget::Rule;
-use p2law_shared::forecast::WarningKind;
 use p2law_shared::forecast::log::LogChoice;
 
 /// A number typed into a field: `Ok(None)` when empty.
@@ -17,16 +16,6 @@ fn number(label: &str, text: &str) -> Result<Option<f64>, String> {
     match t.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
         _ => Err(format!("{label}: `{t}` is not a positive number")),
-    }
-}
-
-fn kind_name(k: WarningKind) -> &'static str {
-    match k {
-        WarningKind::Diverging => "diverging",
-        WarningKind::Nan => "nan",
-        WarningKind::Spike => "spike",
-        WarningKind::Overfitting => "overfitting",
-        WarningKind::TooEarly => "too_early",
     }
 }
 
@@ -131,7 +120,7 @@ pub fn ForecastPage() -> impl IntoView {
                 .flatten()
                 .map(|p| view! { <tr><td class="tokens">{format!("{:.3e}", p.tokens)}</td><td class="loss">{format!("{:.4}", p.loss)}</td><td class="band">{format!("{:.4} .. {:.4}", p.lo, p.hi)}</td></tr> })
                 .collect_view();
-            let warnings = f.warnings.iter().map(|w| view! { <li class="warning" data-kind=kind_name(w.kind)>{w.message.clone()}</li> }).collect_view();
+            let warnings = f.warnings.iter().map(|w| view! { <li class="warning" data-kind=w.kind.name()>{w.message.clone()}</li> }).collect_view();
             let notes = f.notes.iter().map(|n| view! { <li class="note">{n.clone()}</li> }).collect_view();
             view! {
                 <p id="forecast-summary" class="status">{summary}</p>

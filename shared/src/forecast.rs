@@ -25,7 +25,7 @@ pub mod validation;
 pub mod warnings;
 
 use crate::bootstrap::percentile_interval;
-use crate::budget::{Rule, SLOPE_UNIT_TOKENS};
+use crate::budget::Rule;
 use power::{Bin, PowerFit};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -89,6 +89,30 @@ pub enum WarningKind {
     Spike,
     Overfitting,
     TooEarly,
+}
+
+impl WarningKind {
+    /// The name JSON carries (`too_early`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            WarningKind::Diverging => "diverging",
+            WarningKind::Nan => "nan",
+            WarningKind::Spike => "spike",
+            WarningKind::Overfitting => "overfitting",
+            WarningKind::TooEarly => "too_early",
+        }
+    }
+}
+
+/// The median of `v` (reordered), NaN when empty.
+pub(crate) fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,15 +244,6 @@ fn model_sigma(d: f64, d_last: f64, hc: Option<(f64, f64)>, floor: f64) -> f64 {
     }
 }
 
-/// Tokens at which `f` meets `rule`, searching from `d_from` upward.
-fn rule_tokens(f: &PowerFit, rule: Rule) -> Option<f64> {
-    match rule {
-        Rule::Gap(eps) => f.tokens_for_gap(eps),
-        Rule::Slope(tau) => f.tokens_for_slope(tau / SLOPE_UNIT_TOKENS),
-        Rule::Target(l) => (l > f.c).then(|| f.tokens_for_gap(l - f.c)).flatten(),
-    }
-}
-
 /// Forecasts `eval` (the loss forecast) with `train` (the training loss, when the log has it
 /// beside a held-out loss) for the over-fitting check.
 pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Result<Forecast, ForecastError> {
@@ -321,7 +336,7 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
             let t = match rule {
                 Rule::Target(l) => first_crossing(d_last, |d| level_at(d) - l),
                 Rule::Gap(eps) => first_crossing(d_last, |d| level_at(d) - f.c - eps),
-                Rule::Slope(_) => rule_tokens(&f, rule),
+                Rule::Slope(_) => f.tokens_for(rule),
             };
             rule_draws.push(t.unwrap_or(f64::INFINITY));
         }
@@ -349,7 +364,7 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
             }
             let tokens = match rule {
                 Rule::Target(l) if l >= last_obs.loss => Some(d_last.min(first_observed(&usable, l))),
-                _ => rule_tokens(&fit, rule),
+                _ => fit.tokens_for(rule),
             };
             let mut finite: Vec<f64> = rule_draws.iter().copied().filter(|t| t.is_finite()).collect();
             let never = rule_draws.len() - finite.len();

@@ -171,7 +171,7 @@ pub fn render(run: &RunLog, f: &Forecast) -> String {
     if !f.warnings.is_empty() {
         let _ = writeln!(s, "\nwarnings");
         for w in &f.warnings {
-            let _ = writeln!(s, "  [{}] {}", serde_json::to_value(w.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), w.message);
+            let _ = writeln!(s, "  [{}] {}", w.kind.name(), w.message);
         }
     }
     if !f.notes.is_empty() {

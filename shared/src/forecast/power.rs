@@ -8,6 +8,7 @@
 //! per-step training log (Pythia logs 143 000 steps) neither swamps the early decades nor costs a
 //! bootstrap its time, and every decade of tokens weighs the same.
 
+use crate::budget::{Rule, SLOPE_UNIT_TOKENS};
 use serde::{Deserialize, Serialize};
 
 /// Bins per decade of tokens.
@@ -76,6 +77,15 @@ impl PowerFit {
     /// Tokens at which the reducible part `a·(D/d_ref)^-β` equals `gap`; `None` if it never does.
     pub fn tokens_for_gap(&self, gap: f64) -> Option<f64> {
         (self.a > 0.0 && gap > 0.0).then(|| self.d_ref * (self.a / gap).powf(1.0 / self.beta)).filter(|d| d.is_finite())
+    }
+
+    /// Tokens at which the curve meets `rule` (closed form), or `None` if it never does.
+    pub fn tokens_for(&self, rule: Rule) -> Option<f64> {
+        match rule {
+            Rule::Gap(eps) => self.tokens_for_gap(eps),
+            Rule::Slope(tau) => self.tokens_for_slope(tau / SLOPE_UNIT_TOKENS),
+            Rule::Target(l) => (l > self.c).then(|| self.tokens_for_gap(l - self.c)).flatten(),
+        }
     }
 
     /// Tokens at which the loss falls slower than `rate` per token (`rate > 0`).

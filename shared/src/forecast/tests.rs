@@ -156,6 +156,13 @@ fn bad_input_is_refused_with_the_reason() {
 }
 
 #[test]
+fn warning_names_are_what_json_carries() {
+    for k in [WarningKind::Diverging, WarningKind::Nan, WarningKind::Spike, WarningKind::Overfitting, WarningKind::TooEarly] {
+        assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+    }
+}
+
+#[test]
 fn a_decayed_learning_rate_is_named() {
     let s = Schedule { lr: vec![(1e6, 3e-4), (5e6, 2e-4), (9e6, 1e-4)], total_tokens: Some(1e7) };
     let n = schedule_notes(Some(&s), 9e6);

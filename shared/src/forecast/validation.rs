@@ -6,7 +6,7 @@
 //! evaluation curve logged a few times a decade, the mean of the last steps of a per-step
 //! training log, whose single last value is mostly noise.
 
-use super::{ForecastOptions, Obs, forecast, power};
+use super::{ForecastOptions, Obs, forecast, median, power};
 use serde::{Deserialize, Serialize};
 
 /// One curve to validate on, with the group it is reported in.
@@ -58,15 +58,6 @@ pub struct Validation {
     pub scores: Vec<Score>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
-}
-
 /// The plain baseline: every prefix checkpoint as its own bin, equal weights, no window.
 fn plain(prefix: &[(f64, f64)], d: f64) -> Option<f64> {
     let bins: Vec<power::Bin> = prefix.iter().map(|&(tokens, loss)| power::Bin { tokens, loss, count: 1 }).collect();
@@ -107,7 +98,6 @@ pub fn validate(series: &[Series], fractions: &[f64], options: &ForecastOptions)
         }
     }
     let mut groups: Vec<String> = series.iter().map(|s| s.group.clone()).collect();
-    groups.dedup();
     groups.sort();
     groups.dedup();
     groups.push("all".into());
@@ -119,16 +109,16 @@ pub fn validate(series: &[Series], fractions: &[f64], options: &ForecastOptions)
             if sel.is_empty() {
                 continue;
             }
-            let abs: Vec<f64> = sel.iter().map(|c| c.error.abs()).collect();
-            let plain: Vec<f64> = sel.iter().filter_map(|c| c.plain_error.map(f64::abs)).collect();
+            let mut abs: Vec<f64> = sel.iter().map(|c| c.error.abs()).collect();
+            let mut plain: Vec<f64> = sel.iter().filter_map(|c| c.plain_error.map(f64::abs)).collect();
             scores.push(Score {
                 group: g.clone(),
                 fraction: f,
                 curves: sel.len(),
-                median_abs_error: median(abs.clone()),
+                median_abs_error: median(&mut abs),
                 max_abs_error: abs.iter().copied().fold(0.0, f64::max),
                 coverage: sel.iter().filter(|c| c.lo <= c.final_loss && c.final_loss <= c.hi).count() as f64 / sel.len() as f64,
-                plain_median_abs_error: (!plain.is_empty()).then(|| median(plain.clone())),
+                plain_median_abs_error: (!plain.is_empty()).then(|| median(&mut plain)),
                 plain_max_abs_error: (!plain.is_empty()).then(|| plain.iter().copied().fold(0.0, f64::max)),
                 skipped: n_skip,
             });

@@ -2,7 +2,7 @@
 //! rises for good (divergence), and a training loss that falls while the held-out loss rises
 //! (over-fitting). Each warning names the checkpoint where it starts.
 
-use super::{Obs, Warning, WarningKind};
+use super::{Obs, Warning, WarningKind, median};
 
 /// A spike: at least this much above the median of the checkpoints before it, relatively...
 pub const SPIKE_RELATIVE: f64 = 0.10;
@@ -19,12 +19,6 @@ pub const DIVERGE_BINS: usize = 3;
 pub const OVERFIT_RELATIVE: f64 = 0.005;
 /// The most spikes listed one by one.
 pub const MAX_SPIKES: usize = 5;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
-}
 
 /// Where a checkpoint is, for a message: its step when the log has one, else its tokens.
 pub fn at(o: &Obs) -> String {
