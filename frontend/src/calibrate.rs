@@ -2,7 +2,7 @@
 //! curves built from a job's events.
 
 use crate::refit::preview_svg;
-use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest};
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, Stage};
 use p2law_shared::data::Curve;
 use std::collections::BTreeMap;
 
@@ -48,14 +48,14 @@ impl LiveCurves {
         }
         self.last_seq = e.seq;
         let unit = e.unit.clone().unwrap_or_default();
-        if e.stage == "train" {
+        if e.stage == Stage::Train {
             if let Some(p) = e.point {
                 self.curves.entry(unit.clone()).or_insert_with(|| Curve::new(unit.clone())).points.push(p);
             }
         }
         let eta = e.eta_s.map_or(String::new(), |s| format!(" · about {} left", human_seconds(s)));
-        self.status = match e.stage.as_str() {
-            "train" | "pretrain" => format!(
+        self.status = match e.stage {
+            Stage::Train | Stage::Pretrain => format!(
                 "{} {unit}: step {}/{}{}{eta}",
                 e.stage,
                 e.step,
@@ -64,7 +64,7 @@ impl LiveCurves {
             ),
             other => format!("{other} {unit} {}", e.message.clone().unwrap_or_default()).trim().to_string(),
         };
-        if matches!(e.stage.as_str(), "done" | "failed" | "cancelled") {
+        if e.stage.is_final() {
             self.finished = Some(e.clone());
         }
     }
@@ -80,10 +80,10 @@ impl LiveCurves {
 mod tests {
     use super::*;
 
-    fn ev(seq: u64, stage: &str, unit: &str, point: Option<(f64, f64)>) -> CalibrationEvent {
+    fn ev(seq: u64, stage: Stage, unit: &str, point: Option<(f64, f64)>) -> CalibrationEvent {
         CalibrationEvent {
             seq,
-            stage: stage.into(),
+            stage,
             unit: Some(unit.into()),
             step: 1,
             steps: 10,
@@ -99,14 +99,14 @@ mod tests {
     #[test]
     fn live_curves_collect_points_per_unit_and_skip_repeats() {
         let mut live = LiveCurves::default();
-        for e in [ev(1, "train", "a", Some((0.0, 3.0))), ev(2, "train", "a", Some((1e3, 2.5))), ev(2, "train", "a", Some((1e3, 2.5))), ev(3, "train", "b", Some((1e3, 2.7))), ev(4, "train", "b", None)] {
+        for e in [ev(1, Stage::Train, "a", Some((0.0, 3.0))), ev(2, Stage::Train, "a", Some((1e3, 2.5))), ev(2, Stage::Train, "a", Some((1e3, 2.5))), ev(3, Stage::Train, "b", Some((1e3, 2.7))), ev(4, Stage::Train, "b", None)] {
             live.apply(&e);
         }
         assert_eq!(live.curves["a"].points.len(), 2);
         assert_eq!(live.curves["b"].points.len(), 1);
         assert!(live.status.contains("step 1/10") && live.status.contains("30 s left"), "{}", live.status);
         assert!(live.svg().contains("<svg"));
-        live.apply(&ev(5, "done", "", None));
+        live.apply(&ev(5, Stage::Done, "", None));
         assert_eq!(live.finished.as_ref().map(|e| e.seq), Some(5));
     }
 

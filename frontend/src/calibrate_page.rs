@@ -4,14 +4,12 @@
 
 use crate::calibrate::{DEFAULT_GFLOPS, LiveCurves, estimate};
 use leptos::prelude::*;
-use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, CalibrationRequest, FAMILY};
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, CalibrationRequest, DeviceChoice, FAMILY, NmPattern, PruneMethod, Stage};
 use std::cell::RefCell;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
 const TOKEN_KEY: &str = "p2law-token";
-/// Every stage a job's events can carry (the SSE event names).
-const STAGES: [&str; 15] = ["queued", "running", "device", "corpus", "pretrain", "parent", "prune", "train", "export", "run", "fit", "done", "failed", "cancelled", "message"];
 
 type Listener = Closure<dyn FnMut(web_sys::MessageEvent)>;
 
@@ -55,10 +53,10 @@ fn watch(id: i64, live: RwSignal<LiveCurves>, watching: RwSignal<Option<i64>>, j
         let Some(text) = m.data().as_string() else { return };
         let Ok(e) = serde_json::from_str::<CalibrationEvent>(&text) else { return };
         live.update(|l| l.apply(&e));
-        if matches!(e.stage.as_str(), "run" | "done" | "failed" | "cancelled") {
+        if e.stage == Stage::Run || e.stage.is_final() {
             refresh(jobs);
         }
-        if matches!(e.stage.as_str(), "done" | "failed" | "cancelled") {
+        if e.stage.is_final() {
             SOURCE.with(|s| {
                 if let Some((src, _)) = s.borrow().as_ref() {
                     src.close();
@@ -66,7 +64,8 @@ fn watch(id: i64, live: RwSignal<LiveCurves>, watching: RwSignal<Option<i64>>, j
             });
         }
     });
-    for stage in STAGES {
+    // Every stage is its own SSE event name; `message` is the default one.
+    for stage in Stage::ALL.iter().map(|s| s.as_str()).chain(["message"]) {
         let _ = source.add_event_listener_with_callback(stage, listener.as_ref().unchecked_ref());
     }
     SOURCE.with(|s| *s.borrow_mut() = Some((source, listener)));
@@ -77,7 +76,7 @@ pub fn CalibratePage() -> impl IntoView {
     let token = RwSignal::new(storage().and_then(|s| s.get_item(TOKEN_KEY).ok().flatten()).unwrap_or_default());
     let smoke = CalibrationRequest::preset("smoke").unwrap_or_else(|_| unreachable!("the smoke preset exists"));
     let parents = RwSignal::new(smoke.parents.clone());
-    let methods = RwSignal::new(smoke.methods.clone());
+    let methods = RwSignal::new(smoke.methods.iter().map(|m| m.to_string()).collect::<Vec<_>>());
     let rates = RwSignal::new("0.25".to_string());
     let patterns = RwSignal::new("2:4".to_string());
     let tokens = RwSignal::new(smoke.tokens.to_string());
@@ -115,9 +114,9 @@ pub fn CalibratePage() -> impl IntoView {
     let apply_preset = move |name: &str| {
         if let Ok(p) = CalibrationRequest::preset(name) {
             parents.set(p.parents.clone());
-            methods.set(p.methods.clone());
+            methods.set(p.methods.iter().map(|m| m.to_string()).collect());
             rates.set(p.rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "));
-            patterns.set(p.patterns.join(", "));
+            patterns.set(p.patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "));
             tokens.set(p.tokens.to_string());
             scale.set(p.pretrain_scale.to_string());
         }
@@ -129,12 +128,12 @@ pub fn CalibratePage() -> impl IntoView {
         let pretrain_scale = scale.get().trim().parse::<f64>().map_err(|_| format!("pretrain scale: `{}` is not a number", scale.get()))?;
         let r = CalibrationRequest {
             parents: parents.get(),
-            methods: methods.get(),
+            methods: methods.get().iter().map(|m| m.parse::<PruneMethod>()).collect::<Result<_, _>>()?,
             rates,
-            patterns: list(&patterns.get()),
+            patterns: list(&patterns.get()).iter().map(|p| p.parse::<NmPattern>().map_err(|e| format!("patterns: {e}"))).collect::<Result<_, _>>()?,
             tokens,
             pretrain_scale,
-            device: device.get(),
+            device: device.get().parse::<DeviceChoice>()?,
             corpus: None,
             seed: 0,
             lr: match lr.get().trim() {

@@ -52,22 +52,21 @@ pub struct CalibrationRequest {
     /// Built-in parent names (see `FAMILY`), or `hf:NAME` for a Hugging Face checkpoint
     /// directory `NAME` in the server's models directory (`<data-dir>/models`).
     pub parents: Vec<String>,
-    /// `depth`, `width`, `sparse`.
-    pub methods: Vec<String>,
+    pub methods: Vec<PruneMethod>,
     /// Target fractions of total parameters, for `depth` and `width`.
     #[serde(default)]
     pub rates: Vec<f64>,
     /// N:M patterns for `sparse` (default `["2:4"]`).
     #[serde(default = "two_four")]
-    pub patterns: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub patterns: Vec<NmPattern>,
     /// Post-training tokens per pruned model.
     pub tokens: u64,
     /// Pretraining tokens as a multiple of each parent's recipe.
     #[serde(default = "unit")]
     pub pretrain_scale: f64,
-    /// `auto`, `wgpu` or `cpu`.
-    #[serde(default = "auto")]
-    pub device: String,
+    #[serde(default)]
+    pub device: DeviceChoice,
     /// A corpus in the server's corpus directory (default: the one set up, `shakespeare`).
     #[serde(default)]
     pub corpus: Option<String>,
@@ -96,37 +95,200 @@ pub fn hf_parent(name: &str) -> Option<Result<&str, String>> {
     Some(if ok { Ok(dir) } else { Err(format!("`{name}`: a Hugging Face parent is `hf:` and a directory name in the models directory (letters, digits, `.`, `_`, `-`)")) })
 }
 
-fn two_four() -> Vec<String> {
-    vec!["2:4".into()]
+fn two_four() -> Vec<NmPattern> {
+    vec![NmPattern::TWO_FOUR]
 }
 fn unit() -> f64 {
     1.0
 }
-fn auto() -> String {
-    "auto".into()
+
+/// A pruning method: what a sweep removes from its parents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum PruneMethod {
+    /// Whole decoder layers, lowest block influence first.
+    Depth,
+    /// Key/value groups with their query heads, and MLP channels.
+    Width,
+    /// N of every M weights of each linear layer's inputs kept (Wanda scores), dense with zeros.
+    Sparse,
+}
+
+impl PruneMethod {
+    pub const ALL: [PruneMethod; 3] = [PruneMethod::Depth, PruneMethod::Width, PruneMethod::Sparse];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PruneMethod::Depth => "depth",
+            PruneMethod::Width => "width",
+            PruneMethod::Sparse => "sparse",
+        }
+    }
+}
+
+impl std::fmt::Display for PruneMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PruneMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        PruneMethod::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| format!("method `{s}`: expected depth, width or sparse"))
+    }
+}
+
+/// An N:M pattern: `n` of every `m` consecutive inputs kept, `0 < n < m <= 64`. On the wire and
+/// in run names, the string `"n:m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NmPattern {
+    pub n: usize,
+    pub m: usize,
+}
+
+impl NmPattern {
+    pub const TWO_FOUR: NmPattern = NmPattern { n: 2, m: 4 };
+
+    /// The fraction of weights removed, `1 - n/m`.
+    pub fn rate(self) -> f64 {
+        1.0 - self.n as f64 / self.m as f64
+    }
+}
+
+impl std::fmt::Display for NmPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.n, self.m)
+    }
+}
+
+impl std::str::FromStr for NmPattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_pattern(s).map(|(n, m)| NmPattern { n, m })
+    }
+}
+
+impl TryFrom<String> for NmPattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<NmPattern> for String {
+    fn from(p: NmPattern) -> String {
+        p.to_string()
+    }
+}
+
+/// Where a job trains: `cpu` (burn's flex backend), `wgpu` (a GPU, or Mesa's lavapipe on a
+/// CPU-only machine), or `auto` (a real GPU adapter when one exists, the CPU otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum DeviceChoice {
+    #[default]
+    Auto,
+    Wgpu,
+    Cpu,
+}
+
+impl DeviceChoice {
+    pub const ALL: [DeviceChoice; 3] = [DeviceChoice::Auto, DeviceChoice::Wgpu, DeviceChoice::Cpu];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Wgpu => "wgpu",
+            DeviceChoice::Cpu => "cpu",
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DeviceChoice::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| format!("device `{s}`: expected auto, wgpu or cpu"))
+    }
+}
+
+/// What one unit removes: a method with its target rate, or a pattern.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pruning {
+    /// Depth pruning to a target fraction of the parent's parameters.
+    Depth(f64),
+    /// Width pruning to a target fraction of the parent's parameters.
+    Width(f64),
+    Sparse(NmPattern),
+}
+
+impl Pruning {
+    pub fn method(self) -> PruneMethod {
+        match self {
+            Pruning::Depth(_) => PruneMethod::Depth,
+            Pruning::Width(_) => PruneMethod::Width,
+            Pruning::Sparse(_) => PruneMethod::Sparse,
+        }
+    }
+
+    /// The rate (`0.25`, as Rust prints the `f64`) or the pattern (`2:4`): the setting part of
+    /// run names, which resumed jobs match on.
+    pub fn setting(self) -> String {
+        match self {
+            Pruning::Depth(r) | Pruning::Width(r) => format!("{r}"),
+            Pruning::Sparse(p) => p.to_string(),
+        }
+    }
+
+    /// The `method` column of a curve: `depth`, `width`, or the N:M pattern.
+    pub fn label(self) -> String {
+        match self {
+            Pruning::Sparse(p) => p.to_string(),
+            other => other.method().to_string(),
+        }
+    }
+
+    /// Parses a method and its setting (`depth` and `0.25`, `sparse` and `2:4`).
+    pub fn parse(method: PruneMethod, setting: &str) -> Result<Self, String> {
+        let rate = || {
+            setting.trim().parse::<f64>().ok().filter(|r| (MIN_RATE..1.0).contains(r)).ok_or_else(|| format!("rate `{setting}`: expected a number in [{MIN_RATE}, 1)"))
+        };
+        Ok(match method {
+            PruneMethod::Depth => Pruning::Depth(rate()?),
+            PruneMethod::Width => Pruning::Width(rate()?),
+            PruneMethod::Sparse => Pruning::Sparse(setting.parse()?),
+        })
+    }
 }
 
 /// One pruned model of a sweep.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Unit {
     pub parent: String,
-    /// `depth`, `width` or `sparse`.
-    pub method: String,
-    /// Target rate (depth, width) or pattern (sparse, e.g. `2:4`).
-    pub setting: String,
+    pub pruning: Pruning,
 }
 
 impl Unit {
     /// `parent/method/setting`, the unit's name in runs and events.
     pub fn key(&self) -> String {
-        format!("{}/{}/{}", self.parent, self.method, self.setting)
+        format!("{}/{}/{}", self.parent, self.pruning.method(), self.pruning.setting())
     }
 }
 
 /// Parses `"n:m"`.
 pub fn parse_pattern(s: &str) -> Result<(usize, usize), String> {
-    let bad = || format!("pattern `{s}`: expected N:M with 0 < N < M, like 2:4");
+    let bad = || format!("pattern `{s}`: expected N:M with 0 < N < M <= 64, like 2:4");
     let (n, m) = s.split_once(':').ok_or_else(bad)?;
     let (n, m): (usize, usize) = (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
     if n == 0 || n >= m || m > 64 {
@@ -150,22 +312,22 @@ impl CalibrationRequest {
     /// A named preset: `smoke` (two tiny parents, one rate per method, few tokens; minutes on a
     /// laptop CPU) or `mini` (three parents, three methods, three rates).
     pub fn preset(name: &str) -> Result<Self, String> {
-        let base = |parents: &[&str], rates: Vec<f64>, patterns: &[&str], tokens: u64, pretrain_scale: f64| CalibrationRequest {
+        let base = |parents: &[&str], rates: Vec<f64>, patterns: &[(usize, usize)], tokens: u64, pretrain_scale: f64| CalibrationRequest {
             parents: parents.iter().map(|s| s.to_string()).collect(),
-            methods: vec!["depth".into(), "width".into(), "sparse".into()],
+            methods: PruneMethod::ALL.to_vec(),
             rates,
-            patterns: patterns.iter().map(|s| s.to_string()).collect(),
+            patterns: patterns.iter().map(|&(n, m)| NmPattern { n, m }).collect(),
             tokens,
             pretrain_scale,
-            device: "auto".into(),
+            device: DeviceChoice::Auto,
             corpus: None,
             seed: 0,
             lr: None,
             export: false,
         };
         match name {
-            "smoke" => Ok(base(&["p2-nano", "p2-micro"], vec![0.25], &["2:4"], 131_072, 0.06)),
-            "mini" => Ok(base(&["p2-nano", "p2-micro", "p2-xs"], vec![0.15, 0.25, 0.35], &["3:4", "2:4", "1:4"], 131_072, 0.5)),
+            "smoke" => Ok(base(&["p2-nano", "p2-micro"], vec![0.25], &[(2, 4)], 131_072, 0.06)),
+            "mini" => Ok(base(&["p2-nano", "p2-micro", "p2-xs"], vec![0.15, 0.25, 0.35], &[(3, 4), (2, 4), (1, 4)], 131_072, 0.5)),
             other => Err(format!("unknown preset `{other}`; presets are smoke, mini")),
         }
     }
@@ -183,19 +345,18 @@ impl CalibrationRequest {
         cap("methods", self.methods.len(), 3)?;
         cap("rates", self.rates.len(), MAX_RATES)?;
         cap("patterns", self.patterns.len(), MAX_PATTERNS)?;
-        let per_parent = self.methods.iter().map(|m| if m == "sparse" { self.patterns.len() } else { self.rates.len() }).sum::<usize>();
+        let per_parent = self.methods.iter().map(|m| if *m == PruneMethod::Sparse { self.patterns.len() } else { self.rates.len() }).sum::<usize>();
         cap("parents", self.parents.len() * per_parent, MAX_UNITS).map_err(|(f, m)| (f, format!("a sweep of {} units is too large: {m}", self.parents.len() * per_parent)))?;
-        fn once<T: PartialEq + std::fmt::Debug>(field: &'static str, v: &[T]) -> Result<(), (&'static str, String)> {
+        fn once<T: PartialEq + std::fmt::Display>(field: &'static str, v: &[T]) -> Result<(), (&'static str, String)> {
             match v.iter().enumerate().find(|(i, x)| v[..*i].contains(x)) {
-                Some((_, x)) => Err((field, format!("{x:?} is listed twice"))),
+                Some((_, x)) => Err((field, format!("`{x}` is listed twice"))),
                 None => Ok(()),
             }
         }
         once("parents", &self.parents)?;
         once("methods", &self.methods)?;
         once("rates", &self.rates)?;
-        let normalised: Vec<String> = self.patterns.iter().map(|p| parse_pattern(p).map_or_else(|_| p.clone(), |(n, m)| format!("{n}:{m}"))).collect();
-        once("patterns", &normalised)?;
+        once("patterns", &self.patterns)?;
         for p in &self.parents {
             match hf_parent(p) {
                 Some(r) => r.map(|_| ()).map_err(|e| ("parents", e))?,
@@ -216,9 +377,6 @@ impl CalibrationRequest {
         if !(self.pretrain_scale > 0.0 && self.pretrain_scale <= 100.0) {
             return Err(("pretrain_scale", format!("in (0, 100], got {}", self.pretrain_scale)));
         }
-        if !["auto", "wgpu", "cpu"].contains(&self.device.as_str()) {
-            return Err(("device", format!("`{}`: expected auto, wgpu or cpu", self.device)));
-        }
         if let Some(c) = &self.corpus {
             if c.is_empty() || c.contains(['/', '\\']) || c.starts_with('.') {
                 return Err(("corpus", format!("`{c}`: a name in the corpus directory, not a path")));
@@ -226,9 +384,10 @@ impl CalibrationRequest {
         }
         let mut out = Vec::new();
         for p in &self.parents {
-            for m in &self.methods {
-                match m.as_str() {
-                    "depth" | "width" => {
+            for &m in &self.methods {
+                let parent = p.clone();
+                match m {
+                    PruneMethod::Depth | PruneMethod::Width => {
                         if self.rates.is_empty() {
                             return Err(("rates", format!("method `{m}` needs at least one rate")));
                         }
@@ -236,19 +395,16 @@ impl CalibrationRequest {
                             if !(r >= MIN_RATE && r < 1.0) {
                                 return Err(("rates", format!("{r} is outside [{MIN_RATE}, 1)")));
                             }
-                            out.push(Unit { parent: p.clone(), method: m.clone(), setting: format!("{r}") });
+                            let pruning = if m == PruneMethod::Depth { Pruning::Depth(r) } else { Pruning::Width(r) };
+                            out.push(Unit { parent: parent.clone(), pruning });
                         }
                     }
-                    "sparse" => {
+                    PruneMethod::Sparse => {
                         if self.patterns.is_empty() {
                             return Err(("patterns", "method `sparse` needs at least one pattern".into()));
                         }
-                        for s in &self.patterns {
-                            let (n, mm) = parse_pattern(s).map_err(|e| ("patterns", e))?;
-                            out.push(Unit { parent: p.clone(), method: m.clone(), setting: format!("{n}:{mm}") });
-                        }
+                        out.extend(self.patterns.iter().map(|&nm| Unit { parent: parent.clone(), pruning: Pruning::Sparse(nm) }));
                     }
-                    other => return Err(("methods", format!("`{other}`: expected depth, width or sparse"))),
                 }
             }
         }
@@ -320,15 +476,111 @@ impl JobStatus {
     }
 }
 
+/// What a job's event reports, in the order a job goes through them; the last three end it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Stage {
+    /// Accepted, waiting for the lab.
+    Queued,
+    /// Started, or resumed after a restart.
+    Running,
+    /// The device and adapter chosen.
+    Device,
+    /// The corpus read and split.
+    Corpus,
+    /// A parent pretraining (progress with held-out checkpoints).
+    Pretrain,
+    /// A parent ready: pretrained, or read from the cache or a checkpoint directory.
+    Parent,
+    /// A unit pruned: the rate achieved.
+    Prune,
+    /// A unit post-training (progress with held-out checkpoints).
+    Train,
+    /// A healed Hugging Face model written.
+    Export,
+    /// A unit's curve stored as a run.
+    Run,
+    /// The law fitted to the job's curves.
+    Fit,
+    /// The server stopped; the job resumes at its next start.
+    Interrupted,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 15] = [
+        Stage::Queued,
+        Stage::Running,
+        Stage::Device,
+        Stage::Corpus,
+        Stage::Pretrain,
+        Stage::Parent,
+        Stage::Prune,
+        Stage::Train,
+        Stage::Export,
+        Stage::Run,
+        Stage::Fit,
+        Stage::Interrupted,
+        Stage::Done,
+        Stage::Failed,
+        Stage::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Queued => "queued",
+            Stage::Running => "running",
+            Stage::Device => "device",
+            Stage::Corpus => "corpus",
+            Stage::Pretrain => "pretrain",
+            Stage::Parent => "parent",
+            Stage::Prune => "prune",
+            Stage::Train => "train",
+            Stage::Export => "export",
+            Stage::Run => "run",
+            Stage::Fit => "fit",
+            Stage::Interrupted => "interrupted",
+            Stage::Done => "done",
+            Stage::Failed => "failed",
+            Stage::Cancelled => "cancelled",
+        }
+    }
+
+    /// `done`, `failed` or `cancelled`: nothing follows in the job's event log.
+    pub fn is_final(self) -> bool {
+        matches!(self, Stage::Done | Stage::Failed | Stage::Cancelled)
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl From<JobStatus> for Stage {
+    /// The stage of a job's event when it enters `status`.
+    fn from(status: JobStatus) -> Stage {
+        match status {
+            JobStatus::Queued => Stage::Queued,
+            JobStatus::Running => Stage::Running,
+            JobStatus::Done => Stage::Done,
+            JobStatus::Failed => Stage::Failed,
+            JobStatus::Cancelled => Stage::Cancelled,
+        }
+    }
+}
+
 /// One progress event of a job (`GET /api/calibrations/{id}/events`, one per SSE message).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CalibrationEvent {
     /// Position in the job's event log, from 1.
     pub seq: u64,
-    /// `queued`, `device`, `corpus`, `pretrain`, `parent`, `prune`, `train`, `run`, `fit`, or the
-    /// final `done`, `failed`, `cancelled`.
-    pub stage: String,
+    pub stage: Stage,
     /// The unit (`parent/method/setting`) or parent it concerns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
@@ -409,11 +661,11 @@ mod tests {
         assert_eq!((f, m.contains("twice")), ("parents", true), "{m}");
         let (f, m) = field(CalibrationRequest { rates: vec![0.25, 0.25], ..ok.clone() });
         assert_eq!((f, m.contains("twice")), ("rates", true), "{m}");
-        let (f, _) = field(CalibrationRequest { patterns: vec!["2:4".into(), " 2:4".into()], ..ok.clone() });
+        let (f, _) = field(CalibrationRequest { patterns: vec![NmPattern::TWO_FOUR, " 2:4".parse().unwrap()], ..ok.clone() });
         assert_eq!(f, "patterns");
         let (f, m) = field(CalibrationRequest { rates: vec![1e-200], ..ok.clone() });
         assert_eq!(f, "rates", "{m}");
-        let (f, m) = field(CalibrationRequest { parents: FAMILY.iter().take(7).map(|p| p.name.to_string()).collect(), rates: (1..=16).map(|i| i as f64 / 20.0).collect(), patterns: (2..=8).map(|m| format!("1:{m}")).collect(), ..ok.clone() });
+        let (f, m) = field(CalibrationRequest { parents: FAMILY.iter().take(7).map(|p| p.name.to_string()).collect(), rates: (1..=16).map(|i| i as f64 / 20.0).collect(), patterns: (2..=8).map(|m| NmPattern { n: 1, m }).collect(), ..ok.clone() });
         assert!(f == "parents" && m.contains("units is too large"), "{f}: {m}");
         assert!(ok.units().is_ok());
     }
@@ -423,7 +675,8 @@ mod tests {
         assert_eq!(CalibrationRequest::preset("smoke").unwrap().units().unwrap().len(), 6);
         assert_eq!(CalibrationRequest::preset("mini").unwrap().units().unwrap().len(), 27);
         let mut r = CalibrationRequest::preset("smoke").unwrap();
-        r.patterns = vec!["4:4".into()];
+        r.methods = vec![PruneMethod::Sparse];
+        r.patterns = vec![];
         assert_eq!(r.units().unwrap_err().0, "patterns");
         r = CalibrationRequest::preset("smoke").unwrap();
         r.parents = vec!["gpt-5".into()];
@@ -431,6 +684,45 @@ mod tests {
         r = CalibrationRequest::preset("smoke").unwrap();
         r.corpus = Some("../etc".into());
         assert_eq!(r.units().unwrap_err().0, "corpus");
+    }
+
+    #[test]
+    fn the_vocabulary_reads_and_writes_the_wire_strings() {
+        // Methods, devices and stages are their lowercase names on the wire, in run names and on
+        // the command line; every one parses back.
+        for m in PruneMethod::ALL {
+            assert_eq!(serde_json::to_value(m).unwrap(), serde_json::json!(m.as_str()));
+            assert_eq!(m.as_str().parse::<PruneMethod>(), Ok(m));
+        }
+        for d in DeviceChoice::ALL {
+            assert_eq!(serde_json::to_value(d).unwrap(), serde_json::json!(d.as_str()));
+            assert_eq!(d.as_str().parse::<DeviceChoice>(), Ok(d));
+        }
+        for s in Stage::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
+            assert_eq!(serde_json::from_value::<Stage>(serde_json::json!(s.as_str())).unwrap(), s);
+        }
+        assert_eq!(Stage::ALL.iter().filter(|s| s.is_final()).count(), 3);
+        assert!("magnitude".parse::<PruneMethod>().unwrap_err().contains("depth, width or sparse"));
+        assert!("tpu".parse::<DeviceChoice>().is_err());
+        // N:M patterns: the string "n:m", spaces tolerated, 0 < n < m <= 64.
+        let p: NmPattern = serde_json::from_str("\" 2 : 4\"").unwrap();
+        assert_eq!((p, serde_json::to_string(&p).unwrap()), (NmPattern::TWO_FOUR, "\"2:4\"".to_string()));
+        assert_eq!(NmPattern { n: 1, m: 4 }.rate(), 0.75);
+        for bad in ["4:4", "0:4", "2", "2:x", "1:65", ""] {
+            assert!(serde_json::from_value::<NmPattern>(serde_json::json!(bad)).is_err(), "{bad}");
+        }
+        let bad: Result<CalibrationRequest, _> = serde_json::from_value(serde_json::json!({"parents": ["p2-nano"], "methods": ["depth"], "rates": [0.25], "tokens": 10, "patterns": ["4:4"]}));
+        assert!(bad.unwrap_err().to_string().contains("pattern `4:4`"));
+        // A unit's key is what resumed jobs match on: the rate as Rust prints it, the pattern.
+        let u = |pruning| Unit { parent: "p2-nano".into(), pruning }.key();
+        assert_eq!(u(Pruning::Depth(0.25)), "p2-nano/depth/0.25");
+        assert_eq!(u(Pruning::Width(0.1)), "p2-nano/width/0.1");
+        assert_eq!(u(Pruning::Sparse(NmPattern { n: 3, m: 4 })), "p2-nano/sparse/3:4");
+        assert_eq!(Pruning::Sparse(NmPattern::TWO_FOUR).label(), "2:4");
+        assert_eq!(Pruning::parse(PruneMethod::Width, "0.35"), Ok(Pruning::Width(0.35)));
+        assert!(Pruning::parse(PruneMethod::Depth, "1.5").is_err());
+        assert_eq!(Pruning::parse(PruneMethod::Sparse, "1:4"), Ok(Pruning::Sparse(NmPattern { n: 1, m: 4 })));
     }
 
     #[test]
@@ -442,7 +734,7 @@ mod tests {
         let want = 6.0 * n("p2-nano") * 3e6 * 0.06 + 6.0 * n("p2-micro") * 5e6 * 0.06 + 3.0 * 6.0 * (n("p2-nano") + n("p2-micro")) * 131_072.0;
         assert!((r.flops() / want - 1.0).abs() < 1e-12, "{} vs {want}", r.flops());
         // A Hugging Face parent counts only its post-training, at the size the caller reads.
-        let hf = CalibrationRequest { parents: vec!["hf:tiny".into()], methods: vec!["depth".into()], rates: vec![0.25, 0.5], ..r };
+        let hf = CalibrationRequest { parents: vec!["hf:tiny".into()], methods: vec![PruneMethod::Depth], rates: vec![0.25, 0.5], ..r };
         assert_eq!(hf.flops(), 0.0);
         assert_eq!(hf.flops_with(|name| (name == "tiny").then_some(1e6)), 2.0 * 6.0 * 1e6 * 131_072.0);
     }

@@ -81,6 +81,14 @@ impl StudyUnit {
         it.next().is_none().then(|| StudyUnit { parent: parent.into(), method: method.into(), setting: setting.into(), seed })
     }
 
+    /// What the unit prunes: `None` for the control, the method and setting otherwise.
+    pub fn pruning(&self) -> Result<Option<crate::calibrate::Pruning>, String> {
+        if self.method == "control" {
+            return Ok(None);
+        }
+        crate::calibrate::Pruning::parse(self.method.parse()?, &self.setting).map(Some)
+    }
+
     /// The value of the `method` column: `depth`, `width`, the N:M pattern, or `control`.
     pub fn method_label(&self) -> String {
         if self.method == "sparse" { self.setting.clone() } else { self.method.clone() }

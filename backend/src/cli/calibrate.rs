@@ -4,7 +4,7 @@
 
 use crate::lab::{device, sweep};
 use anyhow::{Context, Result, bail};
-use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, Unit};
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, NmPattern, PruneMethod, Stage, Unit};
 use p2law_shared::data::Curve;
 use p2law_shared::logs;
 use std::collections::BTreeMap;
@@ -44,14 +44,14 @@ pub struct Args {
     #[arg(long = "parent")]
     pub hf_parents: Vec<PathBuf>,
     /// Override the preset's methods (comma-separated: depth, width, sparse).
-    #[arg(long, value_delimiter = ',')]
-    pub methods: Option<Vec<String>>,
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub methods: Option<Vec<PruneMethod>>,
     /// Override the preset's rates for depth and width (comma-separated fractions).
     #[arg(long, value_delimiter = ',')]
     pub rates: Option<Vec<f64>>,
     /// Override the preset's N:M patterns (comma-separated, like 2:4).
     #[arg(long, value_delimiter = ',')]
-    pub patterns: Option<Vec<String>>,
+    pub patterns: Option<Vec<NmPattern>>,
     /// Peak post-training learning rate (default: the parent's recipe).
     #[arg(long)]
     pub lr: Option<f64>,
@@ -102,6 +102,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     request.lr = a.lr;
     request.export = a.export.is_some();
+    request.device = a.device;
     let units = request.units().map_err(|(field, m)| anyhow::anyhow!("--{field}: {m}"))?;
     let corpus_path = a.corpus.clone().unwrap_or_else(|| sweep::corpus_path(&a.data_dir.join("corpus"), None));
     if !corpus_path.exists() {
@@ -166,8 +167,8 @@ pub fn run(a: Args) -> Result<()> {
 fn progress_line(e: &CalibrationEvent, done: usize, total: usize, started: Instant) {
     let mut err = std::io::stderr().lock();
     let unit = e.unit.as_deref().unwrap_or("");
-    match e.stage.as_str() {
-        "pretrain" | "train" => {
+    match e.stage {
+        Stage::Pretrain | Stage::Train => {
             let width = 24usize;
             let filled = if e.steps > 0 { e.step * width / e.steps } else { 0 };
             let eta = e.eta_s.map_or(String::new(), |s| format!(" eta {:.0}s", s));

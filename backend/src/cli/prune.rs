@@ -4,7 +4,7 @@
 use crate::lab::sweep::{self, Resolved, Source};
 use crate::lab::{device, hf, train};
 use anyhow::{Context, Result, bail};
-use p2law_shared::calibrate::{Unit, parse_pattern};
+use p2law_shared::calibrate::{NmPattern, PruneMethod, Pruning, Unit};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -14,14 +14,14 @@ pub struct Args {
     #[arg(long)]
     pub parent: PathBuf,
     /// `depth` (remove layers), `width` (key/value groups and MLP channels) or `sparse` (N:M, Wanda).
-    #[arg(long)]
-    pub method: String,
+    #[arg(long, value_enum)]
+    pub method: PruneMethod,
     /// Target fraction of parameters for depth and width.
     #[arg(long)]
     pub rate: Option<f64>,
     /// N:M pattern for sparse.
     #[arg(long, default_value = "2:4")]
-    pub pattern: String,
+    pub pattern: NmPattern,
     /// Calibration and held-out text (a file or directory; default: `<data-dir>/corpus/shakespeare`).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
@@ -35,17 +35,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let setting = match a.method.as_str() {
-        "depth" | "width" => match a.rate {
-            Some(r) if r > 0.0 && r < 1.0 => format!("{r}"),
-            Some(r) => bail!("--rate: {r} is outside (0, 1)"),
-            None => bail!("--rate is needed for --method {}", a.method),
-        },
-        "sparse" => {
-            let (n, m) = parse_pattern(&a.pattern).map_err(|e| anyhow::anyhow!("--pattern: {e}"))?;
-            format!("{n}:{m}")
-        }
-        other => bail!("--method: `{other}`: expected depth, width or sparse"),
+    let pruning = match (a.method, a.rate) {
+        (PruneMethod::Sparse, _) => Pruning::Sparse(a.pattern),
+        (m, Some(r)) => Pruning::parse(m, &r.to_string()).map_err(|e| anyhow::anyhow!("--rate: {e}"))?,
+        (m, None) => bail!("--rate is needed for --method {m}"),
     };
     let dir = a.parent.canonicalize().with_context(|| format!("--parent {}", a.parent.display()))?;
     let models_dir = dir.parent().map(PathBuf::from).unwrap_or_default();
@@ -59,8 +52,8 @@ pub fn run(a: Args) -> Result<()> {
     let model = h.load(r.seq_len + 1, &dev.device)?;
     let loaded = started.elapsed().as_secs_f64();
     let l0 = train::evaluate(&model, &corpus.held_out, r.seq_len, 64);
-    let unit = Unit { parent: name.clone(), method: a.method.clone(), setting };
-    let pruned = sweep::prune_unit(model, &r.shape, r.seq_len, &unit, &corpus).map_err(anyhow::Error::msg)?;
+    let unit = Unit { parent: name.clone(), pruning };
+    let pruned = sweep::prune_unit(model, &r.shape, r.seq_len, pruning, &corpus).map_err(anyhow::Error::msg)?;
     let loss = train::evaluate(&pruned.model, &corpus.held_out, r.seq_len, 64);
     let record = sweep::export_record(&name, &unit, (pruned.rho, pruned.removed, &pruned.detail), 0, &[p2law_shared::data::CurvePoint { tokens: 0.0, loss }]);
     let written = hf::export(&pruned.model, &pruned.shape, h, record, &a.out, 4 << 30)?;

@@ -7,27 +7,8 @@ use burn::tensor::wgpu::wgpu;
 use p2law_kernels::gpu;
 use serde::{Deserialize, Serialize};
 
-/// What the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
-    #[default]
-    Auto,
-    Wgpu,
-    Cpu,
-}
-
-impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "wgpu" => Ok(Self::Wgpu),
-            "cpu" => Ok(Self::Cpu),
-            other => Err(format!("device `{other}`: expected auto, wgpu or cpu")),
-        }
-    }
-}
+/// What the user asked for (the shared vocabulary, so the request, the CLI and the runner agree).
+pub use p2law_shared::calibrate::DeviceChoice;
 
 /// One wgpu adapter the machine offers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use super::prune;
 use super::run::{self, EvalConfig, Progress};
 use super::sweep;
 use super::train::{self, TrainConfig};
-use p2law_shared::calibrate::{Parent, Unit};
+use p2law_shared::calibrate::Parent;
 use p2law_shared::data::Curve;
 use p2law_shared::logs::canonical;
 use p2law_shared::study::{
@@ -244,12 +244,12 @@ fn post_train_config(p: &Parent, tokens: u64, seed: u64) -> TrainConfig {
 fn heal(p: &Parent, parent: &ParentInfo, model: &Llama, u: &StudyUnit, tokens: u64, corpus: &Corpus, root: &Path, device: &LabDevice, cancel: &AtomicBool, say: &mut dyn FnMut(&str)) -> Result<(Curve, UnitInfo), StudyError> {
     let clock = Stopwatch::start();
     let run_name = u.run();
-    let (model, masks, rho, removed, detail) = if u.method == "control" {
-        (model.clone(), None, 0.0, 0, "unpruned".to_string())
-    } else {
-        let unit = Unit { parent: u.parent.clone(), method: u.method.clone(), setting: u.setting.clone() };
-        let pr = sweep::prune_unit(model.clone(), &p.shape, p.seq_len, &unit, corpus).map_err(|m| fail(format!("{run_name}: {m}")))?;
-        (pr.model, pr.masks, pr.rho, pr.removed, pr.detail)
+    let (model, masks, rho, removed, detail) = match u.pruning().map_err(|m| fail(format!("{run_name}: {m}")))? {
+        None => (model.clone(), None, 0.0, 0, "unpruned".to_string()),
+        Some(pruning) => {
+            let pr = sweep::prune_unit(model.clone(), &p.shape, p.seq_len, pruning, corpus).map_err(|m| fail(format!("{run_name}: {m}")))?;
+            (pr.model, pr.masks, pr.rho, pr.removed, pr.detail)
+        }
     };
     let cfg = post_train_config(p, tokens, u.seed);
     let dir = root.join("runs").join(format!("{}-{}", &corpus.sha256[..12], run::dir_for(Path::new(""), &run_name).display()));

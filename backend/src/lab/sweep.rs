@@ -11,7 +11,7 @@ use super::model::{Llama, ModelOptions};
 use super::prune::{self, Pruned, calib};
 use super::run::{self, EvalConfig, Progress, RunError};
 use super::train::{self, TrainConfig};
-use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, HF_BATCH, HF_PEAK_LR, HF_SEQ_LEN, Unit, hf_parent, parse_pattern};
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, HF_BATCH, HF_PEAK_LR, HF_SEQ_LEN, Pruning, Stage, Unit, hf_parent};
 use p2law_shared::models::DecoderShape;
 use p2law_shared::data::Curve;
 use p2law_shared::fit::FitOptions;
@@ -90,10 +90,10 @@ impl std::fmt::Debug for Context<'_> {
     }
 }
 
-fn event(stage: &str, unit: Option<&str>) -> CalibrationEvent {
+fn event(stage: Stage, unit: Option<&str>) -> CalibrationEvent {
     CalibrationEvent {
         seq: 0,
-        stage: stage.into(),
+        stage,
         unit: unit.map(str::to_string),
         step: 0,
         steps: 0,
@@ -206,7 +206,7 @@ fn load_hf(h: &HfParent, r: &Resolved, corpus: &Corpus, ctx: &mut Context<'_>) -
             record.seconds,
             record.n0
         )),
-        ..event("parent", Some(&r.name))
+        ..event(Stage::Parent, Some(&r.name))
     });
     Ok((model, record))
 }
@@ -240,7 +240,7 @@ fn ensure_parent(p: &Parent, req: &CalibrationRequest, corpus: &Corpus, ctx: &mu
         let record: ParentRecord = serde_json::from_str(&text).map_err(|e| SweepError::Io(format!("{}: {e}", record_path.display())))?;
         let model = run::load_model(fresh(), &dir.join("final.bpk"))?;
         clock.done += record.n0 as f64 * cfg.steps as f64 * cfg.tokens_per_step() as f64;
-        (ctx.on_event)(CalibrationEvent { message: Some(format!("cached: N0 = {}, L0 = {:.4}", record.n0, record.l0)), ..event("parent", Some(p.name)) });
+        (ctx.on_event)(CalibrationEvent { message: Some(format!("cached: N0 = {}, L0 = {:.4}", record.n0, record.l0)), ..event(Stage::Parent, Some(p.name)) });
         return Ok((model, record));
     }
     let started = Instant::now();
@@ -252,7 +252,7 @@ fn ensure_parent(p: &Parent, req: &CalibrationRequest, corpus: &Corpus, ctx: &mu
         clock.done += n0 as f64 * (pr.step.saturating_sub(last)) as f64 * cfg.tokens_per_step() as f64;
         last = pr.step;
         if pr.point.is_some() || pr.step % 10 == 0 {
-            on_event(CalibrationEvent { step: pr.step, steps: pr.steps, tokens: pr.tokens, point: pr.point, eta_s: clock.eta(), ..event("pretrain", Some(name)) });
+            on_event(CalibrationEvent { step: pr.step, steps: pr.steps, tokens: pr.tokens, point: pr.point, eta_s: clock.eta(), ..event(Stage::Pretrain, Some(name)) });
         }
     };
     let finished = run::run(fresh(), None, corpus, &cfg, &eval_config(p.seq_len), &device, &dir.join("run"), ctx.cancel, &mut progress)?;
@@ -270,22 +270,17 @@ fn ensure_parent(p: &Parent, req: &CalibrationRequest, corpus: &Corpus, ctx: &mu
     };
     let json = serde_json::to_vec_pretty(&record).map_err(|e| SweepError::Io(e.to_string()))?;
     crate::write_atomic(&record_path, &json).map_err(|e| SweepError::Io(format!("{}: {e}", record_path.display())))?;
-    (ctx.on_event)(CalibrationEvent { message: Some(format!("pretrained: N0 = {n0}, L0 = {l0:.4}")), ..event("parent", Some(p.name)) });
+    (ctx.on_event)(CalibrationEvent { message: Some(format!("pretrained: N0 = {n0}, L0 = {l0:.4}")), ..event(Stage::Parent, Some(p.name)) });
     Ok((finished.model, record))
 }
 
 /// Prunes a parent of `shape` for one unit, with statistics from windows of `seq_len` tokens.
-pub fn prune_unit(model: Llama, shape: &DecoderShape, seq_len: usize, unit: &Unit, corpus: &Corpus) -> Result<Pruned, String> {
+pub fn prune_unit(model: Llama, shape: &DecoderShape, seq_len: usize, pruning: Pruning, corpus: &Corpus) -> Result<Pruned, String> {
     let stats = calib::collect(&model, &corpus.train, seq_len, CALIB_WINDOWS, 16);
-    let r = match unit.method.as_str() {
-        "depth" | "width" => {
-            let rho: f64 = unit.setting.parse().map_err(|_| format!("rate `{}` is not a number", unit.setting))?;
-            if unit.method == "depth" { prune::depth::prune(model, shape, &stats, rho) } else { prune::width::prune(model, shape, &stats, rho) }
-        }
-        _ => {
-            let (n, m) = parse_pattern(&unit.setting)?;
-            prune::sparse::prune(model, shape, &stats, n, m)
-        }
+    let r = match pruning {
+        Pruning::Depth(rho) => prune::depth::prune(model, shape, &stats, rho),
+        Pruning::Width(rho) => prune::width::prune(model, shape, &stats, rho),
+        Pruning::Sparse(p) => prune::sparse::prune(model, shape, &stats, p.n, p.m),
     };
     r.map_err(|e| e.to_string())
 }
@@ -293,14 +288,14 @@ pub fn prune_unit(model: Llama, shape: &DecoderShape, seq_len: usize, unit: &Uni
 /// What p2law records in an exported model's `config.json` (under `p2law`).
 pub fn export_record(parent: &str, unit: &Unit, pruned: (f64, u64, &str), tokens: u64, points: &[p2law_shared::data::CurvePoint]) -> serde_json::Value {
     let (rho, removed, detail) = pruned;
-    let sparsity = (unit.method == "sparse").then(|| {
-        serde_json::json!({"pattern": unit.setting, "layout": "dense with zeros", "scope": "q/k/v/o and gate/up/down of every decoder layer; embeddings, norms and head dense"})
+    let sparsity = matches!(unit.pruning, Pruning::Sparse(_)).then(|| {
+        serde_json::json!({"pattern": unit.pruning.setting(), "layout": "dense with zeros", "scope": "q/k/v/o and gate/up/down of every decoder layer; embeddings, norms and head dense"})
     });
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "parent": parent,
-        "method": unit.method,
-        "setting": unit.setting,
+        "method": unit.pruning.method(),
+        "setting": unit.pruning.setting(),
         "rho": rho,
         "parameters_removed": removed,
         "detail": detail,
@@ -319,7 +314,7 @@ fn read_corpus(r: &Resolved, path: &Path, ctx: &mut Context<'_>) -> Result<Corpu
     };
     (ctx.on_event)(CalibrationEvent {
         message: Some(format!("{} ({tokenizer}): {} documents, {} train and {} held-out tokens", c.source, c.documents, c.train.len(), c.held_out.len())),
-        ..event("corpus", None)
+        ..event(Stage::Corpus, None)
     });
     Ok(c)
 }
@@ -329,7 +324,7 @@ fn read_corpus(r: &Resolved, path: &Path, ctx: &mut Context<'_>) -> Result<Corpu
 pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String, ()>, ctx: &mut Context<'_>) -> Result<Vec<Curve>, SweepError> {
     let units = req.units().map_err(|(field, m)| SweepError::Request(format!("{field}: {m}")))?;
     let parents: Vec<Resolved> = req.parents.iter().map(|n| Resolved::new(n, &ctx.models_dir)).collect::<Result<_, _>>()?;
-    (ctx.on_event)(CalibrationEvent { message: Some(ctx.device.describe()), ..event("device", None) });
+    (ctx.on_event)(CalibrationEvent { message: Some(ctx.device.describe()), ..event(Stage::Device, None) });
     let pretrain_work = |r: &Resolved| match &r.source {
         Source::BuiltIn(p) => {
             let cfg = p.pretrain_config(req.pretrain_scale, req.seed);
@@ -370,10 +365,10 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
                 clock.done += n0 * req.tokens as f64;
                 continue;
             }
-            let pruned = prune_unit(parent_model.clone(), &r.shape, r.seq_len, unit, corpus).map_err(|message| SweepError::Unit { unit: key.clone(), message })?;
+            let pruned = prune_unit(parent_model.clone(), &r.shape, r.seq_len, unit.pruning, corpus).map_err(|message| SweepError::Unit { unit: key.clone(), message })?;
             (ctx.on_event)(CalibrationEvent {
                 message: Some(format!("achieved rho = {:.6} ({} of {} parameters); {}", pruned.rho, pruned.removed, record.n0, pruned.detail)),
-                ..event("prune", Some(&key))
+                ..event(Stage::Prune, Some(&key))
             });
             let mut last = 0usize;
             let on_event = &mut *ctx.on_event;
@@ -382,7 +377,7 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
                 clock.done += per_step * pr.step.saturating_sub(last) as f64;
                 last = pr.step;
                 if pr.point.is_some() || pr.step % 10 == 0 {
-                    on_event(CalibrationEvent { step: pr.step, steps: pr.steps, tokens: pr.tokens, point: pr.point, eta_s: clock.eta(), ..event("train", Some(&key)) });
+                    on_event(CalibrationEvent { step: pr.step, steps: pr.steps, tokens: pr.tokens, point: pr.point, eta_s: clock.eta(), ..event(Stage::Train, Some(&key)) });
                 }
             };
             let dir = run::dir_for(&ctx.job_dir, &key);
@@ -398,14 +393,14 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
                 let record = export_record(&r.name, unit, (pruned.rho, pruned.removed, &pruned.detail), req.tokens, &finished.points);
                 let shape = pruned.shape;
                 let written = hf::export(&finished.model, &shape, h, record, &out, EXPORT_SHARD_BYTES).map_err(|e| SweepError::Unit { unit: key.clone(), message: e.to_string() })?;
-                (ctx.on_event)(CalibrationEvent { message: Some(format!("healed model written to {} ({} bytes)", written.dir.display(), written.bytes)), ..event("export", Some(&key)) });
+                (ctx.on_event)(CalibrationEvent { message: Some(format!("healed model written to {} ({} bytes)", written.dir.display(), written.bytes)), ..event(Stage::Export, Some(&key)) });
             }
             let curve = Curve {
                 run: key.clone(),
                 n0: Some(n0),
                 rho: Some(pruned.rho),
                 l0: Some(record.l0),
-                method: Some(if unit.method == "sparse" { unit.setting.clone() } else { unit.method.clone() }),
+                method: Some(unit.pruning.label()),
                 family: Some(r.family()),
                 split: Some("held-out".into()),
                 points: finished.points,

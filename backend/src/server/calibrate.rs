@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use p2law_shared::api::ErrorBody;
-use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, CalibrationRequest, FAMILY};
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, CalibrationRequest, DeviceChoice, FAMILY, Stage};
 use serde::Serialize;
 use std::convert::Infallible;
 
@@ -42,7 +42,7 @@ pub async fn create(State(state): State<AppState>, _: Authorized, body: Result<J
     if request.export && !request.parents.iter().any(|p| p.starts_with("hf:")) {
         return Err(ApiError::Unprocessable("field `export`: only Hugging Face parents (`hf:NAME`) are exported".into()));
     }
-    if request.device == "wgpu" && device::adapters().is_empty() {
+    if request.device == DeviceChoice::Wgpu && device::adapters().is_empty() {
         return Err(ApiError::Unprocessable("field `device`: this server has no wgpu adapter; use `cpu` or `auto`".into()));
     }
     let models = lab.models_dir();
@@ -77,7 +77,7 @@ pub async fn cancel(State(state): State<AppState>, _: Authorized, super::error::
     match state.store().request_cancel(id).await? {
         None => return Err(ApiError::NotFound(format!("calibration {id}"))),
         // It never started: its event log ends here.
-        Some(true) => super::lab::publish(state.store(), state.lab(), id, super::lab::event("cancelled", Some("cancelled before it started".into()))).await,
+        Some(true) => super::lab::publish(state.store(), state.lab(), id, super::lab::event(Stage::Cancelled, Some("cancelled before it started".into()))).await,
         Some(false) => state.lab().cancel(id),
     }
     let job = state.store().calibration(id).await?.ok_or_else(|| ApiError::NotFound(format!("calibration {id}")))?;
@@ -104,7 +104,7 @@ pub async fn events(State(state): State<AppState>, super::error::Id(id): super::
         // Sends one event; false when the stream is over (client gone, or the job ended).
         let forward = |e: CalibrationEvent, last: &mut u64| {
             *last = e.seq;
-            let end = matches!(e.stage.as_str(), "done" | "failed" | "cancelled");
+            let end = e.stage.is_final();
             let tx = tx.clone();
             async move { tx.send(e).await.is_ok() && !end }
         };
@@ -154,7 +154,7 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(producer(tx));
     futures_util::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |e: CalibrationEvent| {
-        Ok(Event::default().id(e.seq.to_string()).event(e.stage.clone()).json_data(&e).unwrap_or_else(|_| Event::default().comment("unserialisable event")))
+        Ok(Event::default().id(e.seq.to_string()).event(e.stage.as_str()).json_data(&e).unwrap_or_else(|_| Event::default().comment("unserialisable event")))
     })
 }
 

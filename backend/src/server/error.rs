@@ -34,10 +34,24 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
     /// A JSON body that cannot be read: 413 when it is over the body limit, 422 otherwise.
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(format!("the request body is over the {} MiB limit", super::MAX_BODY_BYTES >> 20))
-        } else {
-            ApiError::Unprocessable(e.body_text())
+            return ApiError::TooLarge(format!("the request body is over the {} MiB limit", super::MAX_BODY_BYTES >> 20));
         }
+        // A value the types refuse (an unknown method, a malformed N:M pattern, a missing
+        // field): name the field as the handlers' own checks do.
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            if let Some(p) = s.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+                let path = p.path().to_string();
+                let top: String = path.chars().take_while(|c| !matches!(c, '.' | '[')).collect();
+                return ApiError::Unprocessable(match (top.is_empty(), top == path) {
+                    (true, _) => p.inner().to_string(),
+                    (false, true) => format!("field `{top}`: {}", p.inner()),
+                    (false, false) => format!("field `{top}` ({path}): {}", p.inner()),
+                });
+            }
+            source = s.source();
+        }
+        ApiError::Unprocessable(e.body_text())
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::lab::{device, sweep};
 use crate::store::{NewUpload, Store};
 use p2law_shared::api::FitRequest;
-use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, JobStatus};
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, JobStatus, Stage};
 use p2law_shared::law::LawForm;
 use p2law_shared::logs::{self, LogOptions};
 use p2law_shared::report::FitReport;
@@ -123,8 +123,8 @@ impl Lab {
     }
 }
 
-pub(crate) fn event(stage: &str, message: Option<String>) -> CalibrationEvent {
-    CalibrationEvent { seq: 0, stage: stage.into(), unit: None, step: 0, steps: 0, tokens: 0, point: None, eta_s: None, message, run_id: None, fit_id: None }
+pub(crate) fn event(stage: Stage, message: Option<String>) -> CalibrationEvent {
+    CalibrationEvent { seq: 0, stage, unit: None, step: 0, steps: 0, tokens: 0, point: None, eta_s: None, message, run_id: None, fit_id: None }
 }
 
 /// Stores and broadcasts one event.
@@ -182,7 +182,7 @@ async fn work(store: &Store, lab: &Arc<Lab>) {
             let why = format!("the server stopped while running this job on each of its {} starts; not resumed again (see the server log of those runs)", starts - 1);
             (JobStatus::Failed, Some(why), None)
         } else {
-            publish(&store, &lab, id, event("running", Some(if resumed { "resumed after a restart".to_string() } else { "started".into() }))).await;
+            publish(&store, &lab, id, event(Stage::Running, Some(if resumed { "resumed after a restart".to_string() } else { "started".into() }))).await;
             run_job(&store, &lab, job).await
         };
         if status == JobStatus::Cancelled && lab.stopping() && !store.cancel_requested(id).await.unwrap_or(false) {
@@ -191,12 +191,12 @@ async fn work(store: &Store, lab: &Arc<Lab>) {
             if let Err(e) = store.release_start(id).await {
                 tracing::error!("job {id}: {e}");
             }
-            publish(&store, &lab, id, event("interrupted", Some("the server is shutting down; the job resumes from its last checkpoint at the next start".into()))).await;
+            publish(&store, &lab, id, event(Stage::Interrupted, Some("the server is shutting down; the job resumes from its last checkpoint at the next start".into()))).await;
             lab.cancel.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             return;
         }
         let error = error.map(|e| lab.public_text(&e));
-        let mut last = event(status.as_str(), error.clone());
+        let mut last = event(status.into(), error.clone());
         last.fit_id = fit_id;
         match store.finish_calibration(id, status, error.as_deref(), fit_id, last).await {
             Ok(e) => {
@@ -205,9 +205,21 @@ async fn work(store: &Store, lab: &Arc<Lab>) {
             Err(e) => tracing::error!("job {id}: {e}"),
         }
         lab.cancel.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        // A finished job is never resumed: its units' checkpoints go (curves and exports stay).
+        let _ = std::fs::remove_dir_all(job_dir(&lab.data_dir, id));
         // Subscribers have the final event queued; dropping the sender ends their streams.
         lab.channels.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
+}
+
+/// A job's working folder (its units' checkpoints while they train) in a data dir.
+pub fn job_dir(data_dir: &std::path::Path, id: i64) -> PathBuf {
+    data_dir.join("lab").join("jobs").join(id.to_string())
+}
+
+/// Where a job writes its healed Hugging Face models (`"export": true`).
+pub fn export_dir(data_dir: &std::path::Path, id: i64) -> PathBuf {
+    data_dir.join("exports").join(format!("job-{id}"))
 }
 
 /// Starts a job may have: the first and one resume after a restart. A job interrupted on both
@@ -228,8 +240,7 @@ async fn run_job(store: &Store, lab: &Arc<Lab>, job: CalibrationJob) -> (JobStat
     let handle = tokio::runtime::Handle::current();
     let (store2, lab2, request) = (store.clone(), lab.clone(), job.request.clone());
     let outcome = tokio::task::spawn_blocking(move || -> Result<(), sweep::SweepError> {
-        let choice: device::DeviceChoice = request.device.parse().map_err(sweep::SweepError::Request)?;
-        let dev = device::select(choice).map_err(sweep::SweepError::Request)?;
+        let dev = device::select(request.device).map_err(sweep::SweepError::Request)?;
         handle.block_on(store2.set_calibration_status(id, JobStatus::Running, Some(&dev.describe()), None, None)).map_err(|e| sweep::SweepError::Io(e.to_string()))?;
         let path = sweep::corpus_path(&lab2.corpus_dir, request.corpus.as_deref());
         let mut on_event = |e: CalibrationEvent| handle.block_on(publish(&store2, &lab2, id, e));
@@ -241,14 +252,14 @@ async fn run_job(store: &Store, lab: &Arc<Lab>, job: CalibrationJob) -> (JobStat
             let run_id = handle
                 .block_on(store2.insert_calibration_run(id, &unit.key(), &NewUpload { filename: &name, bytes: csv.as_bytes(), options: &options, parsed: &parsed }))
                 .map_err(|e| e.to_string())?;
-            handle.block_on(publish(&store2, &lab2, id, CalibrationEvent { unit: Some(unit.key()), run_id: Some(run_id), ..event("run", Some("curve stored".into())) }));
+            handle.block_on(publish(&store2, &lab2, id, CalibrationEvent { unit: Some(unit.key()), run_id: Some(run_id), ..event(Stage::Run, Some("curve stored".into())) }));
             Ok(())
         };
         let mut ctx = sweep::Context {
             lab_dir: lab2.data_dir.join("lab"),
-            job_dir: lab2.data_dir.join("lab").join("jobs").join(id.to_string()),
+            job_dir: job_dir(&lab2.data_dir, id),
             models_dir: lab2.models_dir(),
-            export_dir: request.export.then(|| lab2.data_dir.join("exports").join(format!("job-{id}"))),
+            export_dir: request.export.then(|| export_dir(&lab2.data_dir, id)),
             device: dev,
             cancel: &flag,
             on_event: &mut on_event,
@@ -270,7 +281,7 @@ async fn run_job(store: &Store, lab: &Arc<Lab>, job: CalibrationJob) -> (JobStat
 
 /// Fits the P² law to the job's stored runs and stores the fit with its provenance.
 async fn fit_job(store: &Store, lab: &Lab, id: i64) -> Result<i64, String> {
-    publish(store, lab, id, event("fit", Some("fitting the P² law to the job's curves".into()))).await;
+    publish(store, lab, id, event(Stage::Fit, Some("fitting the P² law to the job's curves".into()))).await;
     let job = store.calibration(id).await.map_err(|e| e.to_string())?.ok_or("the job vanished")?;
     let curves = store.curves(&job.run_ids).await.map_err(|e| e.to_string())?;
     let seed = job.request.seed;
@@ -279,7 +290,7 @@ async fn fit_job(store: &Store, lab: &Lab, id: i64) -> Result<i64, String> {
         "p2law {} calibration job {id}: parents {}, methods {}, {} post-training tokens per model, device {}; runs {:?}",
         env!("CARGO_PKG_VERSION"),
         job.request.parents.join("+"),
-        job.request.methods.join("+"),
+        job.request.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join("+"),
         job.request.tokens,
         job.device.as_deref().unwrap_or("?"),
         job.run_ids
@@ -303,6 +314,6 @@ async fn fit_job(store: &Store, lab: &Lab, id: i64) -> Result<i64, String> {
         report.metrics.rmse,
         stored.degenerate.as_ref().map_or(String::new(), |w| format!("; {w}"))
     );
-    publish(store, lab, id, event("fit", Some(summary))).await;
+    publish(store, lab, id, event(Stage::Fit, Some(summary))).await;
     Ok(stored.id)
 }

@@ -255,7 +255,7 @@ fn an_existing_export_directory_is_refused_and_nothing_half_written_is_left() {
 #[test]
 fn a_sweep_prunes_heals_and_exports_a_hugging_face_parent() {
     use crate::lab::sweep;
-    use p2law_shared::calibrate::CalibrationRequest;
+    use p2law_shared::calibrate::{CalibrationRequest, DeviceChoice, NmPattern, PruneMethod, Stage};
     let shakespeare = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/corpus/shakespeare");
     assert!(shakespeare.join(".complete").exists(), "{} is missing: run ./dev setup", shakespeare.display());
     let corpus_dir = tempfile::tempdir().unwrap();
@@ -265,12 +265,12 @@ fn a_sweep_prunes_heals_and_exports_a_hugging_face_parent() {
     let work = tempfile::tempdir().unwrap();
     let request = CalibrationRequest {
         parents: vec!["hf:qwen2-tied".into()],
-        methods: vec!["depth".into(), "sparse".into()],
+        methods: vec![PruneMethod::Depth, PruneMethod::Sparse],
         rates: vec![0.25],
-        patterns: vec!["2:4".into()],
+        patterns: vec![NmPattern::TWO_FOUR],
         tokens: 16_384,
         pretrain_scale: 1.0,
-        device: "cpu".into(),
+        device: DeviceChoice::Cpu,
         corpus: None,
         seed: 0,
         lr: Some(3e-3),
@@ -301,7 +301,7 @@ fn a_sweep_prunes_heals_and_exports_a_hugging_face_parent() {
         // (A random-weight parent is worse than uniform, so pruning need not raise its loss.)
         assert!(c.l0.unwrap().is_finite());
     }
-    let corpus_event = events.iter().find(|e| e.stage == "corpus").unwrap().message.clone().unwrap();
+    let corpus_event = events.iter().find(|e| e.stage == Stage::Corpus).unwrap().message.clone().unwrap();
     assert!(corpus_event.contains("tokenizer of hf:qwen2-tied"), "{corpus_event}");
     for (unit, layers) in [("hf_qwen2-tied_depth_0.25", 3), ("hf_qwen2-tied_sparse_2_4", 4)] {
         let back = HfParent::open(&work.path().join("exports").join(unit)).unwrap();
