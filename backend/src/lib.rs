@@ -17,6 +17,22 @@ pub mod lab;
 pub mod server;
 pub mod store;
 
+/// Fault injection for the kill tests (`tests/tests/calibrate.rs`, `tests/tests/api.rs`): when
+/// the environment variable `P2LAW_FAULT` names `point`, the process SIGKILLs itself there — no
+/// destructors, no flushes, what the OOM killer or a power cut does. Points: `prune` (a unit just
+/// pruned, nothing of it on disk), `checkpoint` (a checkpoint half written: its files in the
+/// temporary directory, not yet renamed), `export` (a healed model's directory half written),
+/// `upload` (an upload's rows inserted, the transaction not committed).
+pub fn fault_point(point: &str) {
+    static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if FAULT.get_or_init(|| std::env::var("P2LAW_FAULT").ok()).as_deref() == Some(point) {
+        eprintln!("P2LAW_FAULT: killing this process at `{point}`");
+        // The shell's built-in `kill` (no procps needed); abort if even that fails.
+        let _ = std::process::Command::new("sh").args(["-c", &format!("kill -KILL {}", std::process::id())]).status();
+        std::process::abort();
+    }
+}
+
 /// Writes `contents` to `path` through a temporary file beside it and a rename, so a failed
 /// write never leaves half a file behind.
 pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {

@@ -96,6 +96,7 @@ impl Store {
         for f in files {
             out.push(Self::insert_upload_tx(&mut tx, f).await?);
         }
+        crate::fault_point("upload");
         tx.commit().await?;
         Ok(out)
     }
@@ -568,6 +569,29 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| json("calibration_events", job, &r.get::<String, _>(0))).collect()
+    }
+
+    /// Drops the progress events (`train` and `pretrain` steps without a held-out checkpoint) of
+    /// jobs that finished over `days` days ago: the bulk of an event log, and nothing a replay
+    /// needs (checkpoints, stage changes and the final event stay; `seq` keeps its numbers, with
+    /// gaps). Returns the events removed.
+    pub async fn compact_events(&self, days: f64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM calibration_events WHERE job_id IN (SELECT id FROM calibrations WHERE status IN ('done', 'failed', 'cancelled') \
+             AND updated_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)) \
+             AND json_extract(event, '$.stage') IN ('train', 'pretrain') AND json_extract(event, '$.point') IS NULL",
+        )
+        .bind(format!("-{} seconds", (days * 86_400.0).round() as i64))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Rewrites the database file without its free pages (after [`Store::compact_events`] or
+    /// deleted uploads). Waits for other connections' transactions like any write.
+    pub async fn vacuum(&self) -> Result<(), StoreError> {
+        sqlx::query("VACUUM").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Events after `after`, in order.

@@ -320,3 +320,113 @@ fn convert_reads_a_tensorboard_file_of_an_independent_writer() {
     assert_eq!(f32s(&rows), f32s(&want));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Tensorboard, 1 curve(s), 20 checkpoint(s), tokens Logged"));
 }
+
+/// A calibration event of `stage` (with a held-out checkpoint when `point`).
+fn job_event(stage: p2law_shared::calibrate::Stage, point: bool) -> p2law_shared::calibrate::CalibrationEvent {
+    p2law_shared::calibrate::CalibrationEvent {
+        seq: 0,
+        stage,
+        unit: Some("p2-nano/depth/0.25".into()),
+        step: 3,
+        steps: 10,
+        tokens: 3000,
+        point: point.then_some(p2law_shared::data::CurvePoint { tokens: 3000.0, loss: 2.5 }),
+        eta_s: None,
+        message: None,
+        run_id: None,
+        fit_id: None,
+    }
+}
+
+/// Sets the modification time of `path` (file or directory) to `days` ago.
+fn age_by(path: &Path, days: u64) {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    std::fs::File::open(path).unwrap().set_modified(t).unwrap();
+}
+
+#[test]
+fn gc_removes_what_no_job_needs_and_keeps_what_one_does() {
+    use p2law_backend::store::Store;
+    use p2law_shared::calibrate::{CalibrationRequest, JobStatus, Stage};
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let request = CalibrationRequest::preset("smoke").unwrap();
+    let (done, queued, events_before) = rt.block_on(async {
+        let store = Store::open(d).await.unwrap();
+        let done = store.insert_calibration(&request, 6).await.unwrap().id;
+        let queued = store.insert_calibration(&request, 6).await.unwrap().id;
+        store.append_event(done, job_event(Stage::Train, false)).await.unwrap();
+        store.append_event(done, job_event(Stage::Train, true)).await.unwrap();
+        store.append_event(done, job_event(Stage::Pretrain, false)).await.unwrap();
+        store.finish_calibration(done, JobStatus::Done, None, None, job_event(Stage::Done, false)).await.unwrap();
+        store.append_event(queued, job_event(Stage::Train, false)).await.unwrap();
+        (done, queued, store.events(done, 0).await.unwrap().len())
+    });
+    assert_eq!(events_before, 4);
+    let mk = |rel: &str| {
+        let p = d.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, vec![7u8; 1000]).unwrap();
+        p
+    };
+    mk(&format!("lab/jobs/{done}/run/model.bpk"));
+    mk(&format!("lab/jobs/{queued}/run/model.bpk"));
+    let stale_tmp = d.join(format!("lab/jobs/{queued}/run/.ckpt-5.tmp"));
+    std::fs::create_dir_all(&stale_tmp).unwrap();
+    std::fs::write(stale_tmp.join("model.bpk"), b"half").unwrap();
+    age_by(&stale_tmp.join("model.bpk"), 1);
+    age_by(&stale_tmp, 1);
+    let fresh_tmp = mk(&format!("lab/jobs/{queued}/run/.state.json.tmp-4242"));
+    mk("lab/jobs/999/run/model.bpk");
+    mk(&format!("exports/job-{done}/model.safetensors"));
+    mk("exports/job-777/model.safetensors");
+    let old_parent = mk("lab/parents/p2-nano-old/model.bpk");
+    age_by(&old_parent, 40);
+    age_by(old_parent.parent().unwrap(), 40);
+    mk("lab/parents/p2-micro-new/model.bpk");
+    let dir = d.to_str().unwrap();
+
+    // A dry run lists and removes nothing.
+    let out = p2law(&["gc", "--data-dir", dir, "--dry-run"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains(&format!("would remove lab/jobs/{done}")) && text.contains("would remove exports/job-777"), "{text}");
+    assert!(d.join(format!("lab/jobs/{done}")).exists() && d.join("exports/job-777").exists());
+
+    // With a job queued: finished and unknown jobs' folders, unknown exports and stale
+    // temporaries go; the queued job's folder, fresh temporaries and every parent stay.
+    let out = p2law(&["gc", "--data-dir", dir, "--events-days", "0"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!d.join(format!("lab/jobs/{done}")).exists(), "{text}");
+    assert!(!d.join("lab/jobs/999").exists() && !d.join("exports/job-777").exists(), "{text}");
+    assert!(!stale_tmp.exists(), "{text}");
+    assert!(fresh_tmp.exists() && d.join(format!("lab/jobs/{queued}/run/model.bpk")).exists(), "{text}");
+    assert!(d.join(format!("exports/job-{done}")).exists(), "{text}");
+    assert!(old_parent.exists() && text.contains("parents kept: a job is queued or running"), "{text}");
+    assert!(text.contains("2 progress events dropped"), "{text}");
+    let left: Vec<(Stage, bool)> = rt.block_on(async {
+        let store = Store::open(d).await.unwrap();
+        store.events(done, 0).await.unwrap().iter().map(|e| (e.stage, e.point.is_some())).collect()
+    });
+    assert_eq!(left, vec![(Stage::Train, true), (Stage::Done, false)]);
+
+    // Once no job is active, the parent unused for 40 days goes, the fresh one stays; with
+    // --exports-days 0 the finished job's export goes too.
+    rt.block_on(async {
+        let store = Store::open(d).await.unwrap();
+        store.finish_calibration(queued, JobStatus::Cancelled, Some("test"), None, job_event(Stage::Cancelled, false)).await.unwrap();
+    });
+    let out = p2law(&["gc", "--data-dir", dir, "--exports-days", "0", "--vacuum"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!old_parent.exists() && d.join("lab/parents/p2-micro-new/model.bpk").exists(), "{text}");
+    assert!(!d.join(format!("lab/jobs/{queued}")).exists() && !d.join(format!("exports/job-{done}")).exists(), "{text}");
+
+    // Bad input names itself.
+    let out = p2law(&["gc", "--data-dir", d.join("nowhere").to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no p2law store here"));
+    let out = p2law(&["gc", "--data-dir", dir, "--parents-days=-1"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--parents-days"));
+}

@@ -83,8 +83,19 @@ pub const MAX_FORECAST_RESAMPLES: usize = 5000;
 fn positive_tokens() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
     ArrayBuilder::new()
-        .items(ObjectBuilder::new().schema_type(Type::Number).exclusive_minimum(Some(0.0)).maximum(Some(1e30)))
+        .items(ObjectBuilder::new().schema_type(Type::Number).minimum(Some(1.0)).maximum(Some(1e30)))
         .max_items(Some(MAX_FORECAST_AT))
+        .build()
+}
+
+/// `tokens` of a prediction: 1 to [`MAX_PREDICT_TOKENS`] positive counts.
+#[cfg(feature = "openapi")]
+fn predict_tokens() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::Number).exclusive_minimum(Some(0.0)).maximum(Some(1e300)))
+        .min_items(Some(1))
+        .max_items(Some(MAX_PREDICT_TOKENS))
         .build()
 }
 
@@ -99,8 +110,9 @@ pub struct ForecastRequest {
     /// `slope:<tau>`, `gap:<eps>` or `target:<loss>`.
     #[cfg_attr(feature = "openapi", schema(pattern = r"^(target|slope|gap):(0*[1-9][0-9]*(\.[0-9]*)?|0*\.[0-9]*[1-9][0-9]*)([eE][+-]?[0-9]{1,2})?$"))]
     pub rule: Option<String>,
-    /// Band level, default 0.9.
-    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0))]
+    /// Band level, default 0.9: from 0.01 to 0.999 (closer to 1 the band is the bootstrap's
+    /// extreme resamples, and JSON parsers round 0.9999999999999999 to 1).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.01, maximum = 0.999))]
     pub level: Option<f64>,
     /// Bootstrap resamples, default 400.
     #[cfg_attr(feature = "openapi", schema(minimum = 50, maximum = 5000))]
@@ -109,6 +121,10 @@ pub struct ForecastRequest {
     pub seed: Option<u64>,
 }
 
+/// The band levels a forecast request may ask for.
+pub const MIN_LEVEL: f64 = 0.01;
+pub const MAX_LEVEL: f64 = 0.999;
+
 impl ForecastRequest {
     /// The forecast's options, or the first bad field.
     pub fn resolve(&self) -> Result<crate::forecast::ForecastOptions, String> {
@@ -116,16 +132,17 @@ impl ForecastRequest {
         if self.at.len() > MAX_FORECAST_AT {
             return Err(format!("field `at`: at most {MAX_FORECAST_AT} token counts, got {}", self.at.len()));
         }
-        if let Some(t) = self.at.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
-            return Err(format!("field `at`: token counts must be positive, got {t}"));
+        // Below one token `D^-β` runs to infinity; nobody forecasts there.
+        if let Some(t) = self.at.iter().find(|t| !(t.is_finite() && **t >= 1.0)) {
+            return Err(format!("field `at`: token counts must be at least 1, got {t}"));
         }
         let rule = match &self.rule {
             None => None,
             Some(r) => Some(r.parse::<crate::budget::Rule>().map_err(|e| format!("field `rule`: {e}"))?),
         };
         let level = self.level.unwrap_or(d.level);
-        if !(level > 0.0 && level < 1.0) {
-            return Err(format!("field `level`: must be between 0 and 1, got {level}"));
+        if !(MIN_LEVEL..=MAX_LEVEL).contains(&level) {
+            return Err(format!("field `level`: from {MIN_LEVEL} to {MAX_LEVEL}, got {level}"));
         }
         let resamples = self.resamples.unwrap_or(d.resamples);
         if !(50..=MAX_FORECAST_RESAMPLES).contains(&resamples) {
@@ -229,4 +246,69 @@ pub struct ErrorBody {
     pub location: Option<crate::data::Location>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+/// The inputs of one pruned model: `n0`, the rate `rho` or the size after pruning `n`, and `l0`
+/// where the law needs it, checked against the law's domain. The CLI's `predict`/`budget` and
+/// `POST /api/predict` resolve through here.
+pub fn model_inputs(law: LawForm, n0: f64, rho: Option<f64>, n: Option<f64>, l0: Option<f64>) -> Result<crate::law::Inputs, String> {
+    let x = match (rho, n) {
+        (Some(_), Some(_)) => return Err("fields `rho` and `n`: give one of them, not both".into()),
+        (Some(rho), None) => crate::law::Inputs { n0, rho, l0, tokens: 1.0 },
+        (None, Some(n)) => {
+            if !(n.is_finite() && n > 0.0 && n <= n0) {
+                return Err(format!("field `n`: must be in (0, n0 = {n0}], got {n}"));
+            }
+            crate::law::Inputs::from_sizes(n0, n, l0, 1.0)
+        }
+        (None, None) => return Err("field `rho`: give `rho` or `n`".into()),
+    };
+    law.check(&x, false).map_err(|e| e.to_string())?;
+    Ok(x)
+}
+
+/// The most token counts one prediction may ask for.
+pub const MAX_PREDICT_TOKENS: usize = 1024;
+
+/// `POST /api/predict`: the curve a stored fit or a preset predicts for one pruned model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PredictRequest {
+    /// A stored fit (`GET /api/fits`); or give `preset`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub fit_id: Option<i64>,
+    /// A preset id (`GET /api/presets`); or give `fit_id`.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Parameters before pruning, embeddings included.
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0))]
+    pub n0: f64,
+    /// Fraction of parameters removed (or give `n`).
+    #[serde(default)]
+    pub rho: Option<f64>,
+    /// Parameters after pruning (instead of `rho`).
+    #[serde(default)]
+    pub n: Option<f64>,
+    /// Loss before pruning, nats/token (laws anchored on it need it).
+    #[serde(default)]
+    pub l0: Option<f64>,
+    /// Post-training token counts.
+    #[cfg_attr(feature = "openapi", schema(schema_with = predict_tokens))]
+    pub tokens: Vec<f64>,
+}
+
+impl PredictRequest {
+    /// Checks the token counts (the model inputs are checked against the fit's law, once the
+    /// fit is known: [`model_inputs`]).
+    pub fn check_tokens(&self) -> Result<(), String> {
+        if self.tokens.is_empty() || self.tokens.len() > MAX_PREDICT_TOKENS {
+            return Err(format!("field `tokens`: 1 to {MAX_PREDICT_TOKENS} token counts, got {}", self.tokens.len()));
+        }
+        match self.tokens.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
+            Some(t) => Err(format!("field `tokens`: token counts must be positive, got {t}")),
+            None => Ok(()),
+        }
+    }
 }

@@ -309,6 +309,7 @@ pub fn run_fit(
 
 /// One predicted point with its band.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Prediction {
     pub tokens: f64,
     pub loss: f64,
@@ -328,6 +329,33 @@ pub fn predict(report: &FitReport, x: &Inputs, tokens: &[f64]) -> Result<Vec<Pre
             band: boot.as_ref().and_then(|b| b.predict_interval(&Inputs { tokens: d, ..*x })),
         })
         .collect())
+}
+
+/// A prediction as every front end shows it (`p2law predict --json`, `POST /api/predict`): the
+/// curve with its band, every way the inputs lie outside the fit's data, and the fit's degeneracy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PredictionReport {
+    pub law: LawForm,
+    pub inputs: Inputs,
+    pub predictions: Vec<Prediction>,
+    /// Outside the calibrated ranges of N0, ρ, L0, and D (the largest and smallest asked).
+    pub extrapolation: Vec<Extrapolation>,
+    /// [`FitReport::degeneracy`]: which coefficients the data do not pin down, when any.
+    pub degenerate: Option<String>,
+}
+
+/// [`predict`] with the extrapolation warnings and the degeneracy: one path for the CLI and the
+/// API. `tokens` must be positive and finite.
+pub fn predict_report(report: &FitReport, x: &Inputs, tokens: &[f64]) -> Result<PredictionReport, ReportError> {
+    let predictions = predict(report, x, tokens)?;
+    let largest = tokens.iter().copied().fold(0.0, f64::max);
+    let smallest = tokens.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut extrapolation = report.extrapolation(x, Some(largest));
+    if smallest.is_finite() {
+        extrapolation.extend(report.extrapolation(x, Some(smallest)).into_iter().filter(|e| e.field == "D" && e.value < e.range[0]));
+    }
+    Ok(PredictionReport { law: report.law, inputs: *x, predictions, extrapolation, degenerate: report.degeneracy() })
 }
 
 /// A recommended budget with its band and cost.

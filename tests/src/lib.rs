@@ -97,8 +97,18 @@ impl ServerProcess {
 
     /// As [`ServerProcess::start`], with the given token or none (the store's tokens stand).
     pub fn start_with_token(data_dir: &Path, token: Option<&str>) -> Result<ServerProcess> {
+        Self::spawn(data_dir, token, &[])
+    }
+
+    /// As [`ServerProcess::start`], with extra environment variables (`P2LAW_FAULT`).
+    pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Result<ServerProcess> {
+        Self::spawn(data_dir, Some(TOKEN), env)
+    }
+
+    fn spawn(data_dir: &Path, token: Option<&str>, env: &[(&str, &str)]) -> Result<ServerProcess> {
         use std::io::BufRead;
         let mut cmd = Command::new(p2law_bin()?);
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(["--static-dir", "/nonexistent", "--corpus-dir"]).arg(corpus_dir());
         if let Some(t) = token {
             cmd.args(["--token", t]);
@@ -129,6 +139,20 @@ impl ServerProcess {
             }
             if Instant::now() > deadline {
                 bail!("the server did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to end by itself (a fault point killed it).
+    pub fn wait_exit(mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(exit) = self.child.try_wait()? {
+                return Ok(exit);
+            }
+            if Instant::now() > deadline {
+                bail!("the server was still running after {within:?}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

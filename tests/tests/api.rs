@@ -433,3 +433,82 @@ async fn a_stored_run_is_forecast_and_bad_requests_are_422() -> Result<()> {
     assert_eq!(status, StatusCode::NOT_FOUND);
     Ok(())
 }
+
+/// SIGKILL in the middle of an upload (its rows inserted, the transaction not committed): the
+/// client gets no answer, the restarted server holds nothing of it, and the same upload then
+/// goes through and reads back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_in_the_middle_of_an_upload_stores_nothing_of_it() -> Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    let data = tempfile::tempdir()?;
+    let client = Client::new();
+    let csv = p2_curves_csv(5).into_bytes();
+    let server = ServerProcess::start_with_env(data.path(), &[("P2LAW_FAULT", "upload")])?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let answer = upload(&client, &url, vec![file("p2.csv", csv.clone())], None, Some(TOKEN)).await;
+    assert!(answer.is_err(), "the killed server answered: {answer:?}");
+    let exit = server.wait_exit(Duration::from_secs(30))?;
+    assert_eq!(exit.signal(), Some(9), "{exit}");
+
+    let server = ServerProcess::start(data.path())?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let runs: Value = client.get(format!("{url}/api/runs")).send().await?.json().await?;
+    assert_eq!(runs, json!([]), "nothing of the interrupted upload is stored");
+    let (status, body) = upload(&client, &url, vec![file("p2.csv", csv.clone())], None, Some(TOKEN)).await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["files"][0]["upload_id"].as_i64().context("upload id")?;
+    let raw = client.get(format!("{url}/api/uploads/{id}/raw")).send().await?.bytes().await?;
+    assert_eq!(raw.to_vec(), csv);
+    let runs: Value = client.get(format!("{url}/api/runs")).send().await?.json().await?;
+    assert_eq!(runs.as_array().map(Vec::len), Some(5), "{runs}");
+    Ok(())
+}
+
+/// `POST /api/predict` on a preset: Chinchilla's form evaluated by hand from the preset's own
+/// coefficients, a bootstrap band around it, the extrapolation said with by how far, and bad
+/// requests answered 4xx naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_answers_the_preset_curve_with_its_band_and_extrapolation() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let server = ServerProcess::start(data.path())?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let client = Client::new();
+    let presets: Value = client.get(format!("{url}/api/presets")).send().await?.json().await?;
+    let refit = presets.as_array().context("presets")?.iter().find(|p| p["id"] == "chinchilla-epoch-refit").context("the Epoch refit preset")?;
+    let p = &refit["report"]["params"];
+    let (a, b, e, alpha, beta) = (p["A"].as_f64().unwrap(), p["B"].as_f64().unwrap(), p["E"].as_f64().unwrap(), p["alpha"].as_f64().unwrap(), p["beta"].as_f64().unwrap());
+    // 1e13 parameters with 30 % removed: far beyond Chinchilla's largest model.
+    let (n0, rho, tokens): (f64, f64, [f64; 3]) = (1e13, 0.3, [1e9, 1e11, 1e13]);
+    let body = json!({"preset": "chinchilla-epoch-refit", "n0": n0, "rho": rho, "tokens": tokens});
+    let resp = client.post(format!("{url}/api/predict")).json(&body).send().await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let out: Value = resp.json().await?;
+    let points = out["predictions"].as_array().context("predictions")?;
+    assert_eq!(points.len(), 3);
+    for (pt, d) in points.iter().zip(tokens) {
+        let want = e + a / (n0 * (1.0 - rho)).powf(alpha) + b / d.powf(beta);
+        let got = pt["loss"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9 * want, "D {d}: {got} vs {want}");
+        let band = pt["band"].as_array().context("a band from the preset's bootstrap")?;
+        assert!(band[0].as_f64().unwrap() <= got && got <= band[1].as_f64().unwrap(), "{pt}");
+    }
+    let beyond: Vec<&str> = out["extrapolation"].as_array().context("extrapolation")?.iter().filter_map(|x| x["message"].as_str()).collect();
+    assert!(beyond.iter().any(|m| m.starts_with("N0 1.000e13 is") && m.contains("× the largest calibrated parent")), "{beyond:?}");
+
+    for (body, status, field) in [
+        (json!({"preset": "chinchilla-epoch-refit", "fit_id": 1, "n0": 1e9, "rho": 0.2, "tokens": [1e9]}), 422, "fit_id"),
+        (json!({"preset": "gpt-9", "n0": 1e9, "rho": 0.2, "tokens": [1e9]}), 422, "preset"),
+        (json!({"preset": "chinchilla-epoch-refit", "n0": 1e9, "rho": 0.2, "tokens": []}), 422, "tokens"),
+        (json!({"preset": "chinchilla-epoch-refit", "n0": 1e9, "rho": 0.2, "tokens": [-5.0]}), 422, "tokens"),
+        (json!({"preset": "chinchilla-epoch-refit", "n0": 1e9, "rho": 1.5, "tokens": [1e9]}), 422, "rho"),
+        (json!({"preset": "chinchilla-epoch-refit", "n0": 1e9, "tokens": [1e9]}), 422, "rho"),
+        (json!({"fit_id": 4242, "n0": 1e9, "rho": 0.2, "tokens": [1e9]}), 404, "fit 4242"),
+    ] {
+        let resp = client.post(format!("{url}/api/predict")).json(&body).send().await?;
+        let got = resp.status().as_u16();
+        let text = resp.text().await?;
+        assert_eq!(got, status, "{body}: {text}");
+        assert!(text.contains(field), "{body}: {text}");
+    }
+    Ok(())
+}

@@ -447,6 +447,73 @@ fn the_prune_command_exports_a_smaller_checkpoint() -> Result<()> {
     assert_eq!(config["rope_parameters"]["rope_type"], "llama3");
     let bad = std::process::Command::new(&bin).args(["prune", "--method", "depth", "--rate", "1.5", "--parent"]).arg(fixture("llama-tied-llama3")).arg("--out").arg(out.path().join("x")).output()?;
     assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--rate: 1.5 is outside (0, 1)"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--rate: rate `1.5`: expected a number in [0.001, 1)"), "{}", String::from_utf8_lossy(&bad.stderr));
+    Ok(())
+}
+
+/// Paths under `dir` that an interrupted write leaves: `.ckpt-*.tmp`, `.*.tmp-<pid>`,
+/// `.*.partial-<pid>`.
+fn temporaries(dir: &std::path::Path, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && (name.ends_with(".tmp") || name.contains(".tmp-") || name.contains(".partial-")) {
+            out.push(e.path().display().to_string());
+        } else if e.path().is_dir() {
+            temporaries(&e.path(), out);
+        }
+    }
+}
+
+/// The fault table: the server SIGKILLs itself (`P2LAW_FAULT`) right after pruning a unit, half
+/// way through writing a checkpoint (here a parent's pretraining checkpoint), and half way through
+/// writing a healed model's export. Each time the restarted server finishes the job `done`, with
+/// every unit's run stored exactly once, every export whole, and no temporary file left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_each_stage_of_a_job_loses_and_duplicates_nothing() -> Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    corpus_ready()?;
+    let client = Client::new();
+    let hf = json!({"parents": ["hf:tiny-qwen"], "methods": ["width", "sparse"], "rates": [0.25], "tokens": 8192, "device": "cpu", "lr": 0.003, "export": true});
+    let mut nano = smoke();
+    nano["parents"] = json!(["p2-nano"]);
+    nano["methods"] = json!(["depth"]);
+    for (point, request, units) in [("prune", &hf, 2usize), ("checkpoint", &nano, 1), ("export", &hf, 2)] {
+        let data = tempfile::tempdir()?;
+        copy_dir(&fixture("qwen2-untied-f16"), &data.path().join("models").join("tiny-qwen"))?;
+        let server = ServerProcess::start_with_env(data.path(), &[("P2LAW_FAULT", point)])?;
+        let url = server.url.trim_end_matches('/').to_string();
+        let id = start_job(&client, &url, request).await?;
+        let exit = server.wait_exit(Duration::from_secs(300))?;
+        assert_eq!(exit.signal(), Some(9), "{point}: the fault point kills the server ({exit})");
+        let mut left = Vec::new();
+        temporaries(data.path(), &mut left);
+        if point != "prune" {
+            assert!(!left.is_empty(), "{point}: the kill left its half-written files behind");
+        }
+
+        let server = ServerProcess::start(data.path())?;
+        let url = server.url.trim_end_matches('/').to_string();
+        let events = read_events(&client, &url, id, Duration::from_secs(300), |_, _| false).await?;
+        let last = &events.last().context("events")?.1;
+        anyhow::ensure!(last["stage"] == "done", "{point}: the job ended with {last}");
+        let mut stored: Vec<&str> = events.iter().filter(|(n, _)| n == "run").filter_map(|(_, e)| e["unit"].as_str()).collect();
+        stored.sort();
+        let before = stored.len();
+        stored.dedup();
+        assert_eq!((before, stored.len()), (units, units), "{point}: each unit stored once: {stored:?}");
+        let job: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
+        assert_eq!(job["run_ids"].as_array().map(Vec::len), Some(units), "{point}: {job}");
+        let runs: Value = client.get(format!("{url}/api/runs")).send().await?.json().await?;
+        assert_eq!(runs.as_array().map(Vec::len), Some(units), "{point}: no duplicate run: {runs}");
+        if request["export"] == true {
+            for unit in ["hf_tiny-qwen_width_0.25", "hf_tiny-qwen_sparse_2_4"] {
+                let dir = data.path().join("exports").join(format!("job-{id}")).join(unit);
+                assert!(dir.join("config.json").exists() && dir.join("model.safetensors").exists() && dir.join("tokenizer.json").exists(), "{point}: {} is not whole", dir.display());
+            }
+        }
+        let mut left = Vec::new();
+        temporaries(data.path(), &mut left);
+        assert!(left.is_empty(), "{point}: temporary files left after the job finished: {left:?}");
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod calibrate;
 mod convert;
 mod fit;
 mod forecast;
+mod gc;
 mod load;
 mod plot;
 mod predict;
@@ -54,6 +55,9 @@ pub enum Command {
     Serve(serve::Args),
     /// Replace the API token of a data dir and print the new one.
     Token(token::Args),
+    /// Remove what a data dir no longer needs: finished jobs' checkpoints, old caches and exports,
+    /// temporary files, old progress events.
+    Gc(gc::Args),
 }
 
 /// Runs one parsed command line.
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Study(a) => study::run(a),
         Command::Token(a) => token::run(a),
+        Command::Gc(a) => gc::run(a),
     }
 }
 
@@ -125,17 +130,6 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The resolved inputs (tokens set later), checked against the fit's law.
     pub fn inputs(&self, law: p2law_shared::LawForm) -> Result<p2law_shared::Inputs> {
-        let x = match (self.rho, self.n) {
-            (Some(rho), _) => p2law_shared::Inputs { n0: self.n0, rho, l0: self.l0, tokens: 1.0 },
-            (None, Some(n)) => {
-                if !(n > 0.0 && n <= self.n0) {
-                    anyhow::bail!("field `n`: must be in (0, n0 = {}], got {n}", self.n0);
-                }
-                p2law_shared::Inputs::from_sizes(self.n0, n, self.l0, 1.0)
-            }
-            (None, None) => anyhow::bail!("give --rho or --n"),
-        };
-        law.check(&x, false)?;
-        Ok(x)
+        p2law_shared::api::model_inputs(law, self.n0, self.rho, self.n, self.l0).map_err(anyhow::Error::msg)
     }
 }

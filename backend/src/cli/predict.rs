@@ -3,7 +3,7 @@
 use super::table::{num, render};
 use super::ModelArgs;
 use anyhow::Result;
-use p2law_shared::report::predict;
+use p2law_shared::report::predict_report;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,18 +21,13 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(t) = a.tokens.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
         anyhow::bail!("field `tokens`: must be > 0, got {t}");
     }
-    let predictions = predict(&report, &x, &a.tokens)?;
-    let largest = a.tokens.iter().copied().fold(0.0, f64::max);
-    let smallest = a.tokens.iter().copied().fold(f64::INFINITY, f64::min);
-    let mut beyond = report.extrapolation(&x, Some(largest));
-    beyond.extend(report.extrapolation(&x, Some(smallest)).into_iter().filter(|e| e.field == "D" && e.value < e.range[0]));
-    let degenerate = report.degeneracy();
+    let out = predict_report(&report, &x, &a.tokens)?;
     if a.model.json {
-        let out = serde_json::json!({ "law": report.law, "inputs": x, "predictions": predictions, "extrapolation": beyond, "degenerate": degenerate });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        super::warn_fit(degenerate.as_deref(), &beyond);
-        let rows: Vec<Vec<String>> = predictions
+        super::warn_fit(out.degenerate.as_deref(), &out.extrapolation);
+        let rows: Vec<Vec<String>> = out
+            .predictions
             .iter()
             .map(|p| {
                 let band = p.band.map_or(String::new(), |[lo, hi]| format!("[{lo:.5}, {hi:.5}]"));

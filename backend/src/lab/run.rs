@@ -102,6 +102,7 @@ fn save(dir: &Path, model: &Llama, optim: &ModuleOptimizer, state: &State) -> Re
         crate::write_synced(&tmp.join(name), bytes).map_err(|e| ck(&tmp.join(name), e))?;
     }
     crate::sync_dir(&tmp).map_err(|e| ck(&tmp, e))?;
+    crate::fault_point("checkpoint");
     let done = dir.join(format!("ckpt-{}", state.step));
     let _ = std::fs::remove_dir_all(&done);
     std::fs::rename(&tmp, &done).map_err(|e| ck(&done, e))?;

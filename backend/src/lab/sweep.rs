@@ -366,6 +366,7 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
                 continue;
             }
             let pruned = prune_unit(parent_model.clone(), &r.shape, r.seq_len, unit.pruning, corpus).map_err(|message| SweepError::Unit { unit: key.clone(), message })?;
+            crate::fault_point("prune");
             (ctx.on_event)(CalibrationEvent {
                 message: Some(format!("achieved rho = {:.6} ({} of {} parameters); {}", pruned.rho, pruned.removed, record.n0, pruned.detail)),
                 ..event(Stage::Prune, Some(&key))

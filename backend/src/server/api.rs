@@ -8,7 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::Json;
-use p2law_shared::api::{ErrorBody, FileSummary, FitRequest, FitSummary, ForecastRequest, RunDetail, RunSummary, StoredFit, UploadMeta, UploadResponse};
+use p2law_shared::api::{ErrorBody, FileSummary, FitRequest, FitSummary, ForecastRequest, PredictRequest, RunDetail, RunSummary, StoredFit, UploadMeta, UploadResponse};
 use p2law_shared::logs::{self, ParsedLog};
 use p2law_shared::FitReport;
 use p2law_shared::report::run_fit;
@@ -19,8 +19,10 @@ pub const MAX_POINTS: usize = 2_000_000;
 /// The most runs one fit may name.
 pub const MAX_FIT_RUNS: usize = 10_000;
 
-/// The multipart body of `POST /api/uploads`, for the OpenAPI document only.
-#[derive(utoipa::ToSchema)]
+/// The multipart body of `POST /api/uploads`, for the OpenAPI document only (`Deserialize` only
+/// so that `deny_unknown_fields` states that no other part is taken).
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UploadForm {
     /// Log files: at least one `file` part.
@@ -44,7 +46,8 @@ pub async fn upload(State(state): State<AppState>, _: Authorized, multipart: Res
         match field.name() {
             Some("meta") => {
                 let text = field.text().await.map_err(multipart_error)?;
-                meta = serde_json::from_str(&text).map_err(|e| ApiError::Unprocessable(format!("field `meta`: {e}")))?;
+                // `null` is no options, as an absent part is.
+                meta = serde_json::from_str::<Option<UploadMeta>>(&text).map_err(|e| ApiError::Unprocessable(format!("field `meta`: {e}")))?.unwrap_or_default();
             }
             Some("file") => {
                 let name = field.file_name().map(str::to_string).filter(|n| !n.is_empty()).ok_or_else(|| ApiError::BadRequest("a `file` part has no file name".into()))?;
@@ -193,6 +196,28 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
     }
+}
+
+/// `POST /api/predict`: the curve a stored fit or a preset predicts for one pruned model, with
+/// its bootstrap band, every input outside the fit's calibrated ranges (and by how far), and the
+/// fit's degeneracy. Cheap (no fitting): open like the other reads.
+#[utoipa::path(post, path = "/api/predict", tag = "fits", request_body = PredictRequest,
+    responses((status = 200, body = p2law_shared::report::PredictionReport), (status = 404, body = ErrorBody, description = "no stored fit with `fit_id`"), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn predict(State(state): State<AppState>, body: Result<Json<PredictRequest>, JsonRejection>) -> Result<Json<p2law_shared::report::PredictionReport>, ApiError> {
+    let Json(r) = body?;
+    r.check_tokens().map_err(ApiError::Unprocessable)?;
+    let report = match (r.fit_id, r.preset.as_deref()) {
+        (Some(id), None) => state.store().fit(id).await?.ok_or_else(|| ApiError::NotFound(format!("fit {id}")))?.report,
+        (None, Some(p)) => {
+            let presets = p2law_shared::presets::presets();
+            let ids: Vec<String> = presets.iter().map(|x| x.id.clone()).collect();
+            presets.into_iter().find(|x| x.id == p).ok_or_else(|| ApiError::Unprocessable(format!("field `preset`: `{p}` is not a preset; presets are {}", ids.join(", "))))?.report
+        }
+        _ => return Err(ApiError::Unprocessable("fields `fit_id`, `preset`: give exactly one of them".into())),
+    };
+    let x = p2law_shared::api::model_inputs(report.law, r.n0, r.rho, r.n, r.l0).map_err(ApiError::Unprocessable)?;
+    let out = p2law_shared::report::predict_report(&report, &x, &r.tokens).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    Ok(Json(out))
 }
 
 #[utoipa::path(get, path = "/api/fits", tag = "fits", responses((status = 200, body = Vec<FitSummary>)))]

@@ -160,6 +160,7 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}/forecast", post(api::forecast_run))
         .route("/fits", get(api::fits).post(api::create_fit))
         .route("/fits/{id}", get(api::get_fit).delete(api::delete_fit))
+        .route("/predict", post(api::predict))
         .route("/calibrations", get(calibrate::list).post(calibrate::create))
         .route("/calibrations/{id}", get(calibrate::get))
         .route("/calibrations/{id}/cancel", post(calibrate::cancel))
@@ -219,7 +220,7 @@ async fn check_host(State(state): State<AppState>, request: axum::extract::Reque
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "p2law", description = "Predict, refit and calibrate post-training after pruning (P² law)."),
-    paths(health, presets, api::upload, api::delete_upload, api::upload_raw, api::runs, api::run, api::forecast_run, api::create_fit, api::fits, api::get_fit, api::delete_fit,
+    paths(health, presets, api::upload, api::delete_upload, api::upload_raw, api::runs, api::run, api::forecast_run, api::create_fit, api::fits, api::get_fit, api::delete_fit, api::predict,
         calibrate::create, calibrate::list, calibrate::get, calibrate::cancel, calibrate::events, calibrate::info),
     components(schemas(p2law_shared::api::UploadMeta, p2law_shared::calibrate::CalibrationEvent)),
     modifiers(&BearerAuth),

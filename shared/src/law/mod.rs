@@ -29,6 +29,7 @@ use std::str::FromStr;
 /// (`0` for a dense model); `l0`: loss of the unpruned model in nats/token; `tokens`: post-training
 /// tokens `D`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inputs {
     pub n0: f64,
     pub rho: f64,

@@ -303,8 +303,15 @@ pub fn export(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Va
     }
     let parent_dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent_dir).map_err(io(parent_dir))?;
-    let tmp = parent_dir.join(format!(".{}.partial-{}", out.file_name().map_or_else(|| "export".into(), |n| n.to_string_lossy().into_owned()), std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    let name = out.file_name().map_or_else(|| "export".into(), |n| n.to_string_lossy().into_owned());
+    // Partial directories of this export left by a killed process (another pid) go first.
+    let prefix = format!(".{name}.partial-");
+    for e in std::fs::read_dir(parent_dir).map_err(io(parent_dir))?.flatten() {
+        if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let tmp = parent_dir.join(format!("{prefix}{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let result = write_dir(model, shape, parent, record, &tmp, max_shard_bytes);
     let mut files = match result {
@@ -314,6 +321,7 @@ pub fn export(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Va
             return Err(e);
         }
     };
+    crate::fault_point("export");
     if out.exists() {
         std::fs::remove_dir(out).map_err(io(out))?;
     }
