@@ -21,7 +21,7 @@ command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteract
 cargo test -q --release --locked --workspace --exclude xtask --no-run
 work=$(mktemp -d)
 server=""
-trap '[ -n "$server" ] && kill $server 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+trap '[ -n "$server" ] && kill $server 2>/dev/null; rm -rf "$work"' EXIT
 token=p2l_load_bench_token_0123456789
 target/release/p2law serve --addr 127.0.0.1:0 --data-dir "$work/data" --static-dir /nonexistent \
   --corpus-dir data/corpus --token "$token" > "$work/out" 2> "$work/err" &
@@ -81,12 +81,13 @@ run() { # name lua-or-empty url
   wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 30s --latency "${script[@]}" "$3" > "$work/$1.txt" 2>&1
 }
 echo "load: ${DURATION}s, $CONNS connection(s) per route, job $job (smoke sweep, cpu) training on $url"
-run runs "" "$url/api/runs/$first" &
-run job "" "$url/api/calibrations/$job" &
-run lab "" "$url/api/lab" &
-run uploads "$work/uploads.lua" "$url/api/uploads" &
-run fits "$work/fits.lua" "$url/api/fits" &
-wait %1 %2 %3 %4 %5
+pids=()
+run runs "" "$url/api/runs/$first" & pids+=($!)
+run job "" "$url/api/calibrations/$job" & pids+=($!)
+run lab "" "$url/api/lab" & pids+=($!)
+run uploads "$work/uploads.lua" "$url/api/uploads" & pids+=($!)
+run fits "$work/fits.lua" "$url/api/fits" & pids+=($!)
+wait "${pids[@]}"
 
 printf '\n%-28s %9s %9s %10s %10s\n' route requests non-2xx p50 p99
 for r in "runs:GET /api/runs/{id}" "job:GET /api/calibrations/{id}" "lab:GET /api/lab" "uploads:POST /api/uploads" "fits:POST /api/fits"; do
