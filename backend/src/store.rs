@@ -31,6 +31,47 @@ pub enum StoreError {
     TokenRevoked { at: String },
 }
 
+impl StoreError {
+    /// The database stayed locked by another writer past the busy timeout (SQLITE_BUSY or
+    /// SQLITE_LOCKED): the same write may succeed a moment later.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StoreError::Sql(sqlx::Error::Database(e)) => {
+                // Extended result codes keep the primary code in their low byte.
+                let code = e.code().and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
+                matches!(code, Some(5 | 6))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Attempts of a write that [`retry_busy`] makes in all.
+pub const BUSY_ATTEMPTS: u32 = 6;
+
+/// Runs `op` again while it fails with [`StoreError::is_busy`], backing off from 250 ms
+/// (doubling; six attempts span about 8 s beyond the busy timeouts): a calibration job's writes
+/// (events, curves, its status) wait out a long upload's transaction instead of failing the job.
+pub async fn retry_busy<T, F, Fut>(what: &str, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = std::time::Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if e.is_busy() && attempt < BUSY_ATTEMPTS => {
+                tracing::warn!("{what}: the database is busy (attempt {attempt} of {BUSY_ATTEMPTS}); retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// What [`Store::set_token`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenChange {
@@ -78,12 +119,17 @@ fn json<T: serde::de::DeserializeOwned>(table: &'static str, id: i64, text: &str
 impl Store {
     /// Opens (creating if needed) `<data_dir>/p2law.sqlite` and migrates it.
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with_busy_timeout(data_dir, std::time::Duration::from_secs(10)).await
+    }
+
+    /// [`Store::open`] with how long a statement waits for another writer's lock.
+    pub async fn open_with_busy_timeout(data_dir: &Path, busy_timeout: std::time::Duration) -> Result<Store, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(data_dir.join("p2law.sqlite"))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10));
+            .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store { pool })
@@ -597,5 +643,41 @@ impl Store {
     /// Events after `after`, in order.
     pub async fn events(&self, job: i64, after: u64) -> Result<Vec<CalibrationEvent>, StoreError> {
         self.events_page(job, after, i64::MAX as usize).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    /// Holds the database's write lock (`BEGIN IMMEDIATE`) from another connection for `ms`.
+    async fn hold_lock(dir: &Path, ms: u64) -> tokio::task::JoinHandle<()> {
+        let mut c = sqlx::SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(dir.join("p2law.sqlite"))).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            sqlx::query("COMMIT").execute(&mut c).await.unwrap();
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_write_waits_out_another_writers_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with_busy_timeout(dir.path(), std::time::Duration::from_millis(50)).await.unwrap();
+        let request = p2law_shared::calibrate::CalibrationRequest::preset("smoke").unwrap();
+        // Without a retry, a write behind a 1.5 s transaction fails busy after the timeout...
+        let held = hold_lock(dir.path(), 1500).await;
+        let err = store.insert_calibration(&request, 6).await.unwrap_err();
+        assert!(err.is_busy(), "{err}");
+        held.await.unwrap();
+        // ...with one, it goes through once the lock is released, and exactly once.
+        let held = hold_lock(dir.path(), 1500).await;
+        let job = retry_busy("test", || store.insert_calibration(&request, 6)).await.unwrap();
+        held.await.unwrap();
+        assert_eq!(store.calibrations().await.unwrap().iter().map(|j| j.id).collect::<Vec<_>>(), vec![job.id]);
+        // Other errors are not retried.
+        let missing = retry_busy("test", || async { Err::<(), _>(StoreError::MissingRun { id: 7 }) }).await.unwrap_err();
+        assert!(!missing.is_busy());
     }
 }

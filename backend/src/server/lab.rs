@@ -130,7 +130,7 @@ pub(crate) fn event(stage: Stage, message: Option<String>) -> CalibrationEvent {
 /// Stores and broadcasts one event.
 pub(crate) async fn publish(store: &Store, lab: &Lab, job: i64, mut e: CalibrationEvent) {
     e.message = e.message.map(|m| lab.public_text(&m));
-    match store.append_event(job, e).await {
+    match crate::store::retry_busy("storing an event", || store.append_event(job, e.clone())).await {
         Ok(e) => {
             let _ = lab.sender(job).send(e);
         }
@@ -198,7 +198,7 @@ async fn work(store: &Store, lab: &Arc<Lab>) {
         let error = error.map(|e| lab.public_text(&e));
         let mut last = event(status.into(), error.clone());
         last.fit_id = fit_id;
-        match store.finish_calibration(id, status, error.as_deref(), fit_id, last).await {
+        match crate::store::retry_busy("finishing the job", || store.finish_calibration(id, status, error.as_deref(), fit_id, last.clone())).await {
             Ok(e) => {
                 let _ = lab.sender(id).send(e);
             }
@@ -241,7 +241,8 @@ async fn run_job(store: &Store, lab: &Arc<Lab>, job: CalibrationJob) -> (JobStat
     let (store2, lab2, request) = (store.clone(), lab.clone(), job.request.clone());
     let outcome = tokio::task::spawn_blocking(move || -> Result<(), sweep::SweepError> {
         let dev = device::select(request.device).map_err(sweep::SweepError::Request)?;
-        handle.block_on(store2.set_calibration_status(id, JobStatus::Running, Some(&dev.describe()), None, None)).map_err(|e| sweep::SweepError::Io(e.to_string()))?;
+        let described = dev.describe();
+        handle.block_on(crate::store::retry_busy("marking the job running", || store2.set_calibration_status(id, JobStatus::Running, Some(&described), None, None))).map_err(|e| sweep::SweepError::Io(e.to_string()))?;
         let path = sweep::corpus_path(&lab2.corpus_dir, request.corpus.as_deref());
         let mut on_event = |e: CalibrationEvent| handle.block_on(publish(&store2, &lab2, id, e));
         let mut on_curve = |unit: &p2law_shared::calibrate::Unit, curve: &p2law_shared::data::Curve| -> Result<(), String> {
@@ -249,8 +250,9 @@ async fn run_job(store: &Store, lab: &Arc<Lab>, job: CalibrationJob) -> (JobStat
             let name = format!("calibration-{id}-{}.csv", unit.key().replace(['/', ':'], "_"));
             let options = LogOptions::default();
             let parsed = logs::parse(&name, &csv, &options).map_err(|e| e.to_string())?;
+            let (key, upload) = (unit.key(), NewUpload { filename: &name, bytes: csv.as_bytes(), options: &options, parsed: &parsed });
             let run_id = handle
-                .block_on(store2.insert_calibration_run(id, &unit.key(), &NewUpload { filename: &name, bytes: csv.as_bytes(), options: &options, parsed: &parsed }))
+                .block_on(crate::store::retry_busy("storing a curve", || store2.insert_calibration_run(id, &key, &upload)))
                 .map_err(|e| e.to_string())?;
             handle.block_on(publish(&store2, &lab2, id, CalibrationEvent { unit: Some(unit.key()), run_id: Some(run_id), ..event(Stage::Run, Some("curve stored".into())) }));
             Ok(())
