@@ -305,6 +305,12 @@ pub fn export_record(parent: &str, unit: &Unit, pruned: (f64, u64, &str), tokens
     })
 }
 
+/// `Err(Cancelled)` once a cancel was asked: checked between the phases of a unit (after
+/// loading, before and after pruning, before the export), as `run::run` checks it every step.
+fn cancelled(ctx: &Context<'_>) -> Result<(), SweepError> {
+    if ctx.cancel.load(std::sync::atomic::Ordering::Relaxed) { Err(SweepError::Cancelled) } else { Ok(()) }
+}
+
 /// The corpus read for one parent, announced in a `corpus` event.
 fn read_corpus(r: &Resolved, path: &Path, ctx: &mut Context<'_>) -> Result<Corpus, SweepError> {
     let c = r.corpus(path)?;
@@ -357,6 +363,8 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
             Source::BuiltIn(p) => ensure_parent(p, req, corpus, ctx, &mut clock)?,
             Source::Hf(h) => load_hf(h, r, corpus, ctx)?,
         };
+        // A cancel asked while the corpus or the parent was loading stops here, before pruning.
+        cancelled(ctx)?;
         for unit in mine {
             let key = unit.key();
             let cfg = r.post_train_config(req.tokens, req.seed, req.lr);
@@ -365,8 +373,10 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
                 clock.done += n0 * req.tokens as f64;
                 continue;
             }
+            cancelled(ctx)?;
             let pruned = prune_unit(parent_model.clone(), &r.shape, r.seq_len, unit.pruning, corpus).map_err(|message| SweepError::Unit { unit: key.clone(), message })?;
             crate::fault_point("prune");
+            cancelled(ctx)?;
             (ctx.on_event)(CalibrationEvent {
                 message: Some(format!("achieved rho = {:.6} ({} of {} parameters); {}", pruned.rho, pruned.removed, record.n0, pruned.detail)),
                 ..event(Stage::Prune, Some(&key))
@@ -388,6 +398,8 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
             }
             // The healed model is written before its curve is stored: a unit counts as done only
             // with its export.
+            // The unit's last checkpoint is on disk: a cancel here resumes nothing but the export.
+            cancelled(ctx)?;
             if let (Source::Hf(h), Some(root)) = (&r.source, &ctx.export_dir) {
                 let out = root.join(key.replace(['/', ':'], "_"));
                 let _ = std::fs::remove_dir_all(&out);
