@@ -132,13 +132,18 @@ impl ServerProcess {
         if !status.success() {
             bail!("kill -TERM {} failed", self.child.id());
         }
+        self.exit_within(within)?.with_context(|| format!("the server did not exit within {within:?} of SIGTERM"))
+    }
+
+    /// The exit status once the process ends, or `None` if it still runs after `within`.
+    fn exit_within(&mut self, within: Duration) -> Result<Option<std::process::ExitStatus>> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(exit) = self.child.try_wait()? {
-                return Ok(exit);
+                return Ok(Some(exit));
             }
             if Instant::now() > deadline {
-                bail!("the server did not exit within {within:?} of SIGTERM");
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -146,16 +151,7 @@ impl ServerProcess {
 
     /// Waits for the process to end by itself (a fault point killed it).
     pub fn wait_exit(mut self, within: Duration) -> Result<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(exit) = self.child.try_wait()? {
-                return Ok(exit);
-            }
-            if Instant::now() > deadline {
-                bail!("the server was still running after {within:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.exit_within(within)?.with_context(|| format!("the server was still running after {within:?}"))
     }
 
     /// Kills the process (SIGKILL: no clean shutdown).
