@@ -16,6 +16,7 @@ pub mod cli;
 pub mod lab;
 pub mod server;
 pub mod store;
+pub mod worker;
 
 /// Fault injection for the kill tests (`tests/tests/calibrate.rs`, `tests/tests/api.rs`): when
 /// the environment variable `P2LAW_FAULT` names `point`, the process SIGKILLs itself there — no

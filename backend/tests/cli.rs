@@ -335,6 +335,7 @@ fn job_event(stage: p2law_shared::calibrate::Stage, point: bool) -> p2law_shared
         message: None,
         run_id: None,
         fit_id: None,
+        worker: None,
     }
 }
 
@@ -429,4 +430,26 @@ fn gc_removes_what_no_job_needs_and_keeps_what_one_does() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no p2law store here"));
     let out = p2law(&["gc", "--data-dir", dir, "--parents-days=-1"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--parents-days"));
+}
+
+#[test]
+fn an_unreachable_database_is_named_with_its_password_masked() {
+    // Port 1 on loopback: nothing listens there.
+    let url = "postgres://p2law:s3cret-pw@127.0.0.1:1/p2law";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for args in [vec!["worker", "--database", url, "--data-dir", data], vec!["serve", "--database", url, "--data-dir", data, "--addr", "127.0.0.1:0"]] {
+        let started = std::time::Instant::now();
+        let out = p2law(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("postgres://p2law:***@127.0.0.1:1/p2law"), "{args:?}: {err}");
+        assert!(!err.contains("s3cret-pw"), "{args:?} shows the password: {err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{args:?} took {:?}", started.elapsed());
+    }
+    // Only PostgreSQL URLs are databases to share.
+    let out = p2law(&["worker", "--database", "mysql://u:pw@h/db", "--data-dir", data]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("mysql://u:***@h/db") && err.contains("postgres://"), "{err}");
 }

@@ -93,6 +93,7 @@ mod tests {
             message: None,
             run_id: None,
             fit_id: None,
+            worker: None,
         }
     }
 

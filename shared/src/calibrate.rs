@@ -603,6 +603,9 @@ pub struct CalibrationEvent {
     pub run_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit_id: Option<i64>,
+    /// The worker that sent it (`p2law worker --name`), when workers share a database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// A job, as listed and read back.

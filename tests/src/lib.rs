@@ -105,11 +105,21 @@ impl ServerProcess {
         Self::spawn(data_dir, Some(TOKEN), env)
     }
 
+    /// As [`ServerProcess::start`], with more arguments to `p2law serve` (`--database URL`).
+    pub fn start_with_args(data_dir: &Path, args: &[&str]) -> Result<ServerProcess> {
+        Self::spawn_with(data_dir, Some(TOKEN), &[], args)
+    }
+
     fn spawn(data_dir: &Path, token: Option<&str>, env: &[(&str, &str)]) -> Result<ServerProcess> {
+        Self::spawn_with(data_dir, token, env, &[])
+    }
+
+    fn spawn_with(data_dir: &Path, token: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Result<ServerProcess> {
         use std::io::BufRead;
         let mut cmd = Command::new(p2law_bin()?);
         cmd.envs(env.iter().copied());
         cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(["--static-dir", "/nonexistent", "--corpus-dir"]).arg(corpus_dir());
+        cmd.args(args);
         if let Some(t) = token {
             cmd.args(["--token", t]);
         }
@@ -166,6 +176,100 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Set to 1 (CI and `./dev test` do) and a test that needs PostgreSQL fails where none is
+/// installed instead of being skipped.
+pub const REQUIRE_POSTGRES: &str = "P2LAW_REQUIRE_POSTGRES";
+
+/// A PostgreSQL server of its own for one test: a fresh cluster in a temporary directory,
+/// listening on a free port of 127.0.0.1 only, trust authentication for the user `p2law`,
+/// fsync off. Debian's `postgresql` package provides the binaries (`./dev setup` installs it);
+/// as root, the server runs as the package's `postgres` user (PostgreSQL refuses root).
+#[derive(Debug)]
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Postgres {
+    /// The binaries: `$P2LAW_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`.
+    fn find_bin() -> Option<PathBuf> {
+        if let Some(b) = std::env::var_os("P2LAW_PG_BIN") {
+            return Some(PathBuf::from(b));
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").ok()?.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|b| b.join("initdb").exists()).collect();
+        found.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0));
+        found.pop()
+    }
+
+    /// Starts one, or `None` (said on stderr) where PostgreSQL is not installed and
+    /// [`REQUIRE_POSTGRES`] is not 1.
+    pub fn start(test: &str) -> Result<Option<Postgres>> {
+        let Some(bin) = Self::find_bin() else {
+            let reason = "PostgreSQL is not installed (Debian's `postgresql`; ./dev setup installs it)";
+            if std::env::var(REQUIRE_POSTGRES).is_ok_and(|v| v == "1") {
+                bail!("{test}: {REQUIRE_POSTGRES}=1 but {reason}");
+            }
+            eprintln!("SKIPPED {test}: {reason}");
+            return Ok(None);
+        };
+        let as_postgres = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+        let dir = tempfile::Builder::new().prefix("p2law-pg-").tempdir()?;
+        if as_postgres {
+            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status()?.success();
+            if !ok {
+                bail!("chown postgres {}", dir.path().display());
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let pg = Postgres { url: format!("postgres://p2law@127.0.0.1:{port}/postgres"), dir, bin, as_postgres, port };
+        let data = pg.data();
+        pg.run("initdb", &["-D", &data, "-U", "p2law", "--auth=trust", "-E", "UTF8", "--no-sync"])?;
+        pg.start_server()?;
+        Ok(Some(pg))
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<()> {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd.args(args).current_dir(self.dir.path()).output().with_context(|| format!("running {}", exe.display()))?;
+        if !out.status.success() {
+            bail!("{tool} {}: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    fn start_server(&self) -> Result<()> {
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100", self.port, self.dir.path().display());
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run("pg_ctl", &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "-t", "60", "start"])
+    }
+
+    /// Stops the server (fast shutdown: open connections are closed) and starts it again.
+    pub fn restart(&self) -> Result<()> {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])?;
+        self.start_server()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
     }
 }
 

@@ -16,6 +16,7 @@ mod study;
 mod study_report;
 mod token;
 mod watch;
+mod worker;
 mod table;
 
 use anyhow::{Context, Result};
@@ -53,6 +54,8 @@ pub enum Command {
     Study(study::Args),
     /// Serve the web app and its API.
     Serve(serve::Args),
+    /// Run calibration units from a PostgreSQL database shared with `p2law serve --database`.
+    Worker(worker::Args),
     /// Replace the API token of a data dir and print the new one.
     Token(token::Args),
     /// Remove what a data dir no longer needs: finished jobs' checkpoints, old caches and exports,
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Calibrate(a) => calibrate::run(a),
         Command::Prune(a) => prune::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Worker(a) => worker::run(a),
         Command::Study(a) => study::run(a),
         Command::Token(a) => token::run(a),
         Command::Gc(a) => gc::run(a),

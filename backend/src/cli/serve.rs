@@ -1,4 +1,5 @@
-//! `p2law serve`: the web app and its API, on the SQLite store in the data dir.
+//! `p2law serve`: the web app and its API, on the SQLite store in the data dir (with the
+//! in-process calibration worker) or on a PostgreSQL database shared with `p2law worker`s.
 
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -28,6 +29,11 @@ pub struct Args {
     /// server on loopback answers to loopback names only; one on another address to any host.
     #[arg(long = "allowed-host")]
     pub allowed_hosts: Vec<String>,
+    /// A PostgreSQL database (`postgres://user:password@host/db`) shared with `p2law worker`
+    /// processes, which run the calibration jobs; without it, the SQLite file in the data dir
+    /// and the server's own worker.
+    #[arg(long, env = "P2LAW_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
     /// Fits computed at once (default: one per core); more get 503.
     #[arg(long)]
     pub max_fits: Option<usize>,
@@ -70,7 +76,10 @@ pub fn run(a: Args) -> Result<()> {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).try_init();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let store = crate::store::Store::open(&a.data_dir).await.with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
+        let store = crate::store::Store::open_database(a.database.as_deref(), &a.data_dir).await.with_context(|| match &a.database {
+            Some(url) => format!("opening the database {}", crate::store::masked(url)),
+            None => format!("opening the store in {}", a.data_dir.display()),
+        })?;
         match store.set_token(a.token.as_deref()).await? {
             crate::store::TokenChange::Generated(token) => eprintln!("p2law: API token for uploads, fits and deletes (shown once, stored hashed): {token}"),
             crate::store::TokenChange::Replaced(n) => eprintln!("p2law: the token given by --token/P2LAW_TOKEN is now the API token; {n} stored token(s) (from `p2law token` or an earlier --token) are revoked"),

@@ -103,6 +103,7 @@ fn event(stage: Stage, unit: Option<&str>) -> CalibrationEvent {
         message: None,
         run_id: None,
         fit_id: None,
+        worker: None,
     }
 }
 
@@ -425,6 +426,22 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
         }
     }
     Ok(curves)
+}
+
+/// Pretrains (or finds in the cache) the built-in parent `name` of a request: a queue's
+/// pretraining unit, after which the sweep's units of that parent load it from the cache.
+/// Returns its record.
+pub fn pretrain_parent(req: &CalibrationRequest, name: &str, corpus_path: &Path, ctx: &mut Context<'_>) -> Result<ParentRecord, SweepError> {
+    let r = Resolved::new(name, &ctx.models_dir)?;
+    let Source::BuiltIn(p) = &r.source else {
+        return Err(SweepError::Request(format!("parent `{name}`: only built-in parents are pretrained")));
+    };
+    (ctx.on_event)(CalibrationEvent { message: Some(ctx.device.describe()), ..event(Stage::Device, None) });
+    let corpus = read_corpus(&r, corpus_path, ctx)?;
+    let cfg = p.pretrain_config(req.pretrain_scale, req.seed);
+    let mut clock = Clock { start: Instant::now(), done: 0.0, total: p.shape.parameters() as f64 * cfg.steps as f64 * cfg.tokens_per_step() as f64 };
+    let (_, record) = ensure_parent(p, req, &corpus, ctx, &mut clock)?;
+    Ok(record)
 }
 
 /// Fits the P² law to a sweep's curves (quick multi-start); the fitter leaves the D = 0

@@ -54,8 +54,14 @@ pub async fn create(State(state): State<AppState>, _: Authorized, body: Result<J
             units.len()
         )));
     }
-    let job = state.store().insert_calibration(&request, units.len()).await?;
-    lab.wake();
+    let job = if state.store().dialect() == crate::store::Dialect::Postgres {
+        // Workers sharing the database run it, a unit at a time.
+        state.store().insert_queued_calibration(&request, &units).await?
+    } else {
+        let job = state.store().insert_calibration(&request, units.len()).await?;
+        lab.wake();
+        job
+    };
     Ok((StatusCode::CREATED, Json(job)))
 }
 
@@ -78,6 +84,14 @@ pub async fn cancel(State(state): State<AppState>, _: Authorized, super::error::
         None => return Err(ApiError::NotFound(format!("calibration {id}"))),
         // It never started: its event log ends here.
         Some(true) => super::lab::publish(state.store(), state.lab(), id, super::lab::event(Stage::Cancelled, Some("cancelled before it started".into()))).await,
+        Some(false) if state.store().is_queued_job(id).await? => {
+            // Workers see the cancel at their next lease renewal and end the job; with none
+            // holding one of its units, nobody would: it ends here.
+            if !state.store().job_has_live_lease(id).await? {
+                let e = super::lab::event(Stage::Cancelled, Some("cancelled; finished curves are kept".into()));
+                state.store().end_open_job(id, p2law_shared::calibrate::JobStatus::Cancelled, Some("cancelled; finished curves are kept"), e).await?;
+            }
+        }
         Some(false) => state.lab().cancel(id),
     }
     let job = state.store().calibration(id).await?.ok_or_else(|| ApiError::NotFound(format!("calibration {id}")))?;
@@ -95,6 +109,8 @@ pub async fn events(State(state): State<AppState>, super::error::Id(id): super::
     }
     let after: u64 = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
     let slot = state.event_stream_slot()?;
+    // Workers in other processes write a queued job's events: the store is the only source.
+    let polled = state.store().is_queued_job(id).await?;
     // Subscribe before reading the log, so nothing falls between the two.
     let mut live = state.lab().subscribe(id);
     let store = state.store().clone();
@@ -121,6 +137,18 @@ pub async fn events(State(state): State<AppState>, super::error::Id(id): super::
                 break;
             }
         }
+        while polled {
+            tokio::time::sleep(EVENT_POLL).await;
+            let Ok(page) = store.events_page(id, last, EVENT_PAGE).await else { continue };
+            for e in page {
+                if !forward(e, &mut last).await {
+                    return;
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
         loop {
             let batch = match live.recv().await {
                 Ok(e) if e.seq <= last => continue,
@@ -141,6 +169,9 @@ pub async fn events(State(state): State<AppState>, super::error::Id(id): super::
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
+
+/// How often a stream of a job run by workers reads new events from the store.
+pub const EVENT_POLL: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Stored events read per query when a stream replays a job's log.
 pub const EVENT_PAGE: usize = 512;

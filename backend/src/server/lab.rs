@@ -27,7 +27,7 @@ pub struct Lab {
     /// Set by [`Lab::shutdown`]: the running job stops at its next step, checkpointed, and stays
     /// `running` so the next start resumes it.
     shutting_down: AtomicBool,
-    /// The worker has returned.
+    /// The worker has returned (or never ran: workers of a shared database run the jobs).
     stopped: tokio::sync::watch::Sender<bool>,
 }
 
@@ -58,6 +58,11 @@ impl Lab {
     pub async fn stopped(&self) {
         let mut rx = self.stopped.subscribe();
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Says the worker has returned; for a server whose jobs other processes run.
+    pub fn mark_stopped(&self) {
+        self.stopped.send_replace(true);
     }
 
     fn stopping(&self) -> bool {
@@ -123,8 +128,8 @@ impl Lab {
     }
 }
 
-pub(crate) fn event(stage: Stage, message: Option<String>) -> CalibrationEvent {
-    CalibrationEvent { seq: 0, stage, unit: None, step: 0, steps: 0, tokens: 0, point: None, eta_s: None, message, run_id: None, fit_id: None }
+pub fn event(stage: Stage, message: Option<String>) -> CalibrationEvent {
+    CalibrationEvent { seq: 0, stage, unit: None, step: 0, steps: 0, tokens: 0, point: None, eta_s: None, message, run_id: None, fit_id: None, worker: None }
 }
 
 /// Stores and broadcasts one event.
@@ -281,23 +286,18 @@ async fn run_job(store: &Store, lab: &Arc<Lab>, job: CalibrationJob) -> (JobStat
     }
 }
 
-/// Fits the P² law to the job's stored runs and stores the fit with its provenance.
-async fn fit_job(store: &Store, lab: &Lab, id: i64) -> Result<i64, String> {
-    publish(store, lab, id, event(Stage::Fit, Some("fitting the P² law to the job's curves".into()))).await;
-    let job = store.calibration(id).await.map_err(|e| e.to_string())?.ok_or("the job vanished")?;
-    let curves = store.curves(&job.run_ids).await.map_err(|e| e.to_string())?;
-    let seed = job.request.seed;
-    let report = tokio::task::spawn_blocking(move || sweep::fit(&curves, seed)).await.map_err(|e| e.to_string())??;
+/// What a job's fit is stored with: the request it stands for and its provenance.
+pub fn fit_inputs(job: &CalibrationJob) -> (FitRequest, String) {
     let provenance = format!(
-        "p2law {} calibration job {id}: parents {}, methods {}, {} post-training tokens per model, device {}; runs {:?}",
+        "p2law {} calibration job {}: parents {}, methods {}, {} post-training tokens per model, device {}; runs {:?}",
         env!("CARGO_PKG_VERSION"),
+        job.id,
         job.request.parents.join("+"),
         job.request.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join("+"),
         job.request.tokens,
         job.device.as_deref().unwrap_or("?"),
         job.run_ids
     );
-    let report = FitReport { provenance: Some(provenance), ..report };
     let request = FitRequest {
         run_ids: job.run_ids.clone(),
         law: LawForm::P2,
@@ -306,16 +306,31 @@ async fn fit_job(store: &Store, lab: &Lab, id: i64) -> Result<i64, String> {
         holdout: None,
         bootstrap: 0,
         bootstrap_by: Default::default(),
-        seed,
+        seed: job.request.seed,
     };
-    let stored = store.insert_fit(&request, &report).await.map_err(|e| e.to_string())?;
-    let summary = format!(
-        "P² fit #{}: R² {}, RMSE {:.4}{}",
-        stored.id,
+    (request, provenance)
+}
+
+/// The event that says what a stored fit found.
+pub fn fit_summary(label: &str, report: &FitReport) -> String {
+    format!(
+        "{label}: R² {}, RMSE {:.4}{}",
         report.metrics.r2.map_or("n/a".into(), |r| format!("{r:.4}")),
         report.metrics.rmse,
-        stored.degenerate.as_ref().map_or(String::new(), |w| format!("; {w}"))
-    );
-    publish(store, lab, id, event(Stage::Fit, Some(summary))).await;
+        report.degeneracy().map_or(String::new(), |w| format!("; {w}"))
+    )
+}
+
+/// Fits the P² law to the job's stored runs and stores the fit with its provenance.
+async fn fit_job(store: &Store, lab: &Lab, id: i64) -> Result<i64, String> {
+    publish(store, lab, id, event(Stage::Fit, Some("fitting the P² law to the job's curves".into()))).await;
+    let job = store.calibration(id).await.map_err(|e| e.to_string())?.ok_or("the job vanished")?;
+    let curves = store.curves(&job.run_ids).await.map_err(|e| e.to_string())?;
+    let seed = job.request.seed;
+    let report = tokio::task::spawn_blocking(move || sweep::fit(&curves, seed)).await.map_err(|e| e.to_string())??;
+    let (request, provenance) = fit_inputs(&job);
+    let report = FitReport { provenance: Some(provenance), ..report };
+    let stored = store.insert_fit(&request, &report).await.map_err(|e| e.to_string())?;
+    publish(store, lab, id, event(Stage::Fit, Some(fit_summary(&format!("P² fit #{}", stored.id), &report)))).await;
     Ok(stored.id)
 }

@@ -114,7 +114,12 @@ impl AppState {
     /// [`AppState::new`] with the server's limits and host policy.
     pub fn with_config(store: Store, static_dir: Option<PathBuf>, data_dir: PathBuf, corpus_dir: PathBuf, config: ServerConfig) -> Self {
         let lab = Arc::new(lab::Lab::new(data_dir, corpus_dir));
-        tokio::spawn(lab::worker(store.clone(), lab.clone()));
+        if store.dialect() == crate::store::Dialect::Sqlite {
+            tokio::spawn(lab::worker(store.clone(), lab.clone()));
+        } else {
+            // A shared database's jobs are run by `p2law worker` processes.
+            lab.mark_stopped();
+        }
         let fits = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_fits.max(1)));
         let streams = Arc::new(tokio::sync::Semaphore::new(config.max_event_streams.max(1)));
         Self { inner: Arc::new(Inner { store, static_dir, lab, config, fits, streams }) }

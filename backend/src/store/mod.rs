@@ -1,8 +1,11 @@
-//! The store: one SQLite file in the data dir (WAL mode), migrations from `backend/migrations`.
+//! The store: one SQLite file in the data dir (WAL mode; the embedded default) or a PostgreSQL
+//! database (`--database postgres://...`, shared by a server and its workers). Both are reached
+//! through sqlx's `Any` driver with one set of queries: each is written once with `?`
+//! placeholders and `{now}`/`{epoch}` for the clock, and [`sql`] spells it for the dialect. The
+//! schema is the same in both, in each dialect's types (`backend/migrations/{sqlite,postgres}`).
 //!
 //! Every write that belongs together is one transaction, so a rejected or interrupted upload
-//! leaves nothing behind. Handlers see only this module's methods: a PostgreSQL store can be
-//! added behind the same methods without touching them.
+//! leaves nothing behind.
 
 use p2law_shared::api::{FitRequest, FitSummary, RunDetail, RunSummary, StoredFit};
 use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, CalibrationRequest, JobStatus};
@@ -10,8 +13,8 @@ use p2law_shared::data::{Curve, CurvePoint};
 use p2law_shared::logs::{LogOptions, ParsedLog, TokenSource};
 use p2law_shared::report::FitReport;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
 use std::path::Path;
 
 /// Store failures (I/O, SQL, corrupt rows).
@@ -19,6 +22,10 @@ use std::path::Path;
 pub enum StoreError {
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("cannot reach the database at {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("{0}")]
+    Config(String),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored JSON in {table} #{id}: {source}")]
@@ -33,14 +40,18 @@ pub enum StoreError {
 
 impl StoreError {
     /// The database stayed locked by another writer past the busy timeout (SQLITE_BUSY or
-    /// SQLITE_LOCKED): the same write may succeed a moment later.
+    /// SQLITE_LOCKED), or PostgreSQL gave up a transaction to a concurrent one: the same write
+    /// may succeed a moment later.
     pub fn is_busy(&self) -> bool {
         match self {
-            StoreError::Sql(sqlx::Error::Database(e)) => {
-                // Extended result codes keep the primary code in their low byte.
-                let code = e.code().and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
-                matches!(code, Some(5 | 6))
-            }
+            StoreError::Sql(sqlx::Error::Database(e)) => match e.code().as_deref() {
+                // PostgreSQL: serialization failure, deadlock detected (SQLSTATE, five characters).
+                Some("40001" | "40P01") => true,
+                // SQLite: BUSY or LOCKED; extended result codes keep the primary code in their
+                // low byte.
+                Some(c) if c.len() < 5 => matches!(c.parse::<i64>().map(|c| c & 0xff), Ok(5 | 6)),
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -97,13 +108,77 @@ pub struct NewUpload<'a> {
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
 }
 
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+/// The SQL spoken by the store's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The current time as stored (`2026-12-02T05:36:31.123Z`, text in both).
+    fn now(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            Dialect::Postgres => "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+        }
+    }
+
+    /// The database's clock in seconds since 1970 (leases are timed by it, never by a worker's).
+    fn epoch(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "((julianday('now') - 2440587.5) * 86400.0)",
+            Dialect::Postgres => "extract(epoch from clock_timestamp())::float8",
+        }
+    }
+}
+
+/// `query` spelled for `dialect`: `{now}` and `{epoch}` replaced by its clock, and each `?`
+/// outside a string literal numbered `$1`, `$2`, ... (PostgreSQL's placeholders, which SQLite
+/// also reads positionally).
+pub fn sql(dialect: Dialect, query: &str) -> String {
+    let query = query.replace("{now}", dialect.now()).replace("{epoch}", dialect.epoch());
+    let mut out = String::with_capacity(query.len() + 16);
+    let (mut n, mut quoted) = (0, false);
+    for c in query.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// `url` with its password replaced by `***`, for messages.
+pub fn masked(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
 
 /// Points per multi-row `INSERT` (4 values each, well under SQLite's 32 766 bound parameters).
 const POINTS_PER_INSERT: usize = 4096;
+
+pub mod queue;
 
 fn token_source_name(t: TokenSource) -> &'static str {
     match t {
@@ -124,15 +199,53 @@ impl Store {
 
     /// [`Store::open`] with how long a statement waits for another writer's lock.
     pub async fn open_with_busy_timeout(data_dir: &Path, busy_timeout: std::time::Duration) -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("p2law.sqlite"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(busy_timeout);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        let file = std::path::absolute(data_dir.join("p2law.sqlite")).map_err(|e| StoreError::Sql(sqlx::Error::Io(e)))?;
+        // sqlx reads the path back percent-decoded.
+        let path = file.to_string_lossy().replace('%', "%25").replace('?', "%3F").replace('#', "%23");
+        sqlx::any::install_default_drivers();
+        let ms = busy_timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers go on while a job writes; foreign keys are on by sqlx's default.
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query(&format!("PRAGMA busy_timeout = {ms}")).execute(&mut *conn).await?;
+                    Ok(())
+                })
+            })
+            .connect(&format!("sqlite://{path}?mode=rwc"))
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store { pool, dialect: Dialect::Sqlite })
+    }
+
+    /// Opens a PostgreSQL database (`postgres://user:password@host/db`) and migrates it; the
+    /// error names the URL with its password masked.
+    pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|source| StoreError::Connect { url: masked(url), source })?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Store { pool, dialect: Dialect::Postgres })
+    }
+
+    /// `--database`: a `postgres://` URL, or none for the SQLite file in `data_dir`.
+    pub async fn open_database(database: Option<&str>, data_dir: &Path) -> Result<Store, StoreError> {
+        match database {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Self::open_postgres(url).await,
+            Some(other) => Err(StoreError::Config(format!("--database `{}`: only postgres:// URLs are supported (leave it out for the SQLite file in the data dir)", masked(other)))),
+            None => Self::open(data_dir).await,
+        }
+    }
+
+    /// The dialect of the database behind this store.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Stores files and their runs in one transaction; returns each file's upload id and runs.
@@ -140,14 +253,14 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::new();
         for f in files {
-            out.push(Self::insert_upload_tx(&mut tx, f).await?);
+            out.push(Self::insert_upload_tx(self.dialect, &mut tx, f).await?);
         }
         crate::fault_point("upload");
         tx.commit().await?;
         Ok(out)
     }
 
-    async fn insert_upload_tx(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, f: &NewUpload<'_>) -> Result<(i64, Vec<RunSummary>), StoreError> {
+    async fn insert_upload_tx(dialect: Dialect, tx: &mut sqlx::Transaction<'_, sqlx::Any>, f: &NewUpload<'_>) -> Result<(i64, Vec<RunSummary>), StoreError> {
         {
             let sha = format!("{:x}", Sha256::digest(f.bytes));
             let options = serde_json::to_string(f.options).unwrap_or_default();
@@ -156,9 +269,9 @@ impl Store {
                 "deduplicated": f.parsed.deduplicated, "warmup_dropped": f.parsed.warmup_dropped,
             })
             .to_string();
-            let upload_id: i64 = sqlx::query(&format!(
-                "INSERT INTO uploads (created_at, filename, format, sha256, bytes, options, summary) VALUES ({NOW}, ?, ?, ?, ?, ?, ?) RETURNING id"
-            ))
+            let upload_id: i64 = sqlx::query(&sql(dialect, &format!(
+                "INSERT INTO uploads (created_at, filename, format, sha256, bytes, options, summary) VALUES ({{now}}, ?, ?, ?, ?, ?, ?) RETURNING id"
+            )))
             .bind(f.filename)
             .bind(serde_json::to_value(f.parsed.format).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
             .bind(sha)
@@ -170,9 +283,9 @@ impl Store {
             .get(0);
             let mut runs = Vec::new();
             for c in &f.parsed.curves {
-                let row = sqlx::query(&format!(
-                    "INSERT INTO runs (upload_id, name, n0, rho, l0, method, family, split, token_source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}) RETURNING id, created_at"
-                ))
+                let row = sqlx::query(&sql(dialect, &format!(
+                    "INSERT INTO runs (upload_id, name, n0, rho, l0, method, family, split, token_source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {{now}}) RETURNING id, created_at"
+                )))
                 .bind(upload_id)
                 .bind(&c.run)
                 .bind(c.n0)
@@ -188,11 +301,17 @@ impl Store {
                 // Many rows per statement: a 2 M-point upload is a few hundred statements, not
                 // 2 M, so the write lock is held for seconds rather than minutes.
                 for (chunk_no, chunk) in c.points.chunks(POINTS_PER_INSERT).enumerate() {
-                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO points (run_id, idx, tokens, loss) ");
-                    q.push_values(chunk.iter().enumerate(), |mut b, (i, p)| {
-                        b.push_bind(run_id).push_bind((chunk_no * POINTS_PER_INSERT + i) as i64).push_bind(p.tokens).push_bind(p.loss);
-                    });
-                    q.build().execute(&mut **tx).await?;
+                    // Numbered placeholders written here: sqlx's QueryBuilder writes `?` for `Any`.
+                    let mut text = String::from("INSERT INTO points (run_id, idx, tokens, loss) VALUES ");
+                    for i in 0..chunk.len() {
+                        let b = 4 * i;
+                        text.push_str(&format!("{}(${}, ${}, ${}, ${})", if i == 0 { "" } else { ", " }, b + 1, b + 2, b + 3, b + 4));
+                    }
+                    let mut q = sqlx::query(&text);
+                    for (i, p) in chunk.iter().enumerate() {
+                        q = q.bind(run_id).bind((chunk_no * POINTS_PER_INSERT + i) as i64).bind(p.tokens).bind(p.loss);
+                    }
+                    q.execute(&mut **tx).await?;
                 }
                 runs.push(RunSummary {
                     id: run_id,
@@ -215,11 +334,11 @@ impl Store {
 
     /// The original bytes of an upload.
     pub async fn upload_bytes(&self, id: i64) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        let row = sqlx::query("SELECT filename, bytes FROM uploads WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql(self.dialect, "SELECT filename, bytes FROM uploads WHERE id = ?")).bind(id).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    fn run_summary(r: &sqlx::sqlite::SqliteRow) -> RunSummary {
+    fn run_summary(r: &AnyRow) -> RunSummary {
         RunSummary {
             id: r.get("id"),
             upload_id: r.get("upload_id"),
@@ -240,16 +359,16 @@ impl Store {
          (SELECT COUNT(*) FROM points p WHERE p.run_id = r.id) AS points";
 
     pub async fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {} FROM runs r ORDER BY r.id", Self::RUN_COLUMNS)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql(self.dialect, &format!("SELECT {} FROM runs r ORDER BY r.id", Self::RUN_COLUMNS))).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(Self::run_summary).collect())
     }
 
     pub async fn run(&self, id: i64) -> Result<Option<RunDetail>, StoreError> {
-        let Some(row) = sqlx::query(&format!("SELECT {} FROM runs r WHERE r.id = ?", Self::RUN_COLUMNS)).bind(id).fetch_optional(&self.pool).await?
+        let Some(row) = sqlx::query(&sql(self.dialect, &format!("SELECT {} FROM runs r WHERE r.id = ?", Self::RUN_COLUMNS))).bind(id).fetch_optional(&self.pool).await?
         else {
             return Ok(None);
         };
-        let points = sqlx::query("SELECT tokens, loss FROM points WHERE run_id = ? ORDER BY idx").bind(id).fetch_all(&self.pool).await?;
+        let points = sqlx::query(&sql(self.dialect, "SELECT tokens, loss FROM points WHERE run_id = ? ORDER BY idx")).bind(id).fetch_all(&self.pool).await?;
         Ok(Some(RunDetail {
             summary: Self::run_summary(&row),
             checkpoints: points.iter().map(|p| CurvePoint { tokens: p.get(0), loss: p.get(1) }).collect(),
@@ -276,7 +395,7 @@ impl Store {
     }
 
     pub async fn insert_fit(&self, request: &FitRequest, report: &FitReport) -> Result<StoredFit, StoreError> {
-        let row = sqlx::query(&format!("INSERT INTO fits (created_at, law, options, run_ids, report) VALUES ({NOW}, ?, ?, ?, ?) RETURNING id, created_at"))
+        let row = sqlx::query(&sql(self.dialect, &format!("INSERT INTO fits (created_at, law, options, run_ids, report) VALUES ({{now}}, ?, ?, ?, ?) RETURNING id, created_at")))
             .bind(report.law.name())
             .bind(serde_json::to_string(request).unwrap_or_default())
             .bind(serde_json::to_string(&request.run_ids).unwrap_or_default())
@@ -294,7 +413,7 @@ impl Store {
     }
 
     pub async fn fit(&self, id: i64) -> Result<Option<StoredFit>, StoreError> {
-        let Some(r) = sqlx::query("SELECT id, created_at, options, run_ids, report FROM fits WHERE id = ?").bind(id).fetch_optional(&self.pool).await?
+        let Some(r) = sqlx::query(&sql(self.dialect, "SELECT id, created_at, options, run_ids, report FROM fits WHERE id = ?")).bind(id).fetch_optional(&self.pool).await?
         else {
             return Ok(None);
         };
@@ -310,7 +429,7 @@ impl Store {
     }
 
     pub async fn fits(&self) -> Result<Vec<FitSummary>, StoreError> {
-        let rows = sqlx::query("SELECT id, created_at, report, run_ids FROM fits ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql(self.dialect, "SELECT id, created_at, report, run_ids FROM fits ORDER BY id")).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let id: i64 = r.get(0);
@@ -332,12 +451,12 @@ impl Store {
 
     /// Deletes a fit; false if there was none.
     pub async fn delete_fit(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(sqlx::query("DELETE FROM fits WHERE id = ?").bind(id).execute(&self.pool).await?.rows_affected() > 0)
+        Ok(sqlx::query(&sql(self.dialect, "DELETE FROM fits WHERE id = ?")).bind(id).execute(&self.pool).await?.rows_affected() > 0)
     }
 
     /// Deletes an upload and its runs; false if there was none.
     pub async fn delete_upload(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&self.pool).await?.rows_affected() > 0)
+        Ok(sqlx::query(&sql(self.dialect, "DELETE FROM uploads WHERE id = ?")).bind(id).execute(&self.pool).await?.rows_affected() > 0)
     }
 
     /// Makes sure an API token exists: the configured one (stored hashed) replaces any other; with
@@ -356,21 +475,21 @@ impl Store {
     pub async fn set_token(&self, configured: Option<&str>) -> Result<TokenChange, StoreError> {
         if let Some(t) = configured {
             let mut tx = self.pool.begin().await?;
-            if let Some(row) = sqlx::query("SELECT revoked_at FROM revoked_tokens WHERE sha256 = ?").bind(hash(t)).fetch_optional(&mut *tx).await? {
+            if let Some(row) = sqlx::query(&sql(self.dialect, "SELECT revoked_at FROM revoked_tokens WHERE sha256 = ?")).bind(hash(t)).fetch_optional(&mut *tx).await? {
                 return Err(StoreError::TokenRevoked { at: row.get(0) });
             }
-            sqlx::query(&format!("INSERT OR IGNORE INTO revoked_tokens (sha256, revoked_at) SELECT sha256, {NOW} FROM api_tokens WHERE sha256 != ?")).bind(hash(t)).execute(&mut *tx).await?;
-            let replaced = sqlx::query("DELETE FROM api_tokens WHERE sha256 != ?").bind(hash(t)).execute(&mut *tx).await?.rows_affected();
-            sqlx::query(&format!("INSERT OR IGNORE INTO api_tokens (sha256, created_at) VALUES (?, {NOW})")).bind(hash(t)).execute(&mut *tx).await?;
+            sqlx::query(&sql(self.dialect, &format!("INSERT INTO revoked_tokens (sha256, revoked_at) SELECT sha256, {{now}} FROM api_tokens WHERE sha256 != ? ON CONFLICT DO NOTHING"))).bind(hash(t)).execute(&mut *tx).await?;
+            let replaced = sqlx::query(&sql(self.dialect, "DELETE FROM api_tokens WHERE sha256 != ?")).bind(hash(t)).execute(&mut *tx).await?.rows_affected();
+            sqlx::query(&sql(self.dialect, &format!("INSERT INTO api_tokens (sha256, created_at) VALUES (?, {{now}}) ON CONFLICT DO NOTHING"))).bind(hash(t)).execute(&mut *tx).await?;
             tx.commit().await?;
             return Ok(if replaced > 0 { TokenChange::Replaced(replaced) } else { TokenChange::Kept });
         }
-        let count: i64 = sqlx::query("SELECT COUNT(*) FROM api_tokens").fetch_one(&self.pool).await?.get(0);
+        let count: i64 = sqlx::query(&sql(self.dialect, "SELECT COUNT(*) FROM api_tokens")).fetch_one(&self.pool).await?.get(0);
         if count > 0 {
             return Ok(TokenChange::Kept);
         }
         let token = new_token()?;
-        sqlx::query(&format!("INSERT INTO api_tokens (sha256, created_at) VALUES (?, {NOW})")).bind(hash(&token)).execute(&self.pool).await?;
+        sqlx::query(&sql(self.dialect, &format!("INSERT INTO api_tokens (sha256, created_at) VALUES (?, {{now}})"))).bind(hash(&token)).execute(&self.pool).await?;
         Ok(TokenChange::Generated(token))
     }
 
@@ -378,15 +497,15 @@ impl Store {
     pub async fn rotate_token(&self) -> Result<String, StoreError> {
         let token = new_token()?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!("INSERT OR IGNORE INTO revoked_tokens (sha256, revoked_at) SELECT sha256, {NOW} FROM api_tokens")).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM api_tokens").execute(&mut *tx).await?;
-        sqlx::query(&format!("INSERT INTO api_tokens (sha256, created_at) VALUES (?, {NOW})")).bind(hash(&token)).execute(&mut *tx).await?;
+        sqlx::query(&sql(self.dialect, &format!("INSERT INTO revoked_tokens (sha256, revoked_at) SELECT sha256, {{now}} FROM api_tokens WHERE true ON CONFLICT DO NOTHING"))).execute(&mut *tx).await?;
+        sqlx::query(&sql(self.dialect, "DELETE FROM api_tokens")).execute(&mut *tx).await?;
+        sqlx::query(&sql(self.dialect, &format!("INSERT INTO api_tokens (sha256, created_at) VALUES (?, {{now}})"))).bind(hash(&token)).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(token)
     }
 
     pub async fn token_valid(&self, token: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM api_tokens WHERE sha256 = ?").bind(hash(token)).fetch_one(&self.pool).await?.get(0);
+        let n: i64 = sqlx::query(&sql(self.dialect, "SELECT COUNT(*) FROM api_tokens WHERE sha256 = ?")).bind(hash(token)).fetch_one(&self.pool).await?.get(0);
         Ok(n > 0)
     }
 }
@@ -406,7 +525,7 @@ impl Store {
     /// Queues a job.
     pub async fn insert_calibration(&self, request: &CalibrationRequest, units: usize) -> Result<CalibrationJob, StoreError> {
         let text = serde_json::to_string(request).unwrap_or_default();
-        let id: i64 = sqlx::query(&format!("INSERT INTO calibrations (created_at, updated_at, status, request, units) VALUES ({NOW}, {NOW}, 'queued', ?, ?) RETURNING id"))
+        let id: i64 = sqlx::query(&sql(self.dialect, &format!("INSERT INTO calibrations (created_at, updated_at, status, request, units) VALUES ({{now}}, {{now}}, 'queued', ?, ?) RETURNING id")))
             .bind(text)
             .bind(units as i64)
             .fetch_one(&self.pool)
@@ -416,21 +535,21 @@ impl Store {
     }
 
     pub async fn calibration(&self, id: i64) -> Result<Option<CalibrationJob>, StoreError> {
-        let row = sqlx::query("SELECT id, created_at, updated_at, status, request, units, device, fit_id, error FROM calibrations WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql(self.dialect, "SELECT id, created_at, updated_at, status, request, units, device, fit_id, error FROM calibrations WHERE id = ?")).bind(id).fetch_optional(&self.pool).await?;
         match row {
             None => Ok(None),
             Some(r) => Ok(Some(self.job_from_row(r).await?)),
         }
     }
 
-    async fn job_from_row(&self, r: sqlx::sqlite::SqliteRow) -> Result<CalibrationJob, StoreError> {
+    async fn job_from_row(&self, r: AnyRow) -> Result<CalibrationJob, StoreError> {
         let id: i64 = r.get(0);
         let run_ids: Vec<i64> =
-            sqlx::query("SELECT run_id FROM calibration_runs WHERE job_id = ? ORDER BY rowid").bind(id).fetch_all(&self.pool).await?.iter().map(|r| r.get(0)).collect();
+            sqlx::query(&sql(self.dialect, "SELECT run_id FROM calibration_runs WHERE job_id = ? ORDER BY run_id")).bind(id).fetch_all(&self.pool).await?.iter().map(|r| r.get(0)).collect();
         let status: String = r.get(3);
         let fit_id: Option<i64> = r.get(7);
         let fit_warning = match fit_id {
-            Some(f) => sqlx::query("SELECT report FROM fits WHERE id = ?")
+            Some(f) => sqlx::query(&sql(self.dialect, "SELECT report FROM fits WHERE id = ?"))
                 .bind(f)
                 .fetch_optional(&self.pool)
                 .await?
@@ -456,7 +575,7 @@ impl Store {
 
     /// Every job, newest first.
     pub async fn calibrations(&self) -> Result<Vec<CalibrationJob>, StoreError> {
-        let rows = sqlx::query("SELECT id, created_at, updated_at, status, request, units, device, fit_id, error FROM calibrations ORDER BY id DESC").fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql(self.dialect, "SELECT id, created_at, updated_at, status, request, units, device, fit_id, error FROM calibrations ORDER BY id DESC")).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push(self.job_from_row(r).await?);
@@ -466,9 +585,9 @@ impl Store {
 
     /// The next job to run: one left running (interrupted: it resumes) before the oldest queued.
     pub async fn next_calibration(&self) -> Result<Option<CalibrationJob>, StoreError> {
-        let id: Option<i64> = sqlx::query(
+        let id: Option<i64> = sqlx::query(&sql(self.dialect, 
             "SELECT id FROM calibrations WHERE status IN ('running', 'queued') AND cancel_requested = 0 ORDER BY status = 'running' DESC, id LIMIT 1",
-        )
+        ))
         .fetch_optional(&self.pool)
         .await?
         .map(|r| r.get(0));
@@ -480,9 +599,9 @@ impl Store {
 
     /// Sets a job's status (and device, error, fit when given).
     pub async fn set_calibration_status(&self, id: i64, status: JobStatus, device: Option<&str>, error: Option<&str>, fit_id: Option<i64>) -> Result<(), StoreError> {
-        sqlx::query(&format!(
-            "UPDATE calibrations SET status = ?, device = COALESCE(?, device), error = COALESCE(?, error), fit_id = COALESCE(?, fit_id), updated_at = {NOW} WHERE id = ?"
-        ))
+        sqlx::query(&sql(self.dialect, &format!(
+            "UPDATE calibrations SET status = ?, device = COALESCE(?, device), error = COALESCE(?, error), fit_id = COALESCE(?, fit_id), updated_at = {{now}} WHERE id = ?"
+        )))
         .bind(status.as_str())
         .bind(device)
         .bind(error)
@@ -497,8 +616,8 @@ impl Store {
     /// is now cancelled).
     pub async fn request_cancel(&self, id: i64) -> Result<Option<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(&format!("UPDATE calibrations SET cancel_requested = 1, updated_at = {NOW} WHERE id = ?")).bind(id).execute(&mut *tx).await?.rows_affected();
-        let queued = sqlx::query(&format!("UPDATE calibrations SET status = 'cancelled', updated_at = {NOW} WHERE id = ? AND status = 'queued'"))
+        let n = sqlx::query(&sql(self.dialect, &format!("UPDATE calibrations SET cancel_requested = 1, updated_at = {{now}} WHERE id = ?"))).bind(id).execute(&mut *tx).await?.rows_affected();
+        let queued = sqlx::query(&sql(self.dialect, &format!("UPDATE calibrations SET status = 'cancelled', updated_at = {{now}} WHERE id = ? AND status = 'queued'")))
             .bind(id)
             .execute(&mut *tx)
             .await?
@@ -510,9 +629,9 @@ impl Store {
     /// Marks a job running unless it was cancelled meanwhile, counting the start; returns the
     /// starts so far (this one included), or `None` when the job is not the worker's.
     pub async fn claim_calibration(&self, id: i64) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query(&format!(
-            "UPDATE calibrations SET status = 'running', attempts = attempts + 1, updated_at = {NOW} WHERE id = ? AND status IN ('queued', 'running') AND cancel_requested = 0 RETURNING attempts"
-        ))
+        let row = sqlx::query(&sql(self.dialect, &format!(
+            "UPDATE calibrations SET status = 'running', attempts = attempts + 1, updated_at = {{now}} WHERE id = ? AND status IN ('queued', 'running') AND cancel_requested = 0 RETURNING attempts"
+        )))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
@@ -522,7 +641,7 @@ impl Store {
     /// Gives back a start counted by [`Store::claim_calibration`]: the job was stopped by a clean
     /// shutdown, not by its own run.
     pub async fn release_start(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE calibrations SET attempts = MAX(attempts - 1, 0) WHERE id = ?").bind(id).execute(&self.pool).await?;
+        sqlx::query(&sql(self.dialect, "UPDATE calibrations SET attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END WHERE id = ?")).bind(id).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -530,28 +649,28 @@ impl Store {
     /// finished job without its last event (or the reverse). Returns the stored event.
     pub async fn finish_calibration(&self, id: i64, status: JobStatus, error: Option<&str>, fit_id: Option<i64>, event: CalibrationEvent) -> Result<CalibrationEvent, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!("UPDATE calibrations SET status = ?, error = COALESCE(?, error), fit_id = COALESCE(?, fit_id), updated_at = {NOW} WHERE id = ?"))
+        sqlx::query(&sql(self.dialect, &format!("UPDATE calibrations SET status = ?, error = COALESCE(?, error), fit_id = COALESCE(?, fit_id), updated_at = {{now}} WHERE id = ?")))
             .bind(status.as_str())
             .bind(error)
             .bind(fit_id)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let event = Self::append_event_tx(&mut tx, id, event).await?;
+        let event = Self::append_event_tx(self.dialect, &mut tx, id, event).await?;
         tx.commit().await?;
         Ok(event)
     }
 
     /// Jobs whose cancellation was asked before a restart are cancelled, not resumed.
     pub async fn settle_cancelled(&self) -> Result<(), StoreError> {
-        sqlx::query(&format!("UPDATE calibrations SET status = 'cancelled', updated_at = {NOW} WHERE cancel_requested = 1 AND status IN ('queued', 'running')"))
+        sqlx::query(&sql(self.dialect, &format!("UPDATE calibrations SET status = 'cancelled', updated_at = {{now}} WHERE cancel_requested = 1 AND status IN ('queued', 'running')")))
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
     pub async fn cancel_requested(&self, id: i64) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query("SELECT cancel_requested FROM calibrations WHERE id = ?").bind(id).fetch_one(&self.pool).await?.get(0);
+        let n: i64 = sqlx::query(&sql(self.dialect, "SELECT cancel_requested FROM calibrations WHERE id = ?")).bind(id).fetch_one(&self.pool).await?.get(0);
         Ok(n != 0)
     }
 
@@ -559,30 +678,35 @@ impl Store {
     /// the job, in one transaction.
     pub async fn insert_calibration_run(&self, job: i64, unit: &str, file: &NewUpload<'_>) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let (_, runs) = Self::insert_upload_tx(&mut tx, file).await?;
+        let (_, runs) = Self::insert_upload_tx(self.dialect, &mut tx, file).await?;
         let run_id = runs.first().map(|r| r.id).ok_or(StoreError::MissingRun { id: job })?;
-        sqlx::query("INSERT INTO calibration_runs (job_id, unit, run_id) VALUES (?, ?, ?)").bind(job).bind(unit).bind(run_id).execute(&mut *tx).await?;
-        sqlx::query(&format!("UPDATE calibrations SET updated_at = {NOW} WHERE id = ?")).bind(job).execute(&mut *tx).await?;
+        sqlx::query(&sql(self.dialect, "INSERT INTO calibration_runs (job_id, unit, run_id) VALUES (?, ?, ?)")).bind(job).bind(unit).bind(run_id).execute(&mut *tx).await?;
+        sqlx::query(&sql(self.dialect, &format!("UPDATE calibrations SET updated_at = {{now}} WHERE id = ?"))).bind(job).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(run_id)
     }
 
     /// Units already finished, by key.
     pub async fn calibration_units(&self, job: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT unit, run_id FROM calibration_runs WHERE job_id = ? ORDER BY rowid").bind(job).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql(self.dialect, "SELECT unit, run_id FROM calibration_runs WHERE job_id = ? ORDER BY run_id")).bind(job).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Appends an event, numbering it; returns it with its `seq`.
     pub async fn append_event(&self, job: i64, event: CalibrationEvent) -> Result<CalibrationEvent, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let event = Self::append_event_tx(&mut tx, job, event).await?;
+        let event = Self::append_event_tx(self.dialect, &mut tx, job, event).await?;
         tx.commit().await?;
         Ok(event)
     }
 
-    async fn append_event_tx(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, job: i64, mut event: CalibrationEvent) -> Result<CalibrationEvent, StoreError> {
-        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM calibration_events WHERE job_id = ?").bind(job).fetch_one(&mut **tx).await?.get(0);
+    async fn append_event_tx(dialect: Dialect, tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: i64, mut event: CalibrationEvent) -> Result<CalibrationEvent, StoreError> {
+        if dialect == Dialect::Postgres {
+            // Workers append to one job at once: the job's row orders them (SQLite has one
+            // writer at a time anyway).
+            sqlx::query(&sql(dialect, "SELECT id FROM calibrations WHERE id = ? FOR UPDATE")).bind(job).fetch_optional(&mut **tx).await?;
+        }
+        let seq: i64 = sqlx::query(&sql(dialect, "SELECT COALESCE(MAX(seq), 0) + 1 FROM calibration_events WHERE job_id = ?")).bind(job).fetch_one(&mut **tx).await?.get(0);
         event.seq = seq as u64;
         // JSON has no NaN or infinity (serde writes `null`, which would not read back): a
         // non-finite figure is left out and said in the message instead.
@@ -597,7 +721,7 @@ impl Store {
                 None => note,
             });
         }
-        sqlx::query("INSERT INTO calibration_events (job_id, seq, event) VALUES (?, ?, ?)")
+        sqlx::query(&sql(dialect, "INSERT INTO calibration_events (job_id, seq, event) VALUES (?, ?, ?)"))
             .bind(job)
             .bind(seq)
             .bind(serde_json::to_string(&event).map_err(|e| StoreError::Json { table: "calibration_events", id: job, source: e })?)
@@ -608,7 +732,7 @@ impl Store {
 
     /// At most `limit` events after `after`, in order.
     pub async fn events_page(&self, job: i64, after: u64, limit: usize) -> Result<Vec<CalibrationEvent>, StoreError> {
-        let rows = sqlx::query("SELECT event FROM calibration_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?")
+        let rows = sqlx::query(&sql(self.dialect, "SELECT event FROM calibration_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?"))
             .bind(job)
             .bind(after as i64)
             .bind(limit as i64)
@@ -622,11 +746,21 @@ impl Store {
     /// needs (checkpoints, stage changes and the final event stay; `seq` keeps its numbers, with
     /// gaps). Returns the events removed.
     pub async fn compact_events(&self, days: f64) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "DELETE FROM calibration_events WHERE job_id IN (SELECT id FROM calibrations WHERE status IN ('done', 'failed', 'cancelled') \
-             AND updated_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)) \
-             AND json_extract(event, '$.stage') IN ('train', 'pretrain') AND json_extract(event, '$.point') IS NULL",
-        )
+        let (cutoff, stage, point) = match self.dialect {
+            Dialect::Sqlite => ("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)", "json_extract(event, '$.stage')", "json_extract(event, '$.point')"),
+            Dialect::Postgres => (
+                "to_char((clock_timestamp() + CAST(? AS interval)) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+                "(event::jsonb ->> 'stage')",
+                "(event::jsonb -> 'point')",
+            ),
+        };
+        let r = sqlx::query(&sql(
+            self.dialect,
+            &format!(
+                "DELETE FROM calibration_events WHERE job_id IN (SELECT id FROM calibrations WHERE status IN ('done', 'failed', 'cancelled') \
+                 AND updated_at < {cutoff}) AND {stage} IN ('train', 'pretrain') AND ({point} IS NULL OR {point} = 'null')"
+            ),
+        ))
         .bind(format!("-{} seconds", (days * 86_400.0).round() as i64))
         .execute(&self.pool)
         .await?;
@@ -636,7 +770,7 @@ impl Store {
     /// Rewrites the database file without its free pages (after [`Store::compact_events`] or
     /// deleted uploads). Waits for other connections' transactions like any write.
     pub async fn vacuum(&self) -> Result<(), StoreError> {
-        sqlx::query("VACUUM").execute(&self.pool).await?;
+        sqlx::query(&sql(self.dialect, "VACUUM")).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -653,7 +787,7 @@ mod tests {
 
     /// Holds the database's write lock (`BEGIN IMMEDIATE`) from another connection for `ms`.
     async fn hold_lock(dir: &Path, ms: u64) -> tokio::task::JoinHandle<()> {
-        let mut c = sqlx::SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(dir.join("p2law.sqlite"))).await.unwrap();
+        let mut c = sqlx::SqliteConnection::connect_with(&sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join("p2law.sqlite"))).await.unwrap();
         sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;

