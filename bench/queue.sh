@@ -2,8 +2,9 @@
 # The same calibration sweep run by 1, 2 and 3 `p2law worker` processes sharing one PostgreSQL
 # queue and one data dir, with a `p2law serve --database` queuing it: prints each run's wall time
 # (job created -> `done`), which worker ran how many units, and the SQLite in-process server's
-# time for the same sweep beside them. On a 2-core machine every worker competes for the same
-# cores, so the figures show the queue's overhead, not a speed-up. Not part of the tests.
+# time for the same sweep beside them. Every worker runs on this machine's cores: beyond the
+# cores one process leaves idle, more workers show the queue's overhead, not a speed-up. Not
+# part of the tests.
 #
 #   bash bench/queue.sh [PRESET]      (default smoke)
 set -euo pipefail
@@ -84,4 +85,4 @@ for n in 1 2 3; do
   printf '%-34s %10s  %s\n' "PostgreSQL, $n worker(s)" "$wall" "$per"
   for p in "${wpids[@]}"; do kill "$p" 2>/dev/null || true; done
 done
-echo "($(nproc) cores: workers share them, so this is the queue's overhead, not a speed-up)"
+echo "($(nproc) cores, shared by every worker: more workers than cores only adds the queue's overhead)"

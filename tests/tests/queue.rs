@@ -24,8 +24,22 @@ struct Worker {
 
 impl Worker {
     fn start(url: &str, data_dir: &Path, name: &str, log_dir: &Path) -> Result<Worker> {
+        Self::start_skewed(url, data_dir, name, log_dir, None)
+    }
+
+    /// With `skew` (`+3h`), the worker runs under Debian's `faketime`: its wall clock is off by
+    /// that much (its monotonic clock is left alone).
+    fn start_skewed(url: &str, data_dir: &Path, name: &str, log_dir: &Path, skew: Option<&str>) -> Result<Worker> {
         let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
-        let child = Command::new(p2law_bin()?)
+        let mut cmd = match skew {
+            Some(s) => {
+                let mut c = Command::new("faketime");
+                c.args(["-m", "-f", s]).arg(p2law_bin()?).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                c
+            }
+            None => Command::new(p2law_bin()?),
+        };
+        let child = cmd
             .args(["worker", "--database", url, "--data-dir"])
             .arg(data_dir)
             .arg("--corpus-dir")
@@ -255,4 +269,88 @@ async fn a_cancelled_queued_job_stops_its_workers_and_ends_once() -> Result<()> 
     assert_eq!(finals.len(), 1, "{finals:?}");
     assert_eq!(log.last().map(|e| e.stage), Some(Stage::Cancelled));
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_whose_clocks_are_hours_off_take_no_unit_over_early() -> Result<()> {
+    corpus_ready()?;
+    let test = "workers_whose_clocks_are_hours_off_take_no_unit_over_early";
+    if Command::new("faketime").arg("--version").output().is_err() {
+        let reason = "Debian's `faketime` is not installed (./dev setup installs it)";
+        if std::env::var(p2law_tests::REQUIRE_POSTGRES).is_ok_and(|v| v == "1") {
+            bail!("{test}: {reason}");
+        }
+        eprintln!("SKIPPED {test}: {reason}");
+        return Ok(());
+    }
+    let Some(pg) = Postgres::start(test)? else { return Ok(()) };
+    let (server_dir, shared, log_dir) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let server = ServerProcess::start_with_args(server_dir.path(), &["--database", &pg.url])?;
+    let url = server.url.trim_end_matches('/').to_string();
+    let client = Client::new();
+    let job: Value = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&smoke()).send().await?.json().await?;
+    let id = job["id"].as_i64().context("job id")?;
+    // Three hours ahead and three behind, with a 3 s lease: were leases timed by a worker's
+    // clock, one would see the other's leases as long expired and take its units over.
+    let _ahead = Worker::start_skewed(&pg.url, shared.path(), "ahead", log_dir.path(), Some("+3h"))?;
+    let _behind = Worker::start_skewed(&pg.url, shared.path(), "behind", log_dir.path(), Some("-3h"))?;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let job = loop {
+        let j: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
+        if !matches!(j["status"].as_str(), Some("queued" | "running")) {
+            break j;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the job did not end in 900 s\n{}", logs(log_dir.path()));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    anyhow::ensure!(job["status"] == "done", "the job ended {job}\n{}", logs(log_dir.path()));
+    let store = Store::open_postgres(&pg.url).await?;
+    let units = store.queued_units(id).await?;
+    assert!(units.iter().all(|u| u.status == "done" && u.attempts == 1), "a unit was claimed twice: {units:?}");
+    let by: BTreeSet<&str> = units.iter().filter_map(|u| u.worker.as_deref()).collect();
+    assert_eq!(by, BTreeSet::from(["ahead", "behind"]), "{units:?}");
+    // The skew was real: each worker's log is stamped by its own wall clock.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    for (name, sign) in [("ahead", 1), ("behind", -1)] {
+        let text = std::fs::read_to_string(log_dir.path().join(format!("{name}.log")))?;
+        let stamp = text.lines().find_map(|l| strip_ansi(l).split_whitespace().next().and_then(parse_utc)).with_context(|| format!("no timestamp in {name}'s log: {text}"))?;
+        let off = stamp - now;
+        assert!((off - sign * 3 * 3600).abs() < 1800, "{name}'s clock is off by {off} s, not {}3 h", if sign > 0 { "+" } else { "-" });
+    }
+    Ok(())
+}
+
+/// Seconds since 1970 of tracing's `2026-12-02T06:40:00.123456Z`.
+fn parse_utc(s: &str) -> Option<i64> {
+    let (date, time) = s.strip_suffix('Z').unwrap_or(s).split_once('T')?;
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let t: Vec<f64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let (y, m, day) = (d.first()?, d.get(1)?, d.get(2)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if *m <= 2 { y - 1 } else { *y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + (*t.first()? as i64) * 3600 + (*t.get(1)? as i64) * 60 + *t.get(2)? as i64)
+}
+
+/// `line` without terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
