@@ -34,6 +34,27 @@ pub fn fault_point(point: &str) {
     }
 }
 
+/// Test hook: with `P2LAW_SLOW=<phase>:<ms>` (`load`, `prune`, `export`), each step of that
+/// phase (a layer loaded, a calibration batch, a tensor exported) first waits `ms` or until
+/// `cancel` is set, so a test can cancel in the middle of a phase that is otherwise over in
+/// milliseconds.
+pub fn slow_point(phase: &str, cancel: &std::sync::atomic::AtomicBool) {
+    static SLOW: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    let slow = SLOW.get_or_init(|| {
+        let v = std::env::var("P2LAW_SLOW").ok()?;
+        let (p, ms) = v.split_once(':')?;
+        Some((p.to_string(), ms.parse().ok()?))
+    });
+    if let Some((p, ms)) = slow {
+        if p == phase {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(*ms);
+            while std::time::Instant::now() < until && !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 /// Writes `contents` to `path` through a temporary file beside it and a rename, so a failed
 /// write never leaves half a file behind.
 pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {

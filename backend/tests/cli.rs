@@ -453,3 +453,45 @@ fn an_unreachable_database_is_named_with_its_password_masked() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("mysql://u:***@h/db") && err.contains("postgres://"), "{err}");
 }
+
+#[test]
+fn gc_drops_old_upload_bytes_only_when_asked_and_keeps_their_runs() {
+    use p2law_backend::store::{NewUpload, Original, Store};
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let dir = d.to_str().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let csv = "run,tokens,loss\nr,0,3.0\nr,100,2.5\nr,1000,2.2\n";
+    let id = rt.block_on(async {
+        let store = Store::open(d).await.unwrap();
+        let options = Default::default();
+        let parsed = p2law_shared::logs::parse("old.csv", csv, &options).unwrap();
+        store.insert_uploads(&[NewUpload { filename: "old.csv", bytes: csv.as_bytes(), options: &options, parsed: &parsed }]).await.unwrap()[0].0
+    });
+    // Without the flag, and in a dry run, the bytes stay.
+    let out = p2law(&["gc", "--data-dir", dir]);
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("original bytes"));
+    let out = p2law(&["gc", "--data-dir", dir, "--upload-bytes-days", "0", "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains(&format!("would drop the original bytes of 1 uploads ({} bytes)", csv.len())), "{text}");
+    let store = rt.block_on(Store::open(d)).unwrap();
+    assert_eq!(rt.block_on(store.upload_bytes(id)).unwrap().map(|(_, b)| b), Some(csv.as_bytes().to_vec()));
+    // A day's retention keeps a minute-old upload; none drops it.
+    let out = p2law(&["gc", "--data-dir", dir, "--upload-bytes-days", "1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("of 0 uploads"), "{}", String::from_utf8_lossy(&out.stdout));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = p2law(&["gc", "--data-dir", dir, "--upload-bytes-days", "0"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dropped the original bytes of 1 uploads"), "{}", String::from_utf8_lossy(&out.stdout));
+    match rt.block_on(store.upload_original(id)).unwrap() {
+        Some(Original::Dropped { filename, at }) => assert!(filename == "old.csv" && at.starts_with("20"), "{filename} {at}"),
+        other => panic!("{other:?}"),
+    }
+    // The runs parsed from it stay, points and all.
+    let runs = rt.block_on(store.runs()).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(rt.block_on(store.run(runs[0].id)).unwrap().unwrap().checkpoints.len(), 3);
+    // Bad values are named.
+    let out = p2law(&["gc", "--data-dir", dir, "--upload-bytes-days=-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--upload-bytes-days"));
+}

@@ -273,6 +273,46 @@ impl Drop for Postgres {
     }
 }
 
+/// Reads `GET /api/calibrations/{id}/events` until the stream ends; returns (event name, data).
+/// `stop_when` may end the read early (returns true to stop).
+pub async fn read_events(client: &reqwest::Client, url: &str, id: i64, timeout: Duration, mut stop_when: impl FnMut(&str, &serde_json::Value) -> bool) -> Result<Vec<(String, serde_json::Value)>> {
+    let mut resp = client.get(format!("{url}/api/calibrations/{id}/events")).send().await?;
+    anyhow::ensure!(resp.status() == reqwest::StatusCode::OK, "events: {}", resp.status());
+    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    anyhow::ensure!(content_type.starts_with("text/event-stream"), "content type {content_type}");
+    let deadline = Instant::now() + timeout;
+    let (mut buf, mut out) = (String::new(), Vec::new());
+    let (mut name, mut data) = (String::new(), String::new());
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = match tokio::time::timeout(left, resp.chunk()).await {
+            Err(_) => bail!("no end of the event stream after {timeout:?}; last events {:?}", out.iter().rev().take(3).collect::<Vec<_>>()),
+            Ok(c) => c?,
+        };
+        let Some(chunk) = chunk else { return Ok(out) };
+        buf.push_str(std::str::from_utf8(&chunk)?);
+        while let Some(nl) = buf.find('\n') {
+            let line = buf[..nl].trim_end_matches('\r').to_string();
+            buf.drain(..=nl);
+            if line.is_empty() {
+                if !data.is_empty() {
+                    let v: serde_json::Value = serde_json::from_str(&data)?;
+                    let stop = stop_when(&name, &v);
+                    out.push((std::mem::take(&mut name), v));
+                    if stop {
+                        return Ok(out);
+                    }
+                }
+                data.clear();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+    }
+}
+
 /// A chromedriver child process and a headless Chromium session with a fresh profile.
 #[derive(Debug)]
 pub struct Browser {

@@ -461,6 +461,19 @@ async fn a_kill_in_the_middle_of_an_upload_stores_nothing_of_it() -> Result<()> 
     assert_eq!(raw.to_vec(), csv);
     let runs: Value = client.get(format!("{url}/api/runs")).send().await?.json().await?;
     assert_eq!(runs.as_array().map(Vec::len), Some(5), "{runs}");
+
+    // Retention of originals (`p2law gc --upload-bytes-days`, opt-in): the file answers 410
+    // saying why and when, its runs and their points stay.
+    let store = p2law_backend::store::Store::open(data.path()).await?;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.drop_upload_bytes(0.0, false).await?, (1, csv.len() as u64));
+    let resp = client.get(format!("{url}/api/uploads/{id}/raw")).send().await?;
+    assert_eq!(resp.status(), StatusCode::GONE);
+    let body: Value = resp.json().await?;
+    assert!(body["error"].as_str().unwrap_or("").contains("dropped by retention"), "{body}");
+    let run_id = runs[0]["id"].as_i64().context("run id")?;
+    let run: Value = client.get(format!("{url}/api/runs/{run_id}")).send().await?.json().await?;
+    assert!(!run["checkpoints"].as_array().context("checkpoints")?.is_empty(), "{run}");
     Ok(())
 }
 

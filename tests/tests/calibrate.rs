@@ -3,50 +3,10 @@
 //! bad requests.
 
 use anyhow::{Context, Result, bail};
-use p2law_tests::{ServerProcess, TOKEN};
+use p2law_tests::{ServerProcess, TOKEN, read_events};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-/// Reads `GET /api/calibrations/{id}/events` until the stream ends; returns (event name, data).
-/// `stop_when` may end the read early (returns true to stop).
-async fn read_events(client: &Client, url: &str, id: i64, timeout: Duration, mut stop_when: impl FnMut(&str, &Value) -> bool) -> Result<Vec<(String, Value)>> {
-    let mut resp = client.get(format!("{url}/api/calibrations/{id}/events")).send().await?;
-    anyhow::ensure!(resp.status() == StatusCode::OK, "events: {}", resp.status());
-    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    anyhow::ensure!(content_type.starts_with("text/event-stream"), "content type {content_type}");
-    let deadline = Instant::now() + timeout;
-    let (mut buf, mut out) = (String::new(), Vec::new());
-    let (mut name, mut data) = (String::new(), String::new());
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = match tokio::time::timeout(left, resp.chunk()).await {
-            Err(_) => bail!("no end of the event stream after {timeout:?}; last events {:?}", out.iter().rev().take(3).collect::<Vec<_>>()),
-            Ok(c) => c?,
-        };
-        let Some(chunk) = chunk else { return Ok(out) };
-        buf.push_str(std::str::from_utf8(&chunk)?);
-        while let Some(nl) = buf.find('\n') {
-            let line = buf[..nl].trim_end_matches('\r').to_string();
-            buf.drain(..=nl);
-            if line.is_empty() {
-                if !data.is_empty() {
-                    let v: Value = serde_json::from_str(&data)?;
-                    let stop = stop_when(&name, &v);
-                    out.push((std::mem::take(&mut name), v));
-                    if stop {
-                        return Ok(out);
-                    }
-                }
-                data.clear();
-            } else if let Some(v) = line.strip_prefix("event:") {
-                name = v.trim().to_string();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim_start());
-            }
-        }
-    }
-}
 
 async fn start_job(client: &Client, url: &str, request: &Value) -> Result<i64> {
     let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(request).send().await?;
@@ -514,6 +474,78 @@ async fn a_kill_at_each_stage_of_a_job_loses_and_duplicates_nothing() -> Result<
         let mut left = Vec::new();
         temporaries(data.path(), &mut left);
         assert!(left.is_empty(), "{point}: temporary files left after the job finished: {left:?}");
+    }
+    Ok(())
+}
+
+/// A cancel is honoured inside a long phase, not only between phases: with each step of the
+/// phase slowed to 2 s (`P2LAW_SLOW`: 4 layers to load, 2 batches of calibration windows, ~50
+/// tensors to export), the job is cancelled within a second of the request, where the phase
+/// alone would run on for seconds more. The export leaves no directory, partial or whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_a_long_load_prune_or_export_in_the_middle() -> Result<()> {
+    corpus_ready()?;
+    for phase in ["load", "prune", "export"] {
+        let data = tempfile::tempdir()?;
+        copy_dir(&fixture("qwen2-untied-f16"), &data.path().join("models").join("tiny-qwen"))?;
+        let slow = format!("{phase}:2000");
+        let server = ServerProcess::start_with_env(data.path(), &[("P2LAW_SLOW", &slow)])?;
+        let url = server.url.trim_end_matches('/').to_string();
+        let client = Client::new();
+        let request = json!({"parents": ["hf:tiny-qwen"], "methods": ["width"], "rates": [0.25], "tokens": 4096, "device": "cpu", "export": true});
+        let id = start_job(&client, &url, &request).await?;
+        let exports = data.path().join("exports").join(format!("job-{id}"));
+        let store = p2law_backend::store::Store::open(data.path()).await?;
+        // The phase has begun: the corpus is read (the load follows), the parent is loaded (the
+        // pruning statistics follow), or the export's partial directory exists.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            anyhow::ensure!(Instant::now() < deadline, "{phase}: the phase never began");
+            let begun = match phase {
+                "export" => std::fs::read_dir(&exports).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().contains(".partial-"))).unwrap_or(false),
+                _ => {
+                    let job: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
+                    anyhow::ensure!(job["status"] != "failed", "{job}");
+                    let log = store.events(id, 0).await?;
+                    let want = if phase == "load" { p2law_shared::calibrate::Stage::Corpus } else { p2law_shared::calibrate::Stage::Parent };
+                    log.iter().any(|e| e.stage == want)
+                }
+            };
+            if begun {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Well inside the phase's first 2 s step.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let asked = Instant::now();
+        let resp = client.post(format!("{url}/api/calibrations/{id}/cancel")).bearer_auth(TOKEN).send().await?;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let job = loop {
+            let job: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
+            if job["status"] != "running" {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let took = asked.elapsed();
+        assert_eq!(job["status"], "cancelled", "{phase}: {job}");
+        assert!(took < Duration::from_secs(1), "{phase}: cancelled {took:?} after the request; one step of the phase is 2 s");
+        // The phase never finished: its parent was never announced loaded, its model never
+        // announced pruned, its export never announced written.
+        let after = match phase {
+            "load" => p2law_shared::calibrate::Stage::Parent,
+            "prune" => p2law_shared::calibrate::Stage::Prune,
+            _ => p2law_shared::calibrate::Stage::Export,
+        };
+        let log = store.events(id, 0).await?;
+        assert!(!log.iter().any(|e| e.stage == after), "{phase}: the phase ran to its end: {:?}", log.iter().map(|e| e.stage).collect::<Vec<_>>());
+        if phase == "export" {
+            let left: Vec<String> = std::fs::read_dir(&exports).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+            assert!(left.is_empty(), "the cancelled export left {left:?}");
+        }
+        eprintln!("{phase}: cancelled {:.0} ms after the request", took.as_secs_f64() * 1000.0);
+        server.terminate(Duration::from_secs(30))?;
     }
     Ok(())
 }

@@ -294,6 +294,11 @@ async fn workers_whose_clocks_are_hours_off_take_no_unit_over_early() -> Result<
     // clock, one would see the other's leases as long expired and take its units over.
     let _ahead = Worker::start_skewed(&pg.url, shared.path(), "ahead", log_dir.path(), Some("+3h"))?;
     let _behind = Worker::start_skewed(&pg.url, shared.path(), "behind", log_dir.path(), Some("-3h"))?;
+    // Followed live over the server's event stream, which reads the workers' events from the database.
+    let stream = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { p2law_tests::read_events(&client, &url, id, Duration::from_secs(900), |_, _| false).await })
+    };
     let deadline = Instant::now() + Duration::from_secs(900);
     let job = loop {
         let j: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
@@ -305,6 +310,11 @@ async fn workers_whose_clocks_are_hours_off_take_no_unit_over_early() -> Result<
     };
     anyhow::ensure!(job["status"] == "done", "the job ended {job}\n{}", logs(log_dir.path()));
     let store = Store::open_postgres(&pg.url).await?;
+    let streamed = stream.await??;
+    let stored = events(&store, id).await;
+    assert_eq!(streamed.len(), stored.len(), "the stream ended with {:?}", streamed.last());
+    assert_eq!(streamed.last().map(|(name, _)| name.as_str()), Some("done"));
+    assert!(streamed.iter().filter(|(n, _)| n == "train").all(|(_, e)| e["worker"].is_string()), "train events name their worker");
     let units = store.queued_units(id).await?;
     assert!(units.iter().all(|u| u.status == "done" && u.attempts == 1), "a unit was claimed twice: {units:?}");
     let by: BTreeSet<&str> = units.iter().filter_map(|u| u.worker.as_deref()).collect();
@@ -353,4 +363,42 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_finished_by_two_workers_is_stored_once() -> Result<()> {
+    let Some(pg) = Postgres::start("a_unit_finished_by_two_workers_is_stored_once")? else { return Ok(()) };
+    let store = Store::open_postgres(&pg.url).await?;
+    let request: CalibrationRequest = serde_json::from_value(smoke())?;
+    let units = request.units().map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?;
+    let job = store.insert_queued_calibration(&request, &units).await?;
+    // w1 takes the first unit (a pretraining) and finishes it; the next ready unit is a pruned
+    // model of that parent, which w1 claims under a lease of a tenth of a second.
+    let first = store.claim_unit("w1", 30.0).await?.context("a unit to claim")?;
+    assert_eq!(first.unit, "pretrain:p2-nano");
+    // Nothing else is ready for w2 but the other parent's pretraining.
+    let other = store.claim_unit("w2", 30.0).await?.context("the other pretraining")?;
+    assert_eq!(other.unit, "pretrain:p2-micro");
+    assert_eq!(store.commit_unit(job.id, &first.unit, "w1", None, None).await?, p2law_backend::store::queue::Commit::Stored(None));
+    let a = store.claim_unit("w1", 0.1).await?.context("a pruned unit")?;
+    assert!(a.unit.starts_with("p2-nano/"), "{}", a.unit);
+    // Its lease runs out (w1 stalls): w2 takes the same unit over.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = store.claim_unit("w2", 30.0).await?.context("the expired unit")?;
+    assert_eq!((b.unit.as_str(), b.attempts), (a.unit.as_str(), 2));
+    assert_eq!(store.renew_lease(job.id, &a.unit, "w1", 30.0).await?, p2law_backend::store::queue::Lease::Lost);
+    // Both finish it, at once: one curve is stored, the other is told it was a duplicate.
+    let csv = "run,tokens,loss\nx,0,3.0\nx,100,2.5\n";
+    let parsed = p2law_shared::logs::parse("x.csv", csv, &Default::default())?;
+    let options = Default::default();
+    let upload = |name: &'static str| p2law_backend::store::NewUpload { filename: name, bytes: csv.as_bytes(), options: &options, parsed: &parsed };
+    let (u1, u2) = (upload("w1.csv"), upload("w2.csv"));
+    let (r1, r2) = tokio::join!(store.commit_unit(job.id, &a.unit, "w1", Some(&u1), None), store.commit_unit(job.id, &b.unit, "w2", Some(&u2), None));
+    let results = [r1?, r2?];
+    let stored = results.iter().filter(|r| matches!(r, p2law_backend::store::queue::Commit::Stored(Some(_)))).count();
+    let duplicates = results.iter().filter(|r| **r == p2law_backend::store::queue::Commit::Duplicate).count();
+    assert_eq!((stored, duplicates), (1, 1), "{results:?}");
+    assert_eq!(store.runs().await?.len(), 1);
+    assert_eq!(store.calibration(job.id).await?.context("job")?.units_done, 1);
+    Ok(())
 }

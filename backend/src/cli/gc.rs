@@ -21,6 +21,10 @@ pub struct Args {
     /// jobs no longer in the store).
     #[arg(long)]
     pub exports_days: Option<f64>,
+    /// Drop the original bytes of uploads made this many days ago (default: never; uploads are
+    /// kept byte for byte). Their runs and fits stay; `GET /api/uploads/{id}/raw` answers 410.
+    #[arg(long)]
+    pub upload_bytes_days: Option<f64>,
     /// Drop the progress events (steps without a checkpoint) of jobs finished this many days ago.
     #[arg(long, default_value_t = 30.0)]
     pub events_days: f64,
@@ -111,6 +115,9 @@ pub fn run(a: Args) -> Result<()> {
     let parents_age = days(a.parents_days, "parents-days")?;
     let exports_age = a.exports_days.map(|d| days(d, "exports-days")).transpose()?;
     days(a.events_days, "events-days")?;
+    if let Some(d) = a.upload_bytes_days {
+        days(d, "upload-bytes-days")?;
+    }
     let data = &a.data_dir;
     if !data.join("p2law.sqlite").exists() {
         bail!("{}: no p2law store here (p2law.sqlite); give the server's --data-dir", data.display());
@@ -162,6 +169,10 @@ pub fn run(a: Args) -> Result<()> {
     }
 
     let events = if a.dry_run { 0 } else { runtime.block_on(store.compact_events(a.events_days))? };
+    let originals = match a.upload_bytes_days {
+        Some(d) => Some(runtime.block_on(store.drop_upload_bytes(d, a.dry_run))?),
+        None => None,
+    };
     if a.vacuum && !a.dry_run {
         runtime.block_on(store.vacuum()).context("VACUUM (is a server writing? it waits for the server's transactions)")?;
     }
@@ -172,5 +183,8 @@ pub fn run(a: Args) -> Result<()> {
     }
     let total: u64 = sweep.removed.iter().map(|r| r.1).sum();
     println!("{verb} {} paths, {total} bytes; {events} progress events dropped", sweep.removed.len());
+    if let Some((n, bytes)) = originals {
+        println!("{} the original bytes of {n} uploads ({bytes} bytes); their runs stay", if a.dry_run { "would drop" } else { "dropped" });
+    }
     Ok(())
 }

@@ -186,7 +186,10 @@ impl Resolved {
 /// A Hugging Face parent, loaded, with `L0` measured on the held-out text.
 fn load_hf(h: &HfParent, r: &Resolved, corpus: &Corpus, ctx: &mut Context<'_>) -> Result<(Llama, ParentRecord), SweepError> {
     let started = Instant::now();
-    let model = h.load(r.seq_len + 1, &ctx.device.device).map_err(|e| SweepError::Request(e.to_string()))?;
+    let model = h.load_until(r.seq_len + 1, &ctx.device.device, ctx.cancel).map_err(|e| match e {
+        hf::HfError::Cancelled => SweepError::Cancelled,
+        e => SweepError::Request(e.to_string()),
+    })?;
     let l0 = train::evaluate(&model, &corpus.held_out, r.seq_len, EVAL_WINDOWS);
     let record = ParentRecord {
         name: r.name.clone(),
@@ -277,13 +280,19 @@ fn ensure_parent(p: &Parent, req: &CalibrationRequest, corpus: &Corpus, ctx: &mu
 
 /// Prunes a parent of `shape` for one unit, with statistics from windows of `seq_len` tokens.
 pub fn prune_unit(model: Llama, shape: &DecoderShape, seq_len: usize, pruning: Pruning, corpus: &Corpus) -> Result<Pruned, String> {
-    let stats = calib::collect(&model, &corpus.train, seq_len, CALIB_WINDOWS, 16);
+    prune_unit_until(model, shape, seq_len, pruning, corpus, &AtomicBool::new(false))?.ok_or_else(|| "cancelled".to_string())
+}
+
+/// [`prune_unit`], or `Ok(None)` once `cancel` is set while the statistics are collected.
+pub fn prune_unit_until(model: Llama, shape: &DecoderShape, seq_len: usize, pruning: Pruning, corpus: &Corpus, cancel: &AtomicBool) -> Result<Option<Pruned>, String> {
+    let compute = prune::Compute::for_device(&model.embed.weight.val().device());
+    let Some(stats) = calib::collect_until(&model, &corpus.train, seq_len, CALIB_WINDOWS, 16, compute, cancel) else { return Ok(None) };
     let r = match pruning {
         Pruning::Depth(rho) => prune::depth::prune(model, shape, &stats, rho),
         Pruning::Width(rho) => prune::width::prune(model, shape, &stats, rho),
         Pruning::Sparse(p) => prune::sparse::prune(model, shape, &stats, p.n, p.m),
     };
-    r.map_err(|e| e.to_string())
+    r.map(Some).map_err(|e| e.to_string())
 }
 
 /// What p2law records in an exported model's `config.json` (under `p2law`).
@@ -375,7 +384,9 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
                 continue;
             }
             cancelled(ctx)?;
-            let pruned = prune_unit(parent_model.clone(), &r.shape, r.seq_len, unit.pruning, corpus).map_err(|message| SweepError::Unit { unit: key.clone(), message })?;
+            let pruned = prune_unit_until(parent_model.clone(), &r.shape, r.seq_len, unit.pruning, corpus, ctx.cancel)
+                .map_err(|message| SweepError::Unit { unit: key.clone(), message })?
+                .ok_or(SweepError::Cancelled)?;
             crate::fault_point("prune");
             cancelled(ctx)?;
             (ctx.on_event)(CalibrationEvent {
@@ -406,7 +417,10 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
                 let _ = std::fs::remove_dir_all(&out);
                 let record = export_record(&r.name, unit, (pruned.rho, pruned.removed, &pruned.detail), req.tokens, &finished.points);
                 let shape = pruned.shape;
-                let written = hf::export(&finished.model, &shape, h, record, &out, EXPORT_SHARD_BYTES).map_err(|e| SweepError::Unit { unit: key.clone(), message: e.to_string() })?;
+                let written = hf::export_until(&finished.model, &shape, h, record, &out, EXPORT_SHARD_BYTES, ctx.cancel).map_err(|e| match e {
+                    hf::HfError::Cancelled => SweepError::Cancelled,
+                    e => SweepError::Unit { unit: key.clone(), message: e.to_string() },
+                })?;
                 (ctx.on_event)(CalibrationEvent { message: Some(format!("healed model written to {} ({} bytes)", written.dir.display(), written.bytes)), ..event(Stage::Export, Some(&key)) });
             }
             let curve = Curve {

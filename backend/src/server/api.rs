@@ -242,9 +242,16 @@ pub async fn delete_upload(State(state): State<AppState>, _: Authorized, super::
     if state.store().delete_upload(id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound(format!("upload {id}"))) }
 }
 
-/// `GET /api/uploads/{id}/raw`: the file exactly as uploaded.
+/// `GET /api/uploads/{id}/raw`: the file exactly as uploaded; 410 once retention dropped it.
 #[utoipa::path(get, path = "/api/uploads/{id}/raw", tag = "uploads", params(("id" = i64, Path, minimum = 1)),
-    responses((status = 400, body = ErrorBody), (status = 200, description = "the file exactly as uploaded", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, description = "the file exactly as uploaded", content_type = "application/octet-stream"), (status = 404, body = ErrorBody),
+        (status = 410, body = ErrorBody, description = "retention (`p2law gc --upload-bytes-days`) dropped the original; its runs stay")))]
 pub async fn upload_raw(State(state): State<AppState>, super::error::Id(id): super::error::Id) -> Result<Vec<u8>, ApiError> {
-    state.store().upload_bytes(id).await?.map(|(_, b)| b).ok_or_else(|| ApiError::NotFound(format!("upload {id}")))
+    match state.store().upload_original(id).await? {
+        Some(crate::store::Original::Kept { bytes, .. }) => Ok(bytes),
+        Some(crate::store::Original::Dropped { filename, at }) => {
+            Err(ApiError::Gone(format!("upload {id} ({filename}): its original bytes were dropped by retention (`p2law gc --upload-bytes-days`) at {at}; its runs stay")))
+        }
+        None => Err(ApiError::NotFound(format!("upload {id}"))),
+    }
 }

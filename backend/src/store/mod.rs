@@ -97,6 +97,14 @@ pub enum TokenChange {
 /// The shortest token `--token` accepts (generated ones have 68 characters).
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// An upload's original file as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Original {
+    Kept { filename: String, bytes: Vec<u8> },
+    /// `p2law gc --upload-bytes-days` dropped the bytes at `at`; the runs stay.
+    Dropped { filename: String, at: String },
+}
+
 /// One file to store with what was parsed from it.
 #[derive(Debug)]
 pub struct NewUpload<'a> {
@@ -334,8 +342,46 @@ impl Store {
 
     /// The original bytes of an upload.
     pub async fn upload_bytes(&self, id: i64) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        let row = sqlx::query(&sql(self.dialect, "SELECT filename, bytes FROM uploads WHERE id = ?")).bind(id).fetch_optional(&self.pool).await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        Ok(match self.upload_original(id).await? {
+            Some(Original::Kept { filename, bytes }) => Some((filename, bytes)),
+            _ => None,
+        })
+    }
+
+    /// An upload's original file, or when retention dropped it.
+    pub async fn upload_original(&self, id: i64) -> Result<Option<Original>, StoreError> {
+        let row = sqlx::query(&sql(self.dialect, "SELECT filename, bytes, bytes_dropped_at FROM uploads WHERE id = ?")).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| match r.get::<Option<String>, _>(2) {
+            Some(at) => Original::Dropped { filename: r.get(0), at },
+            None => Original::Kept { filename: r.get(0), bytes: r.get(1) },
+        }))
+    }
+
+    /// Retention of originals: drops the stored bytes of uploads made over `days` days ago
+    /// (their runs and the fits made from them stay; the upload reads back as dropped, with
+    /// when). Returns the uploads and bytes dropped; `dry_run` only counts them.
+    pub async fn drop_upload_bytes(&self, days: f64, dry_run: bool) -> Result<(u64, u64), StoreError> {
+        let d = self.dialect;
+        let cutoff = match d {
+            Dialect::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
+            Dialect::Postgres => "to_char((clock_timestamp() + CAST(? AS interval)) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+        };
+        let age = format!("-{} seconds", (days * 86_400.0).round() as i64);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&sql(d, &format!("SELECT COUNT(*), COALESCE(SUM(LENGTH(bytes)), 0) FROM uploads WHERE bytes_dropped_at IS NULL AND created_at < {cutoff}")))
+            .bind(&age)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (n, bytes): (i64, i64) = (row.get(0), row.get(1));
+        if !dry_run {
+            sqlx::query(&sql(d, &format!("UPDATE uploads SET bytes = ?, bytes_dropped_at = {{now}} WHERE bytes_dropped_at IS NULL AND created_at < {cutoff}")))
+                .bind(Vec::<u8>::new())
+                .bind(&age)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((n as u64, bytes as u64))
     }
 
     fn run_summary(r: &AnyRow) -> RunSummary {

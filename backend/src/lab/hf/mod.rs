@@ -42,6 +42,9 @@ pub enum HfError {
     Checkpoint { path: String, message: String },
     #[error("{path}: {message}")]
     Tokenizer { path: String, message: String },
+    /// A cancel was asked while loading or exporting.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Tokenizer and generation files copied into an export as they are.
@@ -197,6 +200,12 @@ impl HfParent {
 
     /// Streams the weights into a module for sequences up to `max_seq_len` tokens.
     pub fn load(&self, max_seq_len: usize, device: &Device) -> Result<Llama, HfError> {
+        self.load_until(max_seq_len, device, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`HfParent::load`], stopping with [`HfError::Cancelled`] before the next layer once
+    /// `cancel` is set (a large checkpoint's load is minutes of reading).
+    pub fn load_until(&self, max_seq_len: usize, device: &Device, cancel: &std::sync::atomic::AtomicBool) -> Result<Llama, HfError> {
         let s = self.config.shape;
         let (h, i, v) = (s.hidden_size as usize, s.intermediate_size as usize, s.vocab_size as usize);
         let (q, kv) = ((s.num_attention_heads * s.head_dim) as usize, (s.num_key_value_heads * s.head_dim) as usize);
@@ -214,6 +223,10 @@ impl HfParent {
         let embed = Embedding { weight: Param::from_tensor(self.tensor("model.embed_tokens.weight", [v, h], false, device, &mut used)?) };
         let mut blocks = Vec::with_capacity(s.num_hidden_layers as usize);
         for l in 0..s.num_hidden_layers as usize {
+            crate::slow_point("load", cancel);
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(HfError::Cancelled);
+            }
             let a = |p: &str| layer_name(l, &format!("self_attn.{p}_proj"));
             let m = |p: &str| layer_name(l, &format!("mlp.{p}_proj"));
             let bias = s.attention_bias;
@@ -298,6 +311,12 @@ fn entries<'a>(model: &'a Llama) -> Vec<Entry<'a>> {
 /// when larger), and the parent's tokenizer files. `record` goes into the config under `p2law`.
 /// The directory appears complete or not at all; an existing non-empty `out` is refused.
 pub fn export(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Value, out: &Path, max_shard_bytes: u64) -> Result<Exported, HfError> {
+    export_until(model, shape, parent, record, out, max_shard_bytes, &std::sync::atomic::AtomicBool::new(false))
+}
+
+/// [`export`], stopping with [`HfError::Cancelled`] before the next tensor once `cancel` is set;
+/// the partial directory is removed and `out` is left as it was.
+pub fn export_until(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Value, out: &Path, max_shard_bytes: u64, cancel: &std::sync::atomic::AtomicBool) -> Result<Exported, HfError> {
     if out.exists() && std::fs::read_dir(out).map_err(io(out))?.next().is_some() {
         return Err(HfError::Checkpoint { path: out.display().to_string(), message: "exists and is not empty; choose a new directory".into() });
     }
@@ -313,7 +332,7 @@ pub fn export(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Va
     }
     let tmp = parent_dir.join(format!("{prefix}{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let result = write_dir(model, shape, parent, record, &tmp, max_shard_bytes);
+    let result = write_dir(model, shape, parent, record, &tmp, max_shard_bytes, cancel);
     let mut files = match result {
         Ok(files) => files,
         Err(e) => {
@@ -331,7 +350,7 @@ pub fn export(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Va
     Ok(Exported { dir: out.to_path_buf(), files, bytes })
 }
 
-fn write_dir(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Value, dir: &Path, max_shard_bytes: u64) -> Result<Vec<String>, HfError> {
+fn write_dir(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Value, dir: &Path, max_shard_bytes: u64, cancel: &std::sync::atomic::AtomicBool) -> Result<Vec<String>, HfError> {
     let dtype = parent.dtype;
     if shape.tie_word_embeddings != model.head.is_none() {
         return Err(HfError::Checkpoint {
@@ -358,7 +377,7 @@ fn write_dir(model: &Llama, shape: &DecoderShape, parent: &HfParent, record: Val
     let n = shards.len();
     for (k, shard) in shards.iter().enumerate() {
         let name = if n == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{n:05}.safetensors", k + 1) };
-        st::write(&dir.join(&name), shard, dtype)?;
+        st::write_until(&dir.join(&name), shard, dtype, cancel)?;
         for e in shard {
             total += e.shape.iter().product::<usize>() as u64 * dtype.size() as u64;
             weight_map.insert(e.name.clone(), Value::String(name.clone()));

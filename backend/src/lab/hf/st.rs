@@ -167,6 +167,12 @@ impl std::fmt::Debug for Entry<'_> {
 /// Writes `entries` (in order) as one safetensors file with `{"format": "pt"}` metadata, which
 /// transformers requires. The file appears at `path` only when complete.
 pub fn write(path: &Path, entries: &[Entry<'_>], dtype: DType) -> Result<u64, HfError> {
+    write_until(path, entries, dtype, &std::sync::atomic::AtomicBool::new(false))
+}
+
+/// [`write`], stopping with [`HfError::Cancelled`] before the next tensor once `cancel` is set
+/// (the partial file is removed).
+pub fn write_until(path: &Path, entries: &[Entry<'_>], dtype: DType, cancel: &std::sync::atomic::AtomicBool) -> Result<u64, HfError> {
     let io = |source| HfError::Io { path: path.display().to_string(), source };
     let mut header = Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
@@ -187,6 +193,12 @@ pub fn write(path: &Path, entries: &[Entry<'_>], dtype: DType) -> Result<u64, Hf
     w.write_all(&text).map_err(io)?;
     let mut buf = Vec::new();
     for e in entries {
+        crate::slow_point("export", cancel);
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            drop(w);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(HfError::Cancelled);
+        }
         let data = (e.values)();
         let values = data.as_slice::<f32>().map_err(|err| HfError::Weights { path: path.display().to_string(), tensor: e.name.clone(), message: format!("{err:?}") })?;
         if values.len() != e.shape.iter().product::<usize>() {

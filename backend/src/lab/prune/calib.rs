@@ -87,6 +87,12 @@ pub fn collect(model: &Llama, data: &[u32], seq: usize, count: usize, batch: usi
 
 /// [`collect`] with the given compute.
 pub fn collect_with(model: &Llama, data: &[u32], seq: usize, count: usize, batch: usize, compute: Compute) -> Vec<LayerStats> {
+    collect_until(model, data, seq, count, batch, compute, &std::sync::atomic::AtomicBool::new(false)).unwrap_or_default()
+}
+
+/// [`collect_with`], or `None` once `cancel` is set (checked before each batch of windows: the
+/// statistics of a large parent are many forward passes).
+pub fn collect_until(model: &Llama, data: &[u32], seq: usize, count: usize, batch: usize, compute: Compute, cancel: &std::sync::atomic::AtomicBool) -> Option<Vec<LayerStats>> {
     let model = model.valid();
     let device = &model.embed.weight.val().device();
     let mut stats = Vec::new();
@@ -94,9 +100,13 @@ pub fn collect_with(model: &Llama, data: &[u32], seq: usize, count: usize, batch
     let stride = ((data.len() - seq) / count.max(1)).max(1);
     let starts: Vec<usize> = (0..count).map(|w| w * stride).collect();
     for chunk in starts.chunks(batch.max(1)) {
+        crate::slow_point("prune", cancel);
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let ids: Vec<i64> = chunk.iter().flat_map(|&s| data[s..s + seq].iter().map(|&t| i64::from(t))).collect();
         let t = Tensor::<2, Int>::from_data(TensorData::new(ids, [chunk.len(), seq]), device);
         accumulate(&model, t, &mut stats, &mut tokens, compute);
     }
-    stats
+    Some(stats)
 }
