@@ -549,3 +549,48 @@ async fn a_cancel_stops_a_long_load_prune_or_export_in_the_middle() -> Result<()
     }
     Ok(())
 }
+
+/// `p2law calibrate --out DIR` into a DIR an earlier run filled resumes: finished units are
+/// kept, not run again; the one missing (as after a kill) is run, to the same curve; another
+/// sweep into the same DIR is refused.
+#[test]
+fn calibrate_resumes_into_its_out_directory() -> Result<()> {
+    corpus_ready()?;
+    let (data, out) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let bin = p2law_tests::p2law_bin()?;
+    let corpus = p2law_tests::corpus_dir().join("shakespeare");
+    let run = |extra: &[&str]| -> Result<std::process::Output> {
+        Ok(std::process::Command::new(&bin)
+            .args(["calibrate", "--preset", "smoke", "--parents", "p2-nano", "--methods", "depth,width", "--device", "cpu", "--data-dir"])
+            .arg(data.path())
+            .arg("--corpus")
+            .arg(&corpus)
+            .arg("--out")
+            .arg(out.path())
+            .args(extra)
+            .output()?)
+    };
+    let trained = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).matches("  done ").count();
+    let first = run(&[])?;
+    anyhow::ensure!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(trained(&first), 2);
+    let curves = std::fs::read_to_string(out.path().join("curves.csv"))?;
+    // A rerun keeps both units and trains nothing.
+    let again = run(&[])?;
+    anyhow::ensure!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(trained(&again), 0, "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("resuming: 2 of 2 units already finished"));
+    assert_eq!(std::fs::read_to_string(out.path().join("curves.csv"))?, curves);
+    // One unit's curve lost (the run was killed before it finished): only that one is trained,
+    // and it comes out the same.
+    std::fs::remove_file(out.path().join("units").join("p2-nano_width_0.25.csv"))?;
+    let resumed = run(&[])?;
+    anyhow::ensure!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(trained(&resumed), 1, "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(std::fs::read_to_string(out.path().join("curves.csv"))?, curves);
+    // Another sweep into the same directory is refused, naming it.
+    let other = run(&["--tokens", "4096"])?;
+    assert_eq!(other.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("holds the units of another sweep"), "{}", String::from_utf8_lossy(&other.stderr));
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! `p2law calibrate`: a calibration sweep in this process — pretrain (or reuse) parents, prune,
 //! post-train, and fit the P² law — with a progress line on stderr. Writes the curves as
-//! canonical CSV and the fit as JSON into `--out`.
+//! canonical CSV and the fit as JSON into `--out`. Each unit's curve is also written to
+//! `--out/units/` as soon as it finishes, so a rerun into the same `--out` keeps the finished
+//! units and runs only the rest.
 
 use crate::lab::{device, sweep};
 use anyhow::{Context, Result, bail};
@@ -29,7 +31,8 @@ pub struct Args {
     /// Cache of pretrained parents and run checkpoints (a rerun resumes from them).
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
-    /// Output directory: `curves.csv` (canonical) and `fit.json`.
+    /// Output directory: `curves.csv` (canonical) and `fit.json`, and `units/` (each finished
+    /// unit's curve, and the sweep it belongs to): a rerun into it resumes.
     #[arg(long, default_value = "calibration")]
     pub out: PathBuf,
     /// Override the preset's post-training tokens per pruned model.
@@ -110,13 +113,21 @@ pub fn run(a: Args) -> Result<()> {
     }
     let dev = device::select(a.device).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let kept = finished_units(&a.out.join("units"), &request, &units)?;
     eprintln!("p2law calibrate: {} units on {}; corpus {}", units.len(), dev.describe(), corpus_path.display());
+    if !kept.is_empty() {
+        eprintln!("resuming: {} of {} units already finished in {}", kept.len(), units.len(), a.out.join("units").display());
+    }
+    let done: BTreeMap<String, ()> = kept.keys().map(|k| (k.clone(), ())).collect();
+    let units_dir = a.out.join("units");
     let started = Instant::now();
     let cancel = AtomicBool::new(false);
-    let finished = std::cell::Cell::new(0usize);
+    let finished = std::cell::Cell::new(kept.len());
     let total = units.len();
     let mut on_event = |e: CalibrationEvent| progress_line(&e, finished.get(), total, started);
     let mut on_curve = |u: &Unit, c: &Curve| -> Result<(), String> {
+        let path = units_dir.join(unit_file(&u.key()));
+        crate::write_atomic(&path, logs::canonical::write_csv(std::slice::from_ref(c)).as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
         finished.set(finished.get() + 1);
         let last = c.points.last().map_or(f64::NAN, |p| p.loss);
         eprintln!("\r\x1b[K  done {} ({}/{total}): rho {:.4}, loss {:.4} -> {:.4}", u.key(), finished.get(), c.rho.unwrap_or(0.0), c.points[0].loss, last);
@@ -132,7 +143,11 @@ pub fn run(a: Args) -> Result<()> {
         on_event: &mut on_event,
         on_curve: &mut on_curve,
     };
-    let curves = sweep::run(&request, &corpus_path, &BTreeMap::new(), &mut ctx)?;
+    let fresh = sweep::run(&request, &corpus_path, &done, &mut ctx)?;
+    // Every unit's curve, in the sweep's order: those kept from an earlier run and those made now.
+    let mut by_key: BTreeMap<String, Curve> = kept;
+    by_key.extend(fresh.into_iter().map(|c| (c.run.clone(), c)));
+    let curves: Vec<Curve> = units.iter().filter_map(|u| by_key.remove(&u.key())).collect();
     let csv_path = a.out.join("curves.csv");
     super::write_atomic(&csv_path, logs::canonical::write_csv(&curves).as_bytes())?;
     let report = sweep::fit(&curves, a.seed).map_err(|e| anyhow::anyhow!("fitting the P² law: {e}"))?;
@@ -162,6 +177,46 @@ pub fn run(a: Args) -> Result<()> {
     }
     println!("wall time {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A unit's file in `units/`.
+fn unit_file(key: &str) -> String {
+    format!("{}.csv", key.replace(['/', ':'], "_"))
+}
+
+/// The curves of the units an earlier run into the same `--out` finished, by key; records the
+/// sweep in `units/request.json` on a first run and refuses a directory holding another sweep's.
+fn finished_units(dir: &std::path::Path, request: &CalibrationRequest, units: &[Unit]) -> Result<BTreeMap<String, Curve>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let record = dir.join("request.json");
+    // What makes the curves: everything but the device (a CPU and a GPU run are the same sweep).
+    let mut key = request.clone();
+    key.device = Default::default();
+    let wanted = serde_json::to_value(&key)?;
+    match std::fs::read_to_string(&record) {
+        Ok(text) => {
+            let stored: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not a sweep p2law wrote", record.display()))?;
+            if stored != wanted {
+                bail!("{} holds the units of another sweep ({}); use another --out, or remove {} to start over", dir.display(), record.display(), dir.display());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::write_atomic(&record, serde_json::to_string_pretty(&wanted)?.as_bytes())?,
+        Err(e) => return Err(e).with_context(|| record.display().to_string()),
+    }
+    let mut out = BTreeMap::new();
+    for u in units {
+        let path = dir.join(unit_file(&u.key()));
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let name = path.display().to_string();
+        let parsed = logs::parse(&name, &text, &Default::default()).with_context(|| format!("{name}: a unit's curve from an earlier run"))?;
+        match parsed.curves.into_iter().next() {
+            Some(c) if c.run == u.key() => {
+                out.insert(u.key(), c);
+            }
+            _ => bail!("{name}: does not hold the curve of unit {}", u.key()),
+        }
+    }
+    Ok(out)
 }
 
 fn progress_line(e: &CalibrationEvent, done: usize, total: usize, started: Instant) {

@@ -32,6 +32,12 @@ pub enum StoreError {
     Json { table: &'static str, id: i64, source: serde_json::Error },
     #[error("run {id} does not exist")]
     MissingRun { id: i64 },
+    /// A calibration job vanished between two statements (deleted meanwhile).
+    #[error("calibration job {id} does not exist")]
+    MissingJob { id: i64 },
+    /// A stored curve upload parsed to no run (a canonical CSV always holds one).
+    #[error("the curve of calibration job {job} parsed to no run")]
+    EmptyCurve { job: i64 },
     #[error("the operating system's random source failed: {0}")]
     Entropy(String),
     #[error("the configured token (--token or P2LAW_TOKEN) was revoked at {at} by `p2law token` or a newer --token; use the current token or give a new one")]
@@ -577,7 +583,7 @@ impl Store {
             .fetch_one(&self.pool)
             .await?
             .get(0);
-        self.calibration(id).await?.ok_or(StoreError::MissingRun { id })
+        self.calibration(id).await?.ok_or(StoreError::MissingJob { id })
     }
 
     pub async fn calibration(&self, id: i64) -> Result<Option<CalibrationJob>, StoreError> {
@@ -725,7 +731,7 @@ impl Store {
     pub async fn insert_calibration_run(&self, job: i64, unit: &str, file: &NewUpload<'_>) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let (_, runs) = Self::insert_upload_tx(self.dialect, &mut tx, file).await?;
-        let run_id = runs.first().map(|r| r.id).ok_or(StoreError::MissingRun { id: job })?;
+        let run_id = runs.first().map(|r| r.id).ok_or(StoreError::EmptyCurve { job })?;
         sqlx::query(&sql(self.dialect, "INSERT INTO calibration_runs (job_id, unit, run_id) VALUES (?, ?, ?)")).bind(job).bind(unit).bind(run_id).execute(&mut *tx).await?;
         sqlx::query(&sql(self.dialect, &format!("UPDATE calibrations SET updated_at = {{now}} WHERE id = ?"))).bind(job).execute(&mut *tx).await?;
         tx.commit().await?;

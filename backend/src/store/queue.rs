@@ -126,7 +126,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        self.calibration(id).await?.ok_or(StoreError::MissingRun { id })
+        self.calibration(id).await?.ok_or(StoreError::MissingJob { id })
     }
 
     /// Whether a job's units are queued for workers.
@@ -168,7 +168,7 @@ impl Store {
         let (job, unit, kind, attempts): (i64, String, String, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
         sqlx::query(&sql(d, "UPDATE calibrations SET status = 'running', updated_at = {now} WHERE id = ? AND status = 'queued'")).bind(job).execute(&mut *tx).await?;
         tx.commit().await?;
-        let job = self.calibration(job).await?.ok_or(StoreError::MissingRun { id: job })?;
+        let job = self.calibration(job).await?.ok_or(StoreError::MissingJob { id: job })?;
         Ok(Some(Claim { job, unit, kind: UnitKind::parse(&kind).unwrap_or(UnitKind::Train), attempts }))
     }
 
@@ -244,7 +244,7 @@ impl Store {
         let run_id = match file {
             Some(f) => {
                 let (_, runs) = Self::insert_upload_tx(self.dialect, &mut tx, f).await?;
-                let run_id = runs.first().map(|r| r.id).ok_or(StoreError::MissingRun { id: job })?;
+                let run_id = runs.first().map(|r| r.id).ok_or(StoreError::EmptyCurve { job })?;
                 sqlx::query(&sql(self.dialect, "INSERT INTO calibration_runs (job_id, unit, run_id) VALUES (?, ?, ?)")).bind(job).bind(unit).bind(run_id).execute(&mut *tx).await?;
                 Some(run_id)
             }

@@ -401,7 +401,9 @@ pub(crate) fn par_map<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(
             return std::thread::scope(|s| {
                 let handles: Vec<_> =
                     items.chunks(chunk).map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>())).collect();
-                handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+                // A worker that panicked takes the fit down with it: its items are not dropped
+                // from the result as if they had never been asked for.
+                handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
             });
         }
     }
@@ -417,6 +419,16 @@ pub fn predict(law: LawForm, params: &[f64], x: &crate::law::Inputs) -> f64 {
 pub(crate) mod tests {
     use super::*;
     use crate::data::CurvePoint;
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    #[should_panic(expected = "item 5")]
+    fn a_panicking_worker_is_not_dropped_from_the_result() {
+        let items: Vec<usize> = (0..64).collect();
+        let out = par_map(4, &items, |&i| if i == 5 { panic!("item 5") } else { i });
+        // Before: the panicking chunk's 16 items were silently missing.
+        assert_eq!(out.len(), 64);
+    }
 
     /// Curves drawn exactly from a P² law: the fit must recover the generating loss surface.
     pub(crate) fn p2_curves(truth: &[f64], noise: f64, seed: u64) -> Vec<Curve> {
