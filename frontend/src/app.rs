@@ -60,11 +60,7 @@ pub fn App() -> impl IntoView {
 
 /// Fetches `GET /api/fits/{id}`.
 pub async fn fetch_fit(id: i64) -> Result<p2law_shared::api::StoredFit, String> {
-    let resp = gloo_net::http::Request::get(&format!("/api/fits/{id}")).send().await.map_err(|e| format!("server fit {id}: {e}"))?;
-    if !resp.ok() {
-        return Err(format!("server fit {id}: HTTP {}", resp.status()));
-    }
-    resp.json().await.map_err(|e| format!("server fit {id}: {e}"))
+    crate::api::get(&format!("server fit {id}"), &format!("/api/fits/{id}")).await
 }
 
 #[component]

@@ -27,8 +27,7 @@ fn list(text: &str) -> Vec<String> {
 }
 
 async fn fetch_jobs() -> Result<Vec<CalibrationJob>, String> {
-    let resp = gloo_net::http::Request::get("/api/calibrations").send().await.map_err(|e| e.to_string())?;
-    resp.json().await.map_err(|e| e.to_string())
+    crate::api::get("jobs", "/api/calibrations").await
 }
 
 fn refresh(jobs: RwSignal<Vec<CalibrationJob>>) {
@@ -94,18 +93,16 @@ pub fn CalibratePage() -> impl IntoView {
     let models_dir = RwSignal::new(String::new());
     refresh(jobs);
     leptos::task::spawn_local(async move {
-        let Ok(resp) = gloo_net::http::Request::get("/api/lab").send().await else { return };
-        let Ok(lab) = resp.json::<serde_json::Value>().await else { return };
-        models_dir.set(lab["models_dir"].as_str().unwrap_or("").to_string());
-        let found = lab["models"].as_array().cloned().unwrap_or_default();
+        let Ok(lab) = crate::api::get::<p2law_shared::api::LabInfo>("lab", "/api/lab").await else { return };
+        models_dir.set(lab.models_dir.clone());
         models.set(
-            found
+            lab.models
                 .iter()
-                .filter(|m| m["error"].is_null())
+                .filter(|m| m.error.is_none())
                 .map(|m| {
-                    let name = m["name"].as_str().unwrap_or("").to_string();
-                    let label = format!("{name} ({}, {:.2e} params, {} layers)", m["architecture"].as_str().unwrap_or("?"), m["parameters"].as_f64().unwrap_or(0.0), m["layers"]);
-                    (name, label)
+                    let layers = m.layers.map_or("?".to_string(), |l| l.to_string());
+                    let label = format!("{} ({}, {:.2e} params, {layers} layers)", m.name, m.architecture.as_deref().unwrap_or("?"), m.parameters.unwrap_or(0) as f64);
+                    (m.name.clone(), label)
                 })
                 .collect(),
         );
@@ -158,16 +155,7 @@ pub fn CalibratePage() -> impl IntoView {
         }
         message.set("starting…".into());
         leptos::task::spawn_local(async move {
-            let sent = gloo_net::http::Request::post("/api/calibrations").header("Authorization", &format!("Bearer {}", t.trim())).json(&req);
-            let result: Result<CalibrationJob, String> = async {
-                let resp = sent.map_err(|e| e.to_string())?.send().await.map_err(|e| e.to_string())?;
-                if !resp.ok() {
-                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                    return Err(format!("refused (HTTP {}): {}", resp.status(), body["error"].as_str().unwrap_or("")));
-                }
-                resp.json().await.map_err(|e| e.to_string())
-            }
-            .await;
+            let result: Result<CalibrationJob, String> = crate::api::post_json("refused", "/api/calibrations", Some(&t), &req).await;
             match result {
                 Ok(job) => {
                     message.set(format!("job #{} queued", job.id));
@@ -182,7 +170,9 @@ pub fn CalibratePage() -> impl IntoView {
     let cancel = move |id: i64| {
         let t = token.get();
         leptos::task::spawn_local(async move {
-            let _ = gloo_net::http::Request::post(&format!("/api/calibrations/{id}/cancel")).header("Authorization", &format!("Bearer {}", t.trim())).send().await;
+            if let Err(e) = crate::api::post::<CalibrationJob>("cancel refused", &format!("/api/calibrations/{id}/cancel"), Some(&t)).await {
+                message.set(e);
+            }
             refresh(jobs);
         });
     };

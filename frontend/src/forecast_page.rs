@@ -39,12 +39,7 @@ pub fn ForecastPage() -> impl IntoView {
         file.set(None);
         leptos::task::spawn_local(async move {
             let got = async {
-                let resp = gloo_net::http::Request::get(&format!("/api/runs/{id}")).send().await.map_err(|e| e.to_string())?;
-                if !resp.ok() {
-                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                    return Err(format!("server run {id}: HTTP {}: {}", resp.status(), body["error"].as_str().unwrap_or("")));
-                }
-                resp.json::<RunDetail>().await.map_err(|e| e.to_string())
+                crate::api::get::<RunDetail>(&format!("server run {id}"), &format!("/api/runs/{id}")).await
             }
             .await;
             stored.set(Some(got));

@@ -10,6 +10,7 @@
 //! - [`forecast`]: the Forecast page's parse, forecast and picture of one run's partial log;
 //! - `app`, `refit_page`, `calibrate_page`, `forecast_page` (wasm only): the Leptos components.
 
+pub mod api;
 pub mod calibrate;
 pub mod compute;
 pub mod fits;

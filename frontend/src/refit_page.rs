@@ -261,12 +261,10 @@ pub fn RefitPage() -> impl IntoView {
                     let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).map_err(|_| "blob".to_string())?;
                     form.append_with_blob_and_filename("file", &blob, &f.name).map_err(|_| "file".to_string())?;
                 }
-                let request = gloo_net::http::Request::post("/api/uploads").header("Authorization", &format!("Bearer {t}")).body(form);
-                let up: UploadResponse = send_checked("upload", request).await?;
+                let up: UploadResponse = crate::api::post_form("upload refused", "/api/uploads", Some(&t), form).await?;
                 req.run_ids = up.files.iter().flat_map(|f| f.runs.iter().map(|r| r.id)).collect();
                 status.set("fitting on the server…".into());
-                let request = gloo_net::http::Request::post("/api/fits").header("Authorization", &format!("Bearer {t}")).json(&req);
-                send_checked::<StoredFit>("fit", request).await
+                crate::api::post_json::<_, StoredFit>("fit refused", "/api/fits", Some(&t), &req).await
             }
             .await;
             busy.set(false);
@@ -376,12 +374,3 @@ pub fn RefitPage() -> impl IntoView {
     }
 }
 
-/// Sends a request and reads its JSON answer; a refusal becomes the server's message.
-async fn send_checked<T: serde::de::DeserializeOwned>(what: &str, request: Result<gloo_net::http::Request, gloo_net::Error>) -> Result<T, String> {
-    let resp = request.map_err(|e| e.to_string())?.send().await.map_err(|e| e.to_string())?;
-    if !resp.ok() {
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        return Err(format!("{what} refused (HTTP {}): {}", resp.status(), body["error"].as_str().unwrap_or("")));
-    }
-    resp.json().await.map_err(|e| e.to_string())
-}

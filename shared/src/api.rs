@@ -312,3 +312,57 @@ impl PredictRequest {
         }
     }
 }
+
+/// A preset sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NamedPreset {
+    pub name: String,
+    pub request: crate::calibrate::CalibrationRequest,
+}
+
+/// A Hugging Face checkpoint in the models directory, as its config describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelInfo {
+    /// The parent's name in a request: `hf:` and the directory name.
+    pub name: String,
+    pub architecture: Option<String>,
+    pub parameters: Option<u64>,
+    pub layers: Option<u64>,
+    pub dtype: Option<String>,
+    /// Why it cannot be used, when it cannot.
+    pub error: Option<String>,
+}
+
+/// What the lab offers: the built-in parents, the Hugging Face checkpoints in the models
+/// directory, the presets and the wgpu adapters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LabInfo {
+    pub parents: Vec<ParentInfo>,
+    pub models_dir: String,
+    pub models: Vec<ModelInfo>,
+    pub presets: Vec<NamedPreset>,
+    pub adapters: Vec<String>,
+    pub corpus_dir: String,
+    pub corpora: Vec<String>,
+}
+
+/// A built-in parent as `GET /api/lab` lists it: [`crate::calibrate::Parent`] on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ParentInfo {
+    pub name: String,
+    pub shape: crate::models::DecoderShape,
+    pub pretrain_tokens: u64,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub peak_lr: f64,
+}
+
+impl From<&crate::calibrate::Parent> for ParentInfo {
+    fn from(p: &crate::calibrate::Parent) -> Self {
+        Self { name: p.name.to_string(), shape: p.shape, pretrain_tokens: p.pretrain_tokens, batch: p.batch, seq_len: p.seq_len, peak_lr: p.peak_lr }
+    }
+}

@@ -11,9 +11,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use p2law_shared::api::ErrorBody;
+use p2law_shared::api::{ErrorBody, LabInfo, ModelInfo, NamedPreset, ParentInfo};
 use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, CalibrationRequest, DeviceChoice, FAMILY, Stage};
-use serde::Serialize;
 use std::convert::Infallible;
 
 /// `POST /api/calibrations`: queues a sweep.
@@ -189,26 +188,6 @@ where
     })
 }
 
-/// A preset sweep.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct NamedPreset {
-    pub name: String,
-    pub request: CalibrationRequest,
-}
-
-/// A Hugging Face checkpoint in the models directory, as its config describes it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ModelInfo {
-    /// The parent's name in a request: `hf:` and the directory name.
-    pub name: String,
-    pub architecture: Option<String>,
-    pub parameters: Option<u64>,
-    pub layers: Option<u64>,
-    pub dtype: Option<String>,
-    /// Why it cannot be used, when it cannot.
-    pub error: Option<String>,
-}
-
 fn models(dir: &std::path::Path) -> Vec<ModelInfo> {
     let mut out: Vec<ModelInfo> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().join("config.json").exists()).collect::<Vec<_>>())
@@ -233,19 +212,6 @@ fn models(dir: &std::path::Path) -> Vec<ModelInfo> {
     out
 }
 
-/// What the lab offers: the built-in parents, the Hugging Face checkpoints in the models
-/// directory, the presets and the wgpu adapters.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LabInfo {
-    pub parents: Vec<p2law_shared::calibrate::Parent>,
-    pub models_dir: String,
-    pub models: Vec<ModelInfo>,
-    pub presets: Vec<NamedPreset>,
-    pub adapters: Vec<String>,
-    pub corpus_dir: String,
-    pub corpora: Vec<String>,
-}
-
 #[utoipa::path(get, path = "/api/lab", tag = "calibrations", responses((status = 200, body = LabInfo)))]
 pub async fn info(State(state): State<AppState>) -> Json<LabInfo> {
     let adapters = tokio::task::spawn_blocking(device::adapters).await.unwrap_or_default();
@@ -262,7 +228,7 @@ pub async fn info(State(state): State<AppState>) -> Json<LabInfo> {
     .await
     .unwrap_or_default();
     Json(LabInfo {
-        parents: FAMILY.to_vec(),
+        parents: FAMILY.iter().map(ParentInfo::from).collect(),
         models_dir: lab.public_path(&models_dir),
         models: found,
         presets: ["smoke", "mini"].iter().filter_map(|p| CalibrationRequest::preset(p).ok().map(|request| NamedPreset { name: p.to_string(), request })).collect(),
