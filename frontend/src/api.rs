@@ -72,6 +72,48 @@ pub async fn post<T: DeserializeOwned>(what: &str, path: &str, token: Option<&st
     read(what, resp).await
 }
 
+#[cfg(target_arch = "wasm32")]
+type Listener = wasm_bindgen::closure::Closure<dyn FnMut(web_sys::MessageEvent)>;
+
+#[cfg(target_arch = "wasm32")]
+thread_local! {
+    /// The open event stream and its listener (dropped together when another job is followed).
+    static SOURCE: std::cell::RefCell<Option<(web_sys::EventSource, Listener)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Follows calibration job `id`'s server-sent events (`GET /api/calibrations/{id}/events`: the
+/// log so far, then live ones) into `on_event`, closing any stream already open; the stream is
+/// closed after the job's final event.
+#[cfg(target_arch = "wasm32")]
+pub fn follow_job(id: i64, mut on_event: impl FnMut(p2law_shared::calibrate::CalibrationEvent) + 'static) {
+    use p2law_shared::calibrate::{CalibrationEvent, Stage};
+    use wasm_bindgen::JsCast;
+    SOURCE.with(|s| {
+        if let Some((old, _)) = s.borrow_mut().take() {
+            old.close();
+        }
+    });
+    let Ok(source) = web_sys::EventSource::new(&format!("/api/calibrations/{id}/events")) else { return };
+    let listener: Listener = wasm_bindgen::closure::Closure::new(move |m: web_sys::MessageEvent| {
+        let Some(text) = m.data().as_string() else { return };
+        let Ok(e) = serde_json::from_str::<CalibrationEvent>(&text) else { return };
+        let end = e.stage.is_final();
+        on_event(e);
+        if end {
+            SOURCE.with(|s| {
+                if let Some((src, _)) = s.borrow().as_ref() {
+                    src.close();
+                }
+            });
+        }
+    });
+    // Every stage is its own SSE event name; `message` is the default one.
+    for stage in Stage::ALL.iter().map(|s| s.as_str()).chain(["message"]) {
+        let _ = source.add_event_listener_with_callback(stage, listener.as_ref().unchecked_ref());
+    }
+    SOURCE.with(|s| *s.borrow_mut() = Some((source, listener)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,8 @@ pub struct LiveCurves {
     pub status: String,
     pub finished: Option<CalibrationEvent>,
     pub last_seq: u64,
+    /// The unit whose held-out checkpoint came last.
+    pub latest: Option<String>,
 }
 
 impl LiveCurves {
@@ -51,6 +53,7 @@ impl LiveCurves {
         if e.stage == Stage::Train {
             if let Some(p) = e.point {
                 self.curves.entry(unit.clone()).or_insert_with(|| Curve::new(unit.clone())).points.push(p);
+                self.latest = Some(unit.clone());
             }
         }
         let eta = e.eta_s.map_or(String::new(), |s| format!(" · about {} left", human_seconds(s)));
@@ -105,6 +108,9 @@ mod tests {
         }
         assert_eq!(live.curves["a"].points.len(), 2);
         assert_eq!(live.curves["b"].points.len(), 1);
+        // The unit training now is the one whose checkpoint came last (a progress step without
+        // one does not change it).
+        assert_eq!(live.latest.as_deref(), Some("b"));
         assert!(live.status.contains("step 1/10") && live.status.contains("30 s left"), "{}", live.status);
         assert!(live.svg().contains("<svg"));
         live.apply(&ev(5, Stage::Done, "", None));

@@ -5,18 +5,8 @@
 use crate::calibrate::{DEFAULT_GFLOPS, LiveCurves, estimate};
 use leptos::prelude::*;
 use p2law_shared::calibrate::{CalibrationEvent, CalibrationJob, CalibrationRequest, DeviceChoice, FAMILY, NmPattern, PruneMethod, Stage};
-use std::cell::RefCell;
-use wasm_bindgen::JsCast;
-use wasm_bindgen::closure::Closure;
 
 const TOKEN_KEY: &str = "p2law-token";
-
-type Listener = Closure<dyn FnMut(web_sys::MessageEvent)>;
-
-thread_local! {
-    /// The open event stream and its listener (dropped together when another job is watched).
-    static SOURCE: RefCell<Option<(web_sys::EventSource, Listener)>> = const { RefCell::new(None) };
-}
 
 fn storage() -> Option<web_sys::Storage> {
     window().local_storage().ok().flatten()
@@ -40,34 +30,14 @@ fn refresh(jobs: RwSignal<Vec<CalibrationJob>>) {
 
 /// Follows job `id`'s events into `live`, replacing any stream already open.
 fn watch(id: i64, live: RwSignal<LiveCurves>, watching: RwSignal<Option<i64>>, jobs: RwSignal<Vec<CalibrationJob>>) {
-    SOURCE.with(|s| {
-        if let Some((old, _)) = s.borrow_mut().take() {
-            old.close();
-        }
-    });
     live.set(LiveCurves::default());
     watching.set(Some(id));
-    let Ok(source) = web_sys::EventSource::new(&format!("/api/calibrations/{id}/events")) else { return };
-    let listener: Listener = Closure::new(move |m: web_sys::MessageEvent| {
-        let Some(text) = m.data().as_string() else { return };
-        let Ok(e) = serde_json::from_str::<CalibrationEvent>(&text) else { return };
+    crate::api::follow_job(id, move |e: CalibrationEvent| {
         live.update(|l| l.apply(&e));
         if e.stage == Stage::Run || e.stage.is_final() {
             refresh(jobs);
         }
-        if e.stage.is_final() {
-            SOURCE.with(|s| {
-                if let Some((src, _)) = s.borrow().as_ref() {
-                    src.close();
-                }
-            });
-        }
     });
-    // Every stage is its own SSE event name; `message` is the default one.
-    for stage in Stage::ALL.iter().map(|s| s.as_str()).chain(["message"]) {
-        let _ = source.add_event_listener_with_callback(stage, listener.as_ref().unchecked_ref());
-    }
-    SOURCE.with(|s| *s.borrow_mut() = Some((source, listener)));
 }
 
 #[component]

@@ -57,6 +57,20 @@ pub fn compute_stored(detail: &p2law_shared::api::RunDetail, horizon_tokens: Opt
     compute_run(run, horizon_tokens, rule)
 }
 
+/// A calibration job's unit as it trains (its held-out checkpoints from the job's events so
+/// far), forecast here.
+pub fn compute_live(job: i64, curve: &p2law_shared::data::Curve, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
+    let run = RunLog {
+        file: format!("calibration job {job}"),
+        run: curve.run.clone(),
+        metric: "held-out".into(),
+        eval: curve.points.iter().map(|p| p2law_shared::forecast::Obs { tokens: p.tokens, loss: p.loss, step: None }).collect(),
+        train: None,
+        schedule: None,
+    };
+    compute_run(run, horizon_tokens, rule)
+}
+
 fn compute_run(run: RunLog, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
     let name = run.file.clone();
     let base = ForecastOptions { rule, resamples: RESAMPLES, ..Default::default() };

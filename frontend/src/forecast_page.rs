@@ -1,7 +1,10 @@
-//! The Forecast page: drop one run's partial log (read and forecast here, nothing uploaded),
-//! see where its loss is going with a band, when the rule is met, and what is going wrong.
+//! The Forecast page: drop one run's partial log (read and forecast here, nothing uploaded), or
+//! name a run stored on the server, or follow a calibration job's unit as it trains (its
+//! server-sent events; `/forecast?job=ID&unit=KEY` opens on it): see where its loss is going
+//! with a band, when the rule is met, and what is going wrong.
 
-use crate::forecast::{View, compute, compute_stored};
+use crate::calibrate::LiveCurves;
+use crate::forecast::{View, compute, compute_live, compute_stored};
 use p2law_shared::api::RunDetail;
 use leptos::prelude::*;
 use p2law_shared::budget::Rule;
@@ -30,6 +33,27 @@ pub fn ForecastPage() -> impl IntoView {
     let server_id = RwSignal::new(String::new());
     // A run stored on the server, fetched by id (the file, when one is dropped later, wins).
     let stored: RwSignal<Option<Result<RunDetail, String>>> = RwSignal::new(None);
+    // A calibration job followed live: its id, the unit asked for (empty: the one training now),
+    // and the curves its events have brought so far.
+    let query = web_sys::UrlSearchParams::new_with_str(&window().location().search().unwrap_or_default()).ok();
+    let param = |k: &str| query.as_ref().and_then(|q| q.get(k)).unwrap_or_default();
+    let job_id = RwSignal::new(param("job"));
+    let job_unit = RwSignal::new(param("unit"));
+    let live: RwSignal<Option<(i64, LiveCurves)>> = RwSignal::new(None);
+    let follow = move || {
+        let text = job_id.get_untracked();
+        let Ok(id) = text.trim().parse::<i64>() else {
+            stored.set(Some(Err(format!("calibration job: `{}` is not a job id", text.trim()))));
+            return;
+        };
+        file.set(None);
+        stored.set(None);
+        live.set(Some((id, LiveCurves::default())));
+        crate::api::follow_job(id, move |e| live.update(|l| if let Some((_, c)) = l { c.apply(&e) }));
+    };
+    if !job_id.get_untracked().trim().is_empty() {
+        follow();
+    }
     let load_stored = move |_| {
         let text = server_id.get();
         let Ok(id) = text.trim().parse::<i64>() else {
@@ -37,6 +61,7 @@ pub fn ForecastPage() -> impl IntoView {
             return;
         };
         file.set(None);
+        live.set(None);
         leptos::task::spawn_local(async move {
             let got = async {
                 crate::api::get::<RunDetail>(&format!("server run {id}"), &format!("/api/runs/{id}")).await
@@ -54,12 +79,19 @@ pub fn ForecastPage() -> impl IntoView {
         leptos::task::spawn_local(async move {
             let bytes = gloo_file::futures::read_as_bytes(&f).await.map_err(|e| format!("{name}: {e}"));
             stored.set(None);
+            live.set(None);
             file.set(Some((name, bytes)));
         });
     };
 
     let result = Memo::new(move |_| -> Option<Result<View, String>> {
         let rule_of = |t: String| -> Result<Option<Rule>, String> { if t.trim().is_empty() { Ok(None) } else { t.trim().parse().map(Some).map_err(|e| format!("rule: {e}")) } };
+        if let Some((id, curves)) = live.get() {
+            let unit = job_unit.get();
+            let unit = if unit.trim().is_empty() { curves.latest.clone()? } else { unit.trim().to_string() };
+            let curve = curves.curves.get(&unit)?;
+            return Some((|| compute_live(id, curve, number("horizon", &horizon.get())?, rule_of(rule.get())?))());
+        }
         if let Some(s) = stored.get() {
             return Some((|| compute_stored(&s?, number("horizon", &horizon.get())?, rule_of(rule.get())?))());
         }
@@ -84,6 +116,20 @@ pub fn ForecastPage() -> impl IntoView {
                 <input id=id type="text" placeholder=hint prop:value=move || sig.get() on:input=move |ev| sig.set(event_target_value(&ev)) />
             </label>
         }
+    };
+
+    // What the followed job is doing, above the forecast.
+    let live_line = move || {
+        live.get().map(|(id, c)| {
+            let unit = job_unit.get();
+            let unit = if unit.trim().is_empty() { c.latest.clone().unwrap_or_default() } else { unit.trim().to_string() };
+            let n = c.curves.get(&unit).map_or(0, |k| k.points.len());
+            let state = match &c.finished {
+                Some(e) => format!("the job ended: {}", e.stage),
+                None => c.status.clone(),
+            };
+            view! { <p id="forecast-live" class="status">{format!("following job {id}, unit {unit}: {n} held-out checkpoints so far · {state}")}</p> }
+        })
     };
 
     let output = move || match result.get() {
@@ -147,12 +193,18 @@ pub fn ForecastPage() -> impl IntoView {
                     <div class="exports"><button type="button" id="forecast-load" on:click=load_stored>"Forecast the stored run"</button></div>
                 </fieldset>
                 <fieldset>
+                    <legend>"Or a calibration job as it trains"</legend>
+                    {field("forecast-job", "Job id", job_id, "e.g. 1")}
+                    {field("forecast-unit", "Unit (default: the one training now)", job_unit, "p2-nano/depth/0.25")}
+                    <div class="exports"><button type="button" id="forecast-follow" on:click=move |_| follow()>"Follow the job"</button></div>
+                </fieldset>
+                <fieldset>
                     <legend>"Forecast"</legend>
                     {field("forecast-rule", "Rule (slope:τ, gap:ε, target:L)", rule, "gap:0.05")}
                     {field("forecast-horizon", "Forecast to (tokens)", horizon, "default: 100× the log")}
                 </fieldset>
             </form>
-            <section class="output">{output}</section>
+            <section class="output">{live_line}{output}</section>
         </main>
     }
 }

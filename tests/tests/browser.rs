@@ -499,3 +499,53 @@ async fn refit_page_reads_a_tensorboard_file_in_the_browser() -> Result<()> {
     b.close().await?;
     Ok(())
 }
+
+/// The Forecast page follows a calibration job's unit as it trains (`/forecast?job=ID&unit=KEY`,
+/// the job's server-sent events): the forecast is redrawn as held-out checkpoints arrive, and
+/// ends on the unit's whole curve, the same as the run the job stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecast_page_follows_a_calibration_job_as_it_trains() -> Result<()> {
+    anyhow::ensure!(p2law_tests::corpus_dir().join("shakespeare/.complete").exists(), "run ./dev setup: it installs the default corpus");
+    let backend = Backend::start().await?;
+    let client = reqwest::Client::new();
+    let unit = "p2-nano/depth/0.25";
+    let request = serde_json::json!({"parents": ["p2-nano"], "methods": ["depth"], "rates": [0.25], "tokens": 1_048_576, "pretrain_scale": 0.05, "device": "cpu"});
+    let job: serde_json::Value = client.post(format!("{}api/calibrations", backend.url)).bearer_auth(p2law_tests::TOKEN).json(&request).send().await?.json().await?;
+    let id = job["id"].as_i64().context("job id")?;
+    let b = Browser::start().await?;
+    b.client.goto(&format!("{}forecast?job={id}&unit={unit}", backend.url)).await?;
+    // Checkpoint counts seen in the summary while the unit trains, until the job ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let mut seen = std::collections::BTreeSet::new();
+    let read = "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';";
+    loop {
+        let summary = b.client.execute(read, vec![serde_json::json!("forecast-summary")]).await?.as_str().unwrap_or_default().to_string();
+        if let Some(n) = summary.split(" checkpoints)").next().and_then(|s| s.rsplit('(').next()).and_then(|n| n.trim().parse::<usize>().ok()) {
+            seen.insert(n);
+        }
+        let live = b.client.execute(read, vec![serde_json::json!("forecast-live")]).await?.as_str().unwrap_or_default().to_string();
+        if live.contains("the job ended") {
+            anyhow::ensure!(live.contains("the job ended: done"), "{live}");
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the job did not end: {live}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The last forecast uses the whole stored curve.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let summary = b.wait_for("#forecast-summary").await?.text().await?;
+    let job: serde_json::Value = client.get(format!("{}api/calibrations/{id}", backend.url)).send().await?.json().await?;
+    let run: serde_json::Value = client.get(format!("{}api/runs/{}", backend.url, job["run_ids"][0])).send().await?.json().await?;
+    let stored = run["checkpoints"].as_array().context("checkpoints")?;
+    let last = stored.last().context("a checkpoint")?;
+    assert!(summary.starts_with(unit) && summary.contains(&format!("loss {:.4}", last["loss"].as_f64().unwrap())), "{summary} vs {last}");
+    let final_count = summary.split(" checkpoints)").next().and_then(|s| s.rsplit('(').next()).and_then(|n| n.trim().parse::<usize>().ok()).context("checkpoint count")?;
+    seen.insert(final_count);
+    assert!(seen.len() >= 2, "the forecast was drawn only once, with {seen:?} checkpoints: it did not follow the run");
+    assert_eq!(seen.iter().max(), Some(&final_count));
+    // Every checkpoint after D = 0 is drawn (log axes leave D = 0 out).
+    let positive = stored.iter().filter(|p| p["tokens"].as_f64().unwrap_or(0.0) > 0.0).count();
+    assert_eq!(b.client.find_all(fantoccini::Locator::Css("#forecast-plot circle.observed")).await?.len(), positive, "{summary}");
+    anyhow::ensure!(b.errors().await?.is_empty(), "page errors: {:?}", b.errors().await?);
+    b.close().await
+}
