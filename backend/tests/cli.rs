@@ -495,3 +495,56 @@ fn gc_drops_old_upload_bytes_only_when_asked_and_keeps_their_runs() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--upload-bytes-days"));
 }
+
+/// Numbers of an SVG attribute list: `points="1,2 3,4"` or `cx="5"`.
+fn svg_numbers(text: &str, tag: &str, attr: &str) -> Vec<Vec<f64>> {
+    let mut out = Vec::new();
+    for part in text.split(&format!("<{tag}")).skip(1) {
+        let head = part.split('>').next().unwrap_or("");
+        let Some(v) = head.split(&format!(" {attr}=\"")).nth(1).and_then(|r| r.split('"').next()) else { continue };
+        out.push(v.split([' ', ',']).filter_map(|n| n.parse().ok()).collect());
+    }
+    out
+}
+
+#[test]
+fn the_fit_plot_draws_each_fitted_curve_through_its_points() {
+    let truth = [40.0, 600.0, 0.8, 0.2, 0.35, -0.8, 0.05];
+    let mut csv = String::from("run,n0,rho,l0,tokens,loss,method\n");
+    for (n0, l0) in [(1.2e8, 3.3), (1.4e9, 2.6)] {
+        for rho in [0.2, 0.5] {
+            // D = 0: the loss right after pruning (the law is not defined there).
+            csv.push_str(&format!("m{n0:e}-{rho},{n0},{rho},{l0},0,{},depth\n", l0 + 1.5));
+            for k in 0..8 {
+                let d = 1e7 * 10f64.powf(k as f64 * 0.4);
+                csv.push_str(&format!("m{n0:e}-{rho},{n0},{rho},{l0},{d},{},depth\n", p2(&truth, n0, rho, l0, d)));
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = write(dir.path(), "curves.csv", &csv);
+    let svg = dir.path().join("fit.svg").display().to_string();
+    let out = p2law(&["fit", "--law", "p2", "--starts", "full", "--seed", "1", "--plot", &svg, &data]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&svg).expect("svg");
+    // The fitted curves: 101-point polylines (legend swatches and the mesh have two).
+    let curves: Vec<Vec<(f64, f64)>> = svg_numbers(&text, "polyline", "points").into_iter().filter(|v| v.len() >= 100).map(|v| v.chunks(2).map(|p| (p[0], p[1])).collect()).collect();
+    assert_eq!(curves.len(), 4, "one fitted curve per run");
+    let circles: Vec<(f64, f64)> = svg_numbers(&text, "circle", "cx").iter().zip(svg_numbers(&text, "circle", "cy")).map(|(x, y)| (x[0], y[0])).collect();
+    assert_eq!(circles.len(), 4 * 8, "every checkpoint after D = 0 is a circle");
+    let (xmin, xmax) = circles.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    for c in &curves {
+        // Inside the 900 x 600 picture, across the data's token range (not a vertical line at D ≈ 1).
+        assert!(c.iter().all(|&(x, y)| (0.0..=900.0).contains(&x) && (0.0..=600.0).contains(&y)), "{c:?}");
+        let (a, b) = c.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        assert!((a - xmin).abs() < 2.0 && (b - xmax).abs() < 2.0, "curve spans {a}..{b}, the points {xmin}..{xmax}");
+    }
+    // Each observed point lies on a fitted curve (the data are the law itself).
+    for &(x, y) in &circles {
+        let near = curves.iter().flatten().map(|&(cx, cy)| ((cx - x).powi(2) + (cy - y).powi(2)).sqrt()).fold(f64::INFINITY, f64::min);
+        assert!(near < 6.0, "the point at ({x}, {y}) is {near:.1} px from every fitted curve");
+    }
+    // The D = 0 points are drawn apart: triangles left of every circle.
+    let triangles = text.matches("<polygon").count();
+    assert_eq!(triangles, 4, "one D = 0 triangle per run");
+}
