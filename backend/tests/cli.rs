@@ -548,3 +548,24 @@ fn the_fit_plot_draws_each_fitted_curve_through_its_points() {
     let triangles = text.matches("<polygon").count();
     assert_eq!(triangles, 4, "one D = 0 triangle per run");
 }
+
+/// `p2law fit` resolves its options through the API's `FitRequest::resolve`: the same checks and
+/// caps as `POST /api/fits`, each named as its flag.
+#[test]
+fn fit_flags_are_checked_as_the_api_checks_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = write(dir.path(), "curves.csv", &epoch_canonical_csv());
+    for (flags, named) in [
+        (vec!["--level", "5"], "--level: from 0.5 to 0.999, got 5"),
+        (vec!["--bootstrap", "5000"], "--bootstrap: at most 2000 resamples, got 5000"),
+        (vec!["--starts", "many"], "--starts: `many`: expected quick, full or a positive count"),
+    ] {
+        let mut args = vec!["fit", "--law", "chinchilla"];
+        args.extend(flags.iter().copied());
+        args.push(&data);
+        let out = p2law(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {err}");
+        assert!(err.contains(named), "{flags:?}: {err}");
+    }
+}

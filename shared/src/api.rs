@@ -182,6 +182,10 @@ pub struct FitRequest {
     pub bootstrap_by: Resample,
     #[serde(default)]
     pub seed: u64,
+    /// Central level of the bootstrap intervals (default 0.95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.5, maximum = 0.999))]
+    pub level: Option<f64>,
 }
 
 fn quick() -> String {
@@ -192,7 +196,8 @@ fn quick() -> String {
 pub const MAX_BOOTSTRAP: usize = 2000;
 
 impl FitRequest {
-    /// Resolves the request into fit options, checking each field.
+    /// Resolves the request into fit options, checking each field: the one path from a request
+    /// to a fit for the server, `p2law fit` and the browser alike.
     pub fn resolve(&self) -> Result<(FitOptions, Option<Protocol>, Option<BootstrapOptions>), FitError> {
         let mut o = FitOptions::new(self.law);
         o.objective = self.objective;
@@ -201,7 +206,11 @@ impl FitRequest {
         if self.bootstrap > MAX_BOOTSTRAP {
             return Err(FitError::InvalidOption { option: "bootstrap", message: format!("at most {MAX_BOOTSTRAP} resamples, got {}", self.bootstrap) });
         }
-        let boot = (self.bootstrap > 0).then_some(BootstrapOptions { resamples: self.bootstrap, seed: self.seed, by: self.bootstrap_by, level: 0.95 });
+        let level = self.level.unwrap_or(0.95);
+        if !(0.5..=0.999).contains(&level) {
+            return Err(FitError::InvalidOption { option: "level", message: format!("from 0.5 to 0.999, got {level}") });
+        }
+        let boot = (self.bootstrap > 0).then_some(BootstrapOptions { resamples: self.bootstrap, seed: self.seed, by: self.bootstrap_by, level });
         Ok((o, self.holdout, boot))
     }
 }

@@ -3,10 +3,10 @@
 use super::load::LoadArgs;
 use super::table::{num, render};
 use anyhow::Result;
-use p2law_shared::bootstrap::{BootstrapOptions, Resample};
+use p2law_shared::bootstrap::Resample;
 use p2law_shared::report::run_fit;
 use p2law_shared::validate::Protocol;
-use p2law_shared::{FitOptions, FitReport, LawForm, Objective, Starts};
+use p2law_shared::{FitReport, LawForm, Objective};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -19,17 +19,17 @@ pub struct Args {
     pub objective: Objective,
     /// Starts: quick, full (the law's whole grid) or a count drawn from the full grid.
     #[arg(long, default_value = "quick")]
-    pub starts: Starts,
+    pub starts: String,
     /// Held-out protocol to score: last20, largest-n0 or highest-rho.
     #[arg(long)]
     pub holdout: Option<Protocol>,
-    /// Bootstrap resamples for intervals (0: none).
+    /// Bootstrap resamples for intervals (0: none; at most 2000, as through the API).
     #[arg(long, default_value_t = 0)]
     pub bootstrap: usize,
     /// Resample whole curves (default) or single points.
     #[arg(long, default_value = "curves")]
     pub bootstrap_by: Resample,
-    /// Central interval level.
+    /// Central interval level (0.5 to 0.999).
     #[arg(long, default_value_t = 0.95)]
     pub level: f64,
     /// Seed for sampled starts and the bootstrap.
@@ -50,12 +50,23 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let (curves, _) = a.load.load()?;
-    let mut options = FitOptions::new(a.law);
-    options.objective = a.objective;
-    options.starts = a.starts;
-    options.seed = a.seed;
-    let boot = BootstrapOptions { resamples: a.bootstrap, seed: a.seed, by: a.bootstrap_by, level: a.level };
-    let mut report = run_fit(&curves, &options, a.holdout, Some(boot))?;
+    // The request the server would be sent, resolved the same way: the same caps and checks.
+    let request = p2law_shared::api::FitRequest {
+        run_ids: Vec::new(),
+        law: a.law,
+        objective: a.objective,
+        starts: a.starts.clone(),
+        holdout: a.holdout,
+        bootstrap: a.bootstrap,
+        bootstrap_by: a.bootstrap_by,
+        seed: a.seed,
+        level: Some(a.level),
+    };
+    let (options, holdout, boot) = request.resolve().map_err(|e| match e {
+        p2law_shared::fit::FitError::InvalidOption { option, message } => anyhow::anyhow!("--{}: {message}", option.replace('_', "-")),
+        other => other.into(),
+    })?;
+    let mut report = run_fit(&curves, &options, holdout, boot)?;
     report.provenance = Some(format!(
         "p2law {} fit of {} on {}",
         env!("CARGO_PKG_VERSION"),

@@ -307,6 +307,7 @@ pub fn fit_inputs(job: &CalibrationJob) -> (FitRequest, String) {
         bootstrap: 0,
         bootstrap_by: Default::default(),
         seed: job.request.seed,
+        level: None,
     };
     (request, provenance)
 }
