@@ -23,11 +23,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(url: &str, data_dir: &Path, name: &str, log_dir: &Path) -> Result<Worker> {
-        Self::start_skewed(url, data_dir, name, log_dir, None)
-    }
-
-    /// With `skew` (`+3h`), the worker runs under Debian's `faketime`: its wall clock is off by
+    /// `p2law worker` on `url`; with `skew` (`+3h`) under Debian's `faketime`: its wall clock off by
     /// that much (its monotonic clock is left alone).
     fn start_skewed(url: &str, data_dir: &Path, name: &str, log_dir: &Path, skew: Option<&str>) -> Result<Worker> {
         let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
@@ -90,26 +86,73 @@ fn logs(dir: &Path) -> String {
     out
 }
 
+/// A PostgreSQL of its own, a `p2law serve --database` on it, and folders for the workers'
+/// shared data and their logs.
+struct Setup {
+    pg: Postgres,
+    _server: ServerProcess,
+    _server_dir: tempfile::TempDir,
+    shared: tempfile::TempDir,
+    log_dir: tempfile::TempDir,
+    url: String,
+    client: Client,
+}
+
+impl Setup {
+    /// `None` (said) where PostgreSQL is not installed and not required.
+    fn start(test: &str) -> Result<Option<Setup>> {
+        corpus_ready()?;
+        let Some(pg) = Postgres::start(test)? else { return Ok(None) };
+        let (server_dir, shared, log_dir) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+        let server = ServerProcess::start_with_args(server_dir.path(), &["--database", &pg.url])?;
+        let url = server.url.trim_end_matches('/').to_string();
+        Ok(Some(Setup { pg, _server: server, _server_dir: server_dir, shared, log_dir, url, client: Client::new() }))
+    }
+
+    /// Queues the smoke sweep (device cpu); its job id.
+    async fn queue_smoke(&self) -> Result<i64> {
+        let resp = self.client.post(format!("{}/api/calibrations", self.url)).bearer_auth(TOKEN).json(&smoke()).send().await?;
+        let status = resp.status();
+        let job: Value = resp.json().await?;
+        anyhow::ensure!(status == StatusCode::CREATED, "{status}: {job}");
+        job["id"].as_i64().context("job id")
+    }
+
+    fn worker(&self, name: &str, skew: Option<&str>) -> Result<Worker> {
+        Worker::start_skewed(&self.pg.url, self.shared.path(), name, self.log_dir.path(), skew)
+    }
+
+    /// The job once it has ended (through the API; the database may be restarting meanwhile).
+    async fn ended(&self, id: i64, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if Instant::now() > deadline {
+                bail!("the job did not end in {timeout:?}\n{}", logs(self.log_dir.path()));
+            }
+            if let Ok(r) = self.client.get(format!("{}/api/calibrations/{id}", self.url)).send().await {
+                if let Ok(j) = r.json::<Value>().await {
+                    if !matches!(j["status"].as_str(), Some("queued" | "running")) {
+                        return Ok(j);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_share_a_sweep_through_a_sigkill_and_a_database_restart() -> Result<()> {
-    corpus_ready()?;
-    let Some(pg) = Postgres::start("three_workers_share_a_sweep_through_a_sigkill_and_a_database_restart")? else { return Ok(()) };
-    let (server_dir, shared, log_dir) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
-    let server = ServerProcess::start_with_args(server_dir.path(), &["--database", &pg.url])?;
-    let url = server.url.trim_end_matches('/').to_string();
-    let client = Client::new();
-    let resp = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&smoke()).send().await?;
-    let status = resp.status();
-    let job: Value = resp.json().await?;
-    anyhow::ensure!(status == StatusCode::CREATED, "{status}: {job}");
-    let id = job["id"].as_i64().context("job id")?;
+    let Some(setup) = Setup::start("three_workers_share_a_sweep_through_a_sigkill_and_a_database_restart")? else { return Ok(()) };
+    let (pg, url, client, log_dir) = (&setup.pg, setup.url.clone(), setup.client.clone(), &setup.log_dir);
+    let id = setup.queue_smoke().await?;
     let store = Store::open_postgres(&pg.url).await?;
     // Nine units: two pretrainings, six pruned models, the fit.
     let units = store.queued_units(id).await?;
     assert_eq!(units.len(), 9, "{units:?}");
 
     let started = Instant::now();
-    let mut workers: Vec<Option<Worker>> = (1..=3).map(|i| Worker::start(&pg.url, shared.path(), &format!("w{i}"), log_dir.path()).map(Some)).collect::<Result<_>>()?;
+    let mut workers: Vec<Option<Worker>> = (1..=3).map(|i| setup.worker(&format!("w{i}"), None).map(Some)).collect::<Result<_>>()?;
 
     // The victim: the first worker seen past step 5 of a pruned model's post-training.
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -134,21 +177,7 @@ async fn three_workers_share_a_sweep_through_a_sigkill_and_a_database_restart() 
     pg.restart()?;
     eprintln!("restarted PostgreSQL after {:.1} s", started.elapsed().as_secs_f64());
 
-    // The job ends, through the server's event stream as a browser would follow it.
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let job = loop {
-        if Instant::now() > deadline {
-            bail!("the job did not end in 900 s\n{}", logs(log_dir.path()));
-        }
-        if let Ok(r) = client.get(format!("{url}/api/calibrations/{id}")).send().await {
-            if let Ok(j) = r.json::<Value>().await {
-                if !matches!(j["status"].as_str(), Some("queued" | "running")) {
-                    break j;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let job = setup.ended(id, Duration::from_secs(900)).await?;
     let wall = started.elapsed();
     anyhow::ensure!(job["status"] == "done", "the job ended {job}\n{}", logs(log_dir.path()));
     assert_eq!(job["units_done"], 6, "{job}");
@@ -226,22 +255,16 @@ async fn three_workers_share_a_sweep_through_a_sigkill_and_a_database_restart() 
         worst_fit * 100.0
     );
     drop(workers);
-    drop(server);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_queued_job_stops_its_workers_and_ends_once() -> Result<()> {
-    corpus_ready()?;
-    let Some(pg) = Postgres::start("a_cancelled_queued_job_stops_its_workers_and_ends_once")? else { return Ok(()) };
-    let (server_dir, shared, log_dir) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
-    let server = ServerProcess::start_with_args(server_dir.path(), &["--database", &pg.url])?;
-    let url = server.url.trim_end_matches('/').to_string();
-    let client = Client::new();
-    let job: Value = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&smoke()).send().await?.json().await?;
-    let id = job["id"].as_i64().context("job id")?;
-    let store = Store::open_postgres(&pg.url).await?;
-    let _workers: Vec<Worker> = (1..=2).map(|i| Worker::start(&pg.url, shared.path(), &format!("c{i}"), log_dir.path())).collect::<Result<_>>()?;
+    let Some(setup) = Setup::start("a_cancelled_queued_job_stops_its_workers_and_ends_once")? else { return Ok(()) };
+    let (url, client, log_dir) = (setup.url.clone(), setup.client.clone(), &setup.log_dir);
+    let id = setup.queue_smoke().await?;
+    let store = Store::open_postgres(&setup.pg.url).await?;
+    let _workers: Vec<Worker> = (1..=2).map(|i| setup.worker(&format!("c{i}"), None)).collect::<Result<_>>()?;
     let deadline = Instant::now() + Duration::from_secs(300);
     while !events(&store, id).await.iter().any(|e| matches!(e.stage, Stage::Pretrain | Stage::Train) && e.step >= 3) {
         if Instant::now() > deadline {
@@ -283,31 +306,19 @@ async fn workers_whose_clocks_are_hours_off_take_no_unit_over_early() -> Result<
         eprintln!("SKIPPED {test}: {reason}");
         return Ok(());
     }
-    let Some(pg) = Postgres::start(test)? else { return Ok(()) };
-    let (server_dir, shared, log_dir) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
-    let server = ServerProcess::start_with_args(server_dir.path(), &["--database", &pg.url])?;
-    let url = server.url.trim_end_matches('/').to_string();
-    let client = Client::new();
-    let job: Value = client.post(format!("{url}/api/calibrations")).bearer_auth(TOKEN).json(&smoke()).send().await?.json().await?;
-    let id = job["id"].as_i64().context("job id")?;
+    let Some(setup) = Setup::start(test)? else { return Ok(()) };
+    let (pg, url, client, log_dir) = (&setup.pg, setup.url.clone(), setup.client.clone(), &setup.log_dir);
+    let id = setup.queue_smoke().await?;
     // Three hours ahead and three behind, with a 3 s lease: were leases timed by a worker's
     // clock, one would see the other's leases as long expired and take its units over.
-    let _ahead = Worker::start_skewed(&pg.url, shared.path(), "ahead", log_dir.path(), Some("+3h"))?;
-    let _behind = Worker::start_skewed(&pg.url, shared.path(), "behind", log_dir.path(), Some("-3h"))?;
+    let _ahead = setup.worker("ahead", Some("+3h"))?;
+    let _behind = setup.worker("behind", Some("-3h"))?;
     // Followed live over the server's event stream, which reads the workers' events from the database.
     let stream = {
         let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move { p2law_tests::read_events(&client, &url, id, Duration::from_secs(900), |_, _| false).await })
     };
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let job = loop {
-        let j: Value = client.get(format!("{url}/api/calibrations/{id}")).send().await?.json().await?;
-        if !matches!(j["status"].as_str(), Some("queued" | "running")) {
-            break j;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the job did not end in 900 s\n{}", logs(log_dir.path()));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let job = setup.ended(id, Duration::from_secs(900)).await?;
     anyhow::ensure!(job["status"] == "done", "the job ended {job}\n{}", logs(log_dir.path()));
     let store = Store::open_postgres(&pg.url).await?;
     let streamed = stream.await??;
