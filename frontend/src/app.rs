@@ -317,7 +317,7 @@ pub fn Calculator() -> impl IntoView {
     };
 
     let export_svg = move |_| download("p2law-curves.svg", "image/svg+xml", &view_state.with(|v| v.svg.clone()));
-    let export_csv = move |_| download("p2law-curves.csv", "text/csv", &view_state.with(|v| curves_csv(&v.series)));
+    let export_csv = move |_| download("p2law-curves.csv", "text/csv", &view_state.with(|v| crate::compute::curves_csv(&v.series)));
     let export_png = move |_| export_png(view_state.with(|v| v.svg.clone()));
 
     view! {
@@ -417,17 +417,6 @@ fn toggle_fit(f: &mut Form, key: &str, on: bool) {
     f.fits = keys.join(",");
 }
 
-/// The curves as CSV: one row per point.
-fn curves_csv(series: &[Series]) -> String {
-    let mut out = String::from("curve,rho,n,tokens,loss,band_lo,band_hi\n");
-    for s in series {
-        for (k, (d, l)) in s.tokens.iter().zip(&s.loss).enumerate() {
-            let (lo, hi) = s.band.as_ref().map_or((String::new(), String::new()), |b| (b[k][0].to_string(), b[k][1].to_string()));
-            out.push_str(&format!("\"{}\",{},{},{d},{l},{lo},{hi}\n", s.label.replace('"', "'"), s.rho, s.inputs.n()));
-        }
-    }
-    out
-}
 
 fn download(name: &str, mime: &str, text: &str) {
     let parts = js_sys::Array::of1(&JsValue::from_str(text));

@@ -121,10 +121,44 @@ fn band(law: &dyn Law, b: &Bootstrap, f0: &Features, tokens: &[f64]) -> Vec<[f64
     }
 }
 
+/// The curves as CSV (the csv crate: a label with quotes or commas stays whole): one row per
+/// point, `curve,rho,n,tokens,loss,band_lo,band_hi`, the band empty without one.
+pub fn curves_csv(series: &[Series]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record(["curve", "rho", "n", "tokens", "loss", "band_lo", "band_hi"]);
+    for s in series {
+        for (k, (d, l)) in s.tokens.iter().zip(&s.loss).enumerate() {
+            let (lo, hi) = s.band.as_ref().and_then(|b| b.get(k)).map_or((String::new(), String::new()), |b| (b[0].to_string(), b[1].to_string()));
+            let _ = w.write_record([s.label.clone(), s.rho.to_string(), s.inputs.n().to_string(), d.to_string(), l.to_string(), lo, hi]);
+        }
+    }
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::state::{Form, resolve};
+
+    #[test]
+    fn the_csv_export_keeps_quoted_labels_whole_and_reads_back() {
+        let (s, _) = resolve(&Form::default(), &Default::default());
+        let (mut series, _) = compute(&s);
+        series[0].label = "ρ 0.2, \"depth\" fit".into();
+        series[1].band = None;
+        let text = curves_csv(&series);
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), ["curve", "rho", "n", "tokens", "loss", "band_lo", "band_hi"]);
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), series.iter().map(|c| c.tokens.len()).sum::<usize>());
+        // The label with a comma and quotes is one field, as written.
+        assert_eq!(&rows[0][0], "ρ 0.2, \"depth\" fit");
+        let (d, l): (f64, f64) = (rows[0][3].parse().unwrap(), rows[0][4].parse().unwrap());
+        assert_eq!((d, l), (series[0].tokens[0], series[0].loss[0]));
+        // A curve without a band leaves its band fields empty.
+        let second = &rows[series[0].tokens.len()];
+        assert!(second[5].is_empty() && second[6].is_empty(), "{second:?}");
+    }
 
     #[test]
     fn default_scenario_draws_three_banded_curves() {
