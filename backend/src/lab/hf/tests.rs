@@ -209,6 +209,23 @@ fn pruned_exports_load_back_to_identical_logits() {
             let exported = export(&pruned.model, &pruned.shape, &parent, record, &out, shard).unwrap();
             assert!(exported.files.contains(&"tokenizer.json".to_string()) && exported.files.contains(&"config.json".to_string()));
             assert_eq!(exported.files.iter().any(|f| f.ends_with(".index.json")), name.contains("sharded"), "{name}-{method}: {:?}", exported.files);
+            // Read back by the safetensors crate, not p2law's own reader: every shard parses,
+            // every tensor has the parent's dtype, and together they hold exactly the pruned
+            // model's parameter count (computed from its shape, as transformers counts it).
+            let mut elements = 0u64;
+            let mut names = std::collections::BTreeSet::new();
+            for f in exported.files.iter().filter(|f| f.ends_with(".safetensors")) {
+                let bytes = std::fs::read(out.join(f)).unwrap();
+                let st = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{name}-{method} {f}: {e}"));
+                for (tensor, view) in st.tensors() {
+                    assert_eq!(format!("{:?}", view.dtype()), parent.dtype.st_name(), "{name}-{method} {tensor}");
+                    elements += view.shape().iter().product::<usize>() as u64;
+                    assert!(names.insert(tensor.clone()), "{tensor} twice");
+                }
+            }
+            assert_eq!(elements, pruned.shape.parameters(), "{name}-{method}: tensors hold {elements} values");
+            let layers = pruned.shape.num_hidden_layers as usize;
+            assert!(names.contains(&format!("model.layers.{}.mlp.down_proj.weight", layers - 1)) && !names.contains(&format!("model.layers.{layers}.mlp.down_proj.weight")), "{name}-{method}");
             let back = HfParent::open(&out).unwrap();
             assert_eq!(back.shape(), pruned.shape, "{name}-{method}");
             assert_eq!(back.dtype, parent.dtype);
