@@ -27,14 +27,12 @@ impl Worker {
     /// that much (its monotonic clock is left alone).
     fn start_skewed(url: &str, data_dir: &Path, name: &str, log_dir: &Path, skew: Option<&str>) -> Result<Worker> {
         let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
-        let mut cmd = match skew {
-            Some(s) => {
-                let mut c = Command::new("faketime");
-                c.args(["-m", "-f", s]).arg(p2law_bin()?).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-                c
-            }
-            None => Command::new(p2law_bin()?),
-        };
+        let mut cmd = Command::new(p2law_bin()?);
+        if let Some(s) = skew {
+            // libfaketime preloaded into the worker itself (the `faketime` wrapper forks, and
+            // killing it would leave the worker running).
+            cmd.env("LD_PRELOAD", faketime_lib().context("libfaketimeMT.so.1 (Debian's faketime)")?).env("FAKETIME", s).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         let child = cmd
             .args(["worker", "--database", url, "--data-dir"])
             .arg(data_dir)
@@ -84,6 +82,11 @@ fn logs(dir: &Path) -> String {
         out.push_str(&format!("--- {}\n{}\n", e.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
     }
     out
+}
+
+/// Debian's multi-threaded libfaketime (`/usr/lib/<arch>/faketime/libfaketimeMT.so.1`).
+fn faketime_lib() -> Option<std::path::PathBuf> {
+    std::fs::read_dir("/usr/lib").ok()?.flatten().map(|e| e.path().join("faketime/libfaketimeMT.so.1")).find(|p| p.exists())
 }
 
 /// A PostgreSQL of its own, a `p2law serve --database` on it, and folders for the workers'
@@ -298,7 +301,7 @@ async fn a_cancelled_queued_job_stops_its_workers_and_ends_once() -> Result<()> 
 async fn workers_whose_clocks_are_hours_off_take_no_unit_over_early() -> Result<()> {
     corpus_ready()?;
     let test = "workers_whose_clocks_are_hours_off_take_no_unit_over_early";
-    if Command::new("faketime").arg("--version").output().is_err() {
+    if faketime_lib().is_none() {
         let reason = "Debian's `faketime` is not installed (./dev setup installs it)";
         if std::env::var(p2law_tests::REQUIRE_POSTGRES).is_ok_and(|v| v == "1") {
             bail!("{test}: {reason}");
