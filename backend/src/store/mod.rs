@@ -142,6 +142,15 @@ impl Dialect {
         }
     }
 
+    /// The current time shifted by the bound interval (`?`, as [`shift`] writes it), stored as
+    /// `{now}` is: the cutoff of a retention rule.
+    fn ago(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
+            Dialect::Postgres => "to_char((clock_timestamp() + CAST(? AS interval)) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+        }
+    }
+
     /// The database's clock in seconds since 1970 (leases are timed by it, never by a worker's).
     fn epoch(self) -> &'static str {
         match self {
@@ -151,11 +160,16 @@ impl Dialect {
     }
 }
 
-/// `query` spelled for `dialect`: `{now}` and `{epoch}` replaced by its clock, and each `?`
+/// The interval `{ago}` binds for `days` days back: `-86400 seconds` for one.
+fn shift(days: f64) -> String {
+    format!("-{} seconds", (days * 86_400.0).round() as i64)
+}
+
+/// `query` spelled for `dialect`: `{now}`, `{ago}` and `{epoch}` replaced by its clock, and each `?`
 /// outside a string literal numbered `$1`, `$2`, ... (PostgreSQL's placeholders, which SQLite
 /// also reads positionally).
 pub fn sql(dialect: Dialect, query: &str) -> String {
-    let query = query.replace("{now}", dialect.now()).replace("{epoch}", dialect.epoch());
+    let query = query.replace("{now}", dialect.now()).replace("{ago}", dialect.ago()).replace("{epoch}", dialect.epoch());
     let mut out = String::with_capacity(query.len() + 16);
     let (mut n, mut quoted) = (0, false);
     for c in query.chars() {
@@ -368,19 +382,15 @@ impl Store {
     /// when). Returns the uploads and bytes dropped; `dry_run` only counts them.
     pub async fn drop_upload_bytes(&self, days: f64, dry_run: bool) -> Result<(u64, u64), StoreError> {
         let d = self.dialect;
-        let cutoff = match d {
-            Dialect::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
-            Dialect::Postgres => "to_char((clock_timestamp() + CAST(? AS interval)) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
-        };
-        let age = format!("-{} seconds", (days * 86_400.0).round() as i64);
+        let age = shift(days);
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&sql(d, &format!("SELECT COUNT(*), COALESCE(SUM(LENGTH(bytes)), 0) FROM uploads WHERE bytes_dropped_at IS NULL AND created_at < {cutoff}")))
+        let row = sqlx::query(&sql(d, "SELECT COUNT(*), COALESCE(SUM(LENGTH(bytes)), 0) FROM uploads WHERE bytes_dropped_at IS NULL AND created_at < {ago}"))
             .bind(&age)
             .fetch_one(&mut *tx)
             .await?;
         let (n, bytes): (i64, i64) = (row.get(0), row.get(1));
         if !dry_run {
-            sqlx::query(&sql(d, &format!("UPDATE uploads SET bytes = ?, bytes_dropped_at = {{now}} WHERE bytes_dropped_at IS NULL AND created_at < {cutoff}")))
+            sqlx::query(&sql(d, "UPDATE uploads SET bytes = ?, bytes_dropped_at = {now} WHERE bytes_dropped_at IS NULL AND created_at < {ago}"))
                 .bind(Vec::<u8>::new())
                 .bind(&age)
                 .execute(&mut *tx)
@@ -798,22 +808,18 @@ impl Store {
     /// needs (checkpoints, stage changes and the final event stay; `seq` keeps its numbers, with
     /// gaps). Returns the events removed.
     pub async fn compact_events(&self, days: f64) -> Result<u64, StoreError> {
-        let (cutoff, stage, point) = match self.dialect {
-            Dialect::Sqlite => ("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)", "json_extract(event, '$.stage')", "json_extract(event, '$.point')"),
-            Dialect::Postgres => (
-                "to_char((clock_timestamp() + CAST(? AS interval)) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
-                "(event::jsonb ->> 'stage')",
-                "(event::jsonb -> 'point')",
-            ),
+        let (stage, point) = match self.dialect {
+            Dialect::Sqlite => ("json_extract(event, '$.stage')", "json_extract(event, '$.point')"),
+            Dialect::Postgres => ("(event::jsonb ->> 'stage')", "(event::jsonb -> 'point')"),
         };
         let r = sqlx::query(&sql(
             self.dialect,
             &format!(
                 "DELETE FROM calibration_events WHERE job_id IN (SELECT id FROM calibrations WHERE status IN ('done', 'failed', 'cancelled') \
-                 AND updated_at < {cutoff}) AND {stage} IN ('train', 'pretrain') AND ({point} IS NULL OR {point} = 'null')"
+                 AND updated_at < {{ago}}) AND {stage} IN ('train', 'pretrain') AND ({point} IS NULL OR {point} = 'null')"
             ),
         ))
-        .bind(format!("-{} seconds", (days * 86_400.0).round() as i64))
+        .bind(shift(days))
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
