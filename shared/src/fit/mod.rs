@@ -8,241 +8,25 @@
 //! [`fit`] returns the best start with its metrics, the spread of near-optimal starts (weakly
 //! identified coefficients show up there), and, for least squares, the covariance.
 
+mod dataset;
+mod error;
 mod huber;
 mod lsq;
 pub mod metrics;
+mod options;
+mod pool;
 
+pub use dataset::Dataset;
+pub use error::FitError;
 pub use metrics::Metrics;
+pub use options::{Cancel, FitOptions, Objective, Starts};
+pub(crate) use pool::par_map;
 
 use crate::data::Curve;
 use crate::law::{Features, Law, LawForm};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
-
-/// The fitting objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum Objective {
-    /// Sum of squared loss residuals, Levenberg–Marquardt.
-    #[default]
-    Lsq,
-    /// Sum of Huber(delta) of log-loss residuals, L-BFGS.
-    HuberLog,
-}
-
-impl FromStr for Objective {
-    type Err = FitError;
-    fn from_str(s: &str) -> Result<Self, FitError> {
-        match s {
-            "lsq" => Ok(Objective::Lsq),
-            "huber-log" => Ok(Objective::HuberLog),
-            _ => Err(FitError::InvalidOption { option: "objective", message: format!("`{s}`: expected lsq or huber-log") }),
-        }
-    }
-}
-
-impl fmt::Display for Objective {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Objective::Lsq => "lsq",
-            Objective::HuberLog => "huber-log",
-        })
-    }
-}
-
-/// Which initial points to start from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Starts {
-    /// The form's small grid.
-    Quick,
-    /// The form's full grid.
-    Full,
-    /// This many points drawn (seeded, without replacement) from the full grid.
-    Count(usize),
-}
-
-impl FromStr for Starts {
-    type Err = FitError;
-    fn from_str(s: &str) -> Result<Self, FitError> {
-        match s {
-            "quick" => Ok(Starts::Quick),
-            "full" => Ok(Starts::Full),
-            n => match n.parse::<usize>() {
-                Ok(k) if k > 0 => Ok(Starts::Count(k)),
-                _ => Err(FitError::InvalidOption { option: "starts", message: format!("`{s}`: expected quick, full or a positive count") }),
-            },
-        }
-    }
-}
-
-/// Fit options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FitOptions {
-    pub law: LawForm,
-    pub objective: Objective,
-    pub starts: Starts,
-    /// Huber threshold on log-loss residuals.
-    pub huber_delta: f64,
-    /// Seed for drawing starts (and for the bootstrap).
-    pub seed: u64,
-    /// Iteration cap per start.
-    pub max_iters: u64,
-    /// Worker threads for the starts on native targets; 0 takes every core.
-    #[serde(default)]
-    pub threads: usize,
-    /// Stops the fit at the next start or resample once set (a server's client that left).
-    #[serde(skip)]
-    pub cancel: Cancel,
-}
-
-impl FitOptions {
-    pub fn new(law: LawForm) -> Self {
-        Self { law, objective: Objective::Lsq, starts: Starts::Quick, huber_delta: 1e-3, seed: 0, max_iters: 1000, threads: 0, cancel: Cancel::default() }
-    }
-}
-
-/// A flag that stops a running fit, shared between its caller and its threads. It is no part of
-/// what the fit computes: any two compare equal.
-#[derive(Debug, Clone, Default)]
-pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Cancel {
-    pub fn cancel(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl PartialEq for Cancel {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-/// Why a fit cannot run.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum FitError {
-    #[error("no data: give at least one curve with checkpoints")]
-    EmptyData,
-    #[error("run `{run}`: field `{field}` is missing; law `{law}` needs it")]
-    MissingField { run: String, field: &'static str, law: LawForm },
-    #[error("run `{run}`: field `rho` must be in (0, 1) for law `{law}` (a pruned model), got {rho}")]
-    RhoOutOfRange { run: String, rho: f64, law: LawForm },
-    #[error("run `{run}`, checkpoint {index}: {field} must be a positive finite number, got {value}")]
-    InvalidPoint { run: String, index: usize, field: &'static str, value: f64 },
-    #[error("{points} checkpoints cannot determine the {params} coefficients of law `{law}`")]
-    TooFewPoints { points: usize, params: usize, law: LawForm },
-    #[error("option `{option}`: {message}")]
-    InvalidOption { option: &'static str, message: String },
-    #[error("no start converged to a finite objective")]
-    NoConvergence,
-    #[error("holdout `{protocol}`: {message}")]
-    Holdout { protocol: String, message: String },
-    #[error("the fit was cancelled")]
-    Cancelled,
-}
-
-/// Checkpoints flattened for fitting: features, observed loss, and which curve each came from.
-#[derive(Debug, Clone)]
-pub struct Dataset {
-    pub features: Vec<Features>,
-    pub loss: Vec<f64>,
-    /// `ln loss`, for the log-space objective.
-    pub ln_loss: Vec<f64>,
-    pub curve_of: Vec<usize>,
-    pub runs: Vec<String>,
-}
-
-impl Dataset {
-    /// Checks every curve against what `law` needs and flattens it.
-    pub fn new(curves: &[Curve], law: LawForm) -> Result<Self, FitError> {
-        let needs = law.law().needs();
-        let mut d = Dataset { features: Vec::new(), loss: Vec::new(), ln_loss: Vec::new(), curve_of: Vec::new(), runs: Vec::new() };
-        // A D = 0 checkpoint (the loss right after pruning) is data, but no law is defined there:
-        // fits leave it out.
-        for c in curves.iter().filter(|c| c.points.iter().any(|p| p.tokens != 0.0)) {
-            let missing = |field| FitError::MissingField { run: c.run.clone(), field, law };
-            let n0 = c.n0.ok_or_else(|| missing("n0"))?;
-            if !(n0.is_finite() && n0 > 0.0) {
-                return Err(FitError::InvalidPoint { run: c.run.clone(), index: 0, field: "n0", value: n0 });
-            }
-            let rho = match (c.rho, needs.pruned) {
-                (Some(r), true) if r > 0.0 && r < 1.0 => r,
-                (Some(r), true) => return Err(FitError::RhoOutOfRange { run: c.run.clone(), rho: r, law }),
-                (None, true) => return Err(missing("rho")),
-                (Some(r), false) if (0.0..1.0).contains(&r) => r,
-                (Some(r), false) => return Err(FitError::RhoOutOfRange { run: c.run.clone(), rho: r, law }),
-                (None, false) => 0.0,
-            };
-            if needs.l0 {
-                match c.l0 {
-                    None => return Err(missing("l0")),
-                    Some(l0) if !(l0.is_finite() && l0 > 0.0) => {
-                        return Err(FitError::InvalidPoint { run: c.run.clone(), index: 0, field: "l0", value: l0 });
-                    }
-                    Some(_) => {}
-                }
-            }
-            let k = d.runs.len();
-            d.runs.push(c.run.clone());
-            for (i, p) in c.points.iter().enumerate().filter(|(_, p)| p.tokens != 0.0) {
-                let bad = |field, value| FitError::InvalidPoint { run: c.run.clone(), index: i, field, value };
-                if !(p.tokens.is_finite() && p.tokens > 0.0) {
-                    return Err(bad("tokens", p.tokens));
-                }
-                if !(p.loss.is_finite() && p.loss > 0.0) {
-                    return Err(bad("loss", p.loss));
-                }
-                let x = crate::law::Inputs { n0, rho, l0: c.l0, tokens: p.tokens };
-                d.features.push(Features::new(&x));
-                d.loss.push(p.loss);
-                d.ln_loss.push(p.loss.ln());
-                d.curve_of.push(k);
-            }
-        }
-        if d.loss.is_empty() {
-            return Err(FitError::EmptyData);
-        }
-        let params = law.law().params().len();
-        if d.loss.len() <= params {
-            return Err(FitError::TooFewPoints { points: d.loss.len(), params, law });
-        }
-        Ok(d)
-    }
-
-    pub fn len(&self) -> usize {
-        self.loss.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.loss.is_empty()
-    }
-
-    /// The subset at `indices` (points, in the given order), renumbering curves.
-    pub fn subset(&self, indices: &[usize]) -> Dataset {
-        let mut d = Dataset { features: Vec::new(), loss: Vec::new(), ln_loss: Vec::new(), curve_of: Vec::new(), runs: Vec::new() };
-        let mut map = std::collections::HashMap::new();
-        for &i in indices {
-            let k = *map.entry(self.curve_of[i]).or_insert_with(|| {
-                d.runs.push(self.runs[self.curve_of[i]].clone());
-                d.runs.len() - 1
-            });
-            d.features.push(self.features[i]);
-            d.loss.push(self.loss[i]);
-            d.ln_loss.push(self.ln_loss[i]);
-            d.curve_of.push(k);
-        }
-        d
-    }
-}
 
 /// The result of one local optimisation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -384,30 +168,6 @@ pub fn fit_dataset(data: &Dataset, options: &FitOptions, starts: &[Vec<f64>]) ->
         spread,
         near_optimal_starts: near.len(),
     })
-}
-
-/// Maps `f` over `items`; on native targets across the machine's cores (the browser runs it
-/// on its one thread).
-pub(crate) fn par_map<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    #[cfg(target_arch = "wasm32")]
-    let _ = threads;
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = if threads == 0 { cores } else { threads }.min(items.len().max(1));
-        if threads > 1 && items.len() >= 8 {
-            let chunk = items.len().div_ceil(threads);
-            let f = &f;
-            return std::thread::scope(|s| {
-                let handles: Vec<_> =
-                    items.chunks(chunk).map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>())).collect();
-                // A worker that panicked takes the fit down with it: its items are not dropped
-                // from the result as if they had never been asked for.
-                handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-            });
-        }
-    }
-    items.iter().map(f).collect()
 }
 
 /// Predicted loss of `law` with `params` at `x`.
