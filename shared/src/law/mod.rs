@@ -10,6 +10,7 @@ mod p2;
 mod p2_additive;
 mod p2_no_delta;
 mod p2_no_l0;
+mod p2_reduced;
 mod sparsity;
 
 pub use chinchilla::Chinchilla;
@@ -17,6 +18,7 @@ pub use p2::P2;
 pub use p2_additive::P2Additive;
 pub use p2_no_delta::P2NoDelta;
 pub use p2_no_l0::P2NoL0;
+pub use p2_reduced::P2Reduced;
 pub use sparsity::Sparsity;
 
 use serde::{Deserialize, Serialize};
@@ -148,6 +150,8 @@ pub enum LawForm {
     P2NoL0,
     /// Our ablation: additive terms `L0 + N_C/N0^a + D_C/D^b + R_C rho^g + E`.
     P2Additive,
+    /// Ours: P² with `N_C = E = 0`, the terms a narrow span of parents identifies.
+    P2Reduced,
     /// Hoffmann et al. 2022: `E + A/N^alpha + B/D^beta`.
     Chinchilla,
     /// Frantar et al. 2023 (arXiv 2309.08520) sparsity scaling law.
@@ -155,11 +159,12 @@ pub enum LawForm {
 }
 
 impl LawForm {
-    pub const ALL: [LawForm; 6] = [
+    pub const ALL: [LawForm; 7] = [
         LawForm::P2,
         LawForm::P2NoDelta,
         LawForm::P2NoL0,
         LawForm::P2Additive,
+        LawForm::P2Reduced,
         LawForm::Chinchilla,
         LawForm::Sparsity,
     ];
@@ -170,6 +175,7 @@ impl LawForm {
             LawForm::P2NoDelta => &P2NoDelta,
             LawForm::P2NoL0 => &P2NoL0,
             LawForm::P2Additive => &P2Additive,
+            LawForm::P2Reduced => &P2Reduced,
             LawForm::Chinchilla => &Chinchilla,
             LawForm::Sparsity => &Sparsity,
         }
@@ -182,6 +188,7 @@ impl LawForm {
             LawForm::P2NoDelta => "p2-no-delta",
             LawForm::P2NoL0 => "p2-no-l0",
             LawForm::P2Additive => "p2-additive",
+            LawForm::P2Reduced => "p2-reduced",
             LawForm::Chinchilla => "chinchilla",
             LawForm::Sparsity => "sparsity",
         }
@@ -201,6 +208,9 @@ impl LawForm {
             }
             LawForm::P2Additive => {
                 "p2law ablation, not from the paper: L0 + N_C/N0^alpha + D_C/D^beta + R_C rho^gamma + E"
+            }
+            LawForm::P2Reduced => {
+                "P² law reduced by p2law, not from the paper: L0 + (1/rho)^gamma (1/N0)^delta D_C/D^beta (N_C = E = 0: healing tends to L0)"
             }
             LawForm::Chinchilla => "Chinchilla (Hoffmann et al. 2022): E + A/N^alpha + B/D^beta",
             LawForm::Sparsity => {
@@ -253,7 +263,7 @@ impl LawForm {
 
 /// An unknown law name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown law `{name}`; expected one of p2, p2-no-delta, p2-no-l0, p2-additive, chinchilla, sparsity")]
+#[error("unknown law `{name}`; expected one of p2, p2-no-delta, p2-no-l0, p2-additive, p2-reduced, chinchilla, sparsity")]
 pub struct UnknownLaw {
     pub name: String,
 }
