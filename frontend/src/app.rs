@@ -1,6 +1,8 @@
 //! The Leptos components: the form, the plot with its hover read-out, the results table and the
-//! exports. Thin over signals: all numbers come from `state`, `compute` and `plot`.
+//! exports. Thin over signals: all numbers and text come from `state`, `compute`, `calculator`
+//! and `plot`.
 
+use crate::calculator::{self, Row};
 use crate::compute::{Series, SeriesError, compute};
 use crate::fits::parse_fit_json;
 use crate::plot::{Axes, HEIGHT, WIDTH, render};
@@ -29,10 +31,6 @@ fn record_redraw(ms: f64) {
     let _ = js_sys::Reflect::set(&window(), &JsValue::from_str("__p2law_redraw_ms"), &JsValue::from_f64(ms));
     let count = js_sys::Reflect::get(&window(), &JsValue::from_str("__p2law_redraws")).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
     let _ = js_sys::Reflect::set(&window(), &JsValue::from_str("__p2law_redraws"), &JsValue::from_f64(count + 1.0));
-}
-
-fn fmt_sci(v: f64) -> String {
-    if v.is_finite() { format!("{v:.3e}") } else { "—".into() }
 }
 
 /// The page for the current path: `/refit` or the calculator.
@@ -129,8 +127,8 @@ pub fn Calculator() -> impl IntoView {
 
     let presets = p2law_shared::presets::presets();
     let auto_box = {
-        let checked = move || form.with(|f| f.fits.split(',').any(|k| k.trim() == crate::state::AUTO_P2));
-        let toggle = move |ev: leptos::ev::Event| form.update(|f| toggle_fit(f, crate::state::AUTO_P2, event_target_checked(&ev)));
+        let checked = move || form.with(|f| f.has_fit(crate::state::AUTO_P2));
+        let toggle = move |ev: leptos::ev::Event| form.update(|f| f.toggle_fit(crate::state::AUTO_P2, event_target_checked(&ev)));
         view! {
             <li>
                 <label><input type="checkbox" class="preset" data-id="p2" prop:checked=checked on:change=toggle /> "P² preset of the pruning method below (p2law study)"</label>
@@ -142,8 +140,8 @@ pub fn Calculator() -> impl IntoView {
         .map(|p| {
             let key = format!("preset:{}", p.id);
             let key2 = key.clone();
-            let checked = move || form.with(|f| f.fits.split(',').any(|k| k.trim() == key));
-            let toggle = move |ev: leptos::ev::Event| form.update(|f| toggle_fit(f, &key2, event_target_checked(&ev)));
+            let checked = move || form.with(|f| f.has_fit(&key));
+            let toggle = move |ev: leptos::ev::Event| form.update(|f| f.toggle_fit(&key2, event_target_checked(&ev)));
             view! {
                 <li>
                     <label><input type="checkbox" class="preset" data-id=p.id.clone() prop:checked=checked on:change=toggle /> {p.title.clone()}</label>
@@ -163,11 +161,7 @@ pub fn Calculator() -> impl IntoView {
             custom.update(|c| {
                 c.insert(key.clone(), fit);
             });
-            form.update(|f| {
-                if !f.fits.split(',').any(|k| k == key) {
-                    f.fits = if f.fits.is_empty() { key } else { format!("{},{}", f.fits, key) };
-                }
-            });
+            form.update(|f| f.add_fit(&key));
             load_error.set(None);
         }
         Err(e) => load_error.set(Some(e)),
@@ -191,8 +185,8 @@ pub fn Calculator() -> impl IntoView {
                 .map(|fit| {
                     let key = fit.key.clone();
                     let key2 = key.clone();
-                    let checked = move || form.with(|f| f.fits.split(',').any(|k| k.trim() == key));
-                    let toggle = move |ev: leptos::ev::Event| form.update(|f| toggle_fit(f, &key2, event_target_checked(&ev)));
+                    let checked = move || form.with(|f| f.has_fit(&key));
+                    let toggle = move |ev: leptos::ev::Event| form.update(|f| f.toggle_fit(&key2, event_target_checked(&ev)));
                     let band = if fit.report.intervals.is_some() { " (with band)" } else { "" };
                     view! { <li><label><input type="checkbox" class="custom-fit" prop:checked=checked on:change=toggle /> {format!("{}{band}", fit.label)}</label></li> }
                 })
@@ -206,22 +200,10 @@ pub fn Calculator() -> impl IntoView {
         .collect_view();
     let (model_value, model_set) = field("model");
     let (by_value, by_set) = field("by");
-    let rule_kind = move || form.with(|f| f.rule.split_once(':').map_or("slope".to_string(), |(k, _)| k.to_string()));
-    let rule_value = move || form.with(|f| f.rule.split_once(':').map_or(String::new(), |(_, v)| v.to_string()));
-    let set_rule_kind = move |ev: leptos::ev::Event| {
-        let kind = event_target_value(&ev);
-        form.update(|f| {
-            let v = f.rule.split_once(':').map_or("0.01".to_string(), |(_, v)| v.to_string());
-            f.rule = format!("{kind}:{v}");
-        })
-    };
-    let set_rule_value = move |ev: leptos::ev::Event| {
-        let v = event_target_value(&ev);
-        form.update(|f| {
-            let k = f.rule.split_once(':').map_or("slope".to_string(), |(k, _)| k.to_string());
-            f.rule = format!("{k}:{v}");
-        })
-    };
+    let rule_kind = move || form.with(|f| f.rule_kind().to_string());
+    let rule_value = move || form.with(|f| f.rule_value().to_string());
+    let set_rule_kind = move |ev: leptos::ev::Event| form.update(|f| f.set_rule_kind(&event_target_value(&ev)));
+    let set_rule_value = move |ev: leptos::ev::Event| form.update(|f| f.set_rule_value(&event_target_value(&ev)));
 
     let on_move = move |ev: leptos::ev::MouseEvent| {
         let Some(target) = ev.current_target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else { return };
@@ -232,23 +214,9 @@ pub fn Calculator() -> impl IntoView {
         let x = (f64::from(ev.client_x()) - rect.left()) / rect.width() * WIDTH;
         hover.set(Some(view_state.with(|v| v.axes.tokens_at(x))));
     };
-    let readout = move || {
-        let Some(d) = hover.get() else { return "Hover over the plot to read (tokens, loss).".to_string() };
-        view_state.with(|v| {
-            let parts: Vec<String> = v
-                .series
-                .iter()
-                .map(|s| {
-                    let x = p2law_shared::Inputs { tokens: d, ..s.inputs };
-                    resolved.with(|(sc, _)| {
-                        let fit = sc.fits.iter().find(|f| f.label == s.fit_label);
-                        let loss = fit.and_then(|f| f.report.coefficients().ok().map(|p| p2law_shared::fit::predict(f.report.law, &p, &x)));
-                        format!("{}: {:.4}", s.label, loss.unwrap_or(f64::NAN))
-                    })
-                })
-                .collect();
-            format!("D = {d:.3e} tokens — {}", parts.join(" · "))
-        })
+    let readout = move || match hover.get() {
+        None => "Hover over the plot to read (tokens, loss).".to_string(),
+        Some(d) => view_state.with(|v| resolved.with(|(sc, _)| calculator::readout(d, &v.series, &sc.fits))),
     };
 
     let rows = move || {
@@ -258,19 +226,7 @@ pub fn Calculator() -> impl IntoView {
                 .enumerate()
                 .map(|(i, s)| {
                     let n = s.inputs.n();
-                    let (budget, band, at, asym, flops, hours, price, budget_value) = match &s.budget {
-                        Ok(b) => (
-                            fmt_sci(b.tokens),
-                            b.tokens_band.map_or(String::new(), |[lo, hi]| format!("[{}, {}]", fmt_sci(lo), fmt_sci(hi))),
-                            format!("{:.4}", b.loss_at_budget),
-                            b.asymptote.map_or(String::new(), |a| format!("{a:.4}")),
-                            fmt_sci(b.cost.flops),
-                            b.cost.gpu_hours.map_or(String::new(), |h| format!("{h:.1}")),
-                            b.cost.price.map_or(String::new(), |p| format!("{p:.0}")),
-                            b.tokens.to_string(),
-                        ),
-                        Err(e) => (e.clone(), String::new(), String::new(), String::new(), String::new(), String::new(), String::new(), String::new()),
-                    };
+                    let Row { budget, budget_value, band, loss_at_budget: at, asymptote: asym, flops, gpu_hours: hours, price } = Row::of(s);
                     view! {
                         <tr data-series=i>
                             <td><span class="swatch" style=format!("background:{}", crate::plot::PALETTE[i % crate::plot::PALETTE.len()])></span>{s.label.clone()}</td>
@@ -291,28 +247,8 @@ pub fn Calculator() -> impl IntoView {
     };
 
     let messages = move || {
-        let mut all: Vec<String> = link_notes.clone();
-        resolved.with(|(_, errs)| all.extend(errs.iter().map(|e| format!("{}: {}", e.field, e.message))));
-        view_state.with(|v| all.extend(v.errors.iter().map(|e| format!("{}: {}", e.label, e.message))));
-        if let Some(e) = load_error.get() {
-            all.push(e);
-        }
-        let mut items: Vec<(&'static str, String)> = all.into_iter().map(|m| ("message", m)).collect();
-        // A degenerate fit and every extrapolation are warnings, once each.
-        resolved.with(|(s, _)| {
-            items.extend(s.fits.iter().filter_map(|f| f.report.degeneracy().map(|w| ("warning degenerate", format!("{}: {w}", f.label)))));
-        });
-        view_state.with(|v| {
-            let mut seen = std::collections::BTreeSet::new();
-            for s in &v.series {
-                for m in &s.extrapolation {
-                    let line = format!("{}: extrapolation: {m}", s.fit_label);
-                    if seen.insert(line.clone()) {
-                        items.push(("warning extrapolation", line));
-                    }
-                }
-            }
-        });
+        let load = load_error.get();
+        let items = resolved.with(|(sc, errs)| view_state.with(|v| calculator::messages(&link_notes, errs, &v.errors, load.as_deref(), &sc.fits, &v.series)));
         items.into_iter().map(|(class, m)| view! { <li class=class>{m}</li> }).collect_view()
     };
 
@@ -408,14 +344,6 @@ pub fn Calculator() -> impl IntoView {
     }
 }
 
-/// Adds or removes one fit key in the form's list.
-fn toggle_fit(f: &mut Form, key: &str, on: bool) {
-    let mut keys: Vec<String> = f.fits.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty() && k != key).collect();
-    if on {
-        keys.push(key.to_string());
-    }
-    f.fits = keys.join(",");
-}
 
 
 fn download(name: &str, mime: &str, text: &str) {

@@ -4,6 +4,7 @@
 //! - [`state`]: every input as typed, its URL round trip, and its validation into a scenario;
 //! - [`fits`]: fit files the user drops or pastes, and fits carried inline in a link;
 //! - [`compute`]: curves, bands and budgets for a scenario;
+//! - [`calculator`]: the calculator page's toggles, table cells, messages and read-out;
 //! - [`plot`]: the SVG plot;
 //! - [`refit`]: the Refit page's parsing preview and fit pictures;
 //! - [`calibrate`]: the Calibrate page's cost estimate and live curves;
@@ -11,6 +12,7 @@
 //! - `app`, `refit_page`, `calibrate_page`, `forecast_page` (wasm only): the Leptos components.
 
 pub mod api;
+pub mod calculator;
 pub mod calibrate;
 pub mod compute;
 pub mod fits;
