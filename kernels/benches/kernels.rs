@@ -7,7 +7,7 @@
 //! written once), the same figure for all three columns, so the columns compare times.
 
 use burn::prelude::*;
-use p2law_kernels::gpu;
+use p2law_kernels::{adapter, gpu};
 use std::time::Instant;
 
 /// Median seconds of `runs` calls of `f`, after two warm-up calls, with the device synchronised
@@ -53,7 +53,7 @@ fn row(name: &str, bytes: f64, kernel: f64, ops: f64, floor: f64) {
 }
 
 fn main() {
-    let Some((device, adapter)) = gpu::wgpu_device() else {
+    let Some((device, adapter)) = adapter::wgpu_device() else {
         println!("SKIPPED: no wgpu adapter on this machine (install mesa-vulkan-drivers; ./dev setup does)");
         return;
     };
@@ -61,7 +61,7 @@ fn main() {
     let arg = |i: usize, default: usize| args.get(i).copied().unwrap_or(default);
     let (rows, cols, tokens, hidden) = (arg(0, 2048), arg(1, 2048), arg(2, 2048), arg(3, 1024));
     let runs = 9;
-    println!("device: wgpu, {adapter}; plane ops (supported, min, max size): {:?}", gpu::planes(&device));
+    println!("device: wgpu, {adapter}; plane ops (supported, min, max size): {:?}", gpu::bench::planes(&device));
     println!("weight {rows}×{cols} (burn layout [in, out], seen transposed), hidden states {tokens}×{hidden}; median of {runs} runs");
     println!(
         "{:<22} {:>24} | {:>24} | {:>24} | {:>7} {:>7}",
@@ -77,7 +77,7 @@ fn main() {
     let floor_for = |bytes: usize| {
         let x = Tensor::<2>::zeros([1, bytes / 8], &device);
         time(&device, runs, || {
-            let _ = gpu::copy(&x);
+            let _ = gpu::bench::copy(&x);
         })
     };
 

@@ -8,6 +8,7 @@
 //! per *input* (PyTorch's and Hugging Face's layout). N:M groups are `m` consecutive inputs of
 //! one row.
 
+pub mod adapter;
 pub mod fused;
 pub mod gpu;
 pub mod reference;

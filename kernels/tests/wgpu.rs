@@ -3,16 +3,17 @@
 //! exactly, pruned weights bit for bit, the block influence within 1e-5.
 
 use burn::prelude::*;
+use p2law_kernels::adapter;
 use p2law_kernels::gpu::{self, KernelError};
 use p2law_kernels::{ShapeError, reference};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
-/// The wgpu device, or `None` after [`gpu::skip_without_adapter`] (which fails the test where
+/// The wgpu device, or `None` after [`adapter::skip_without_adapter`] (which fails the test where
 /// `P2LAW_REQUIRE_WGPU=1`).
 #[track_caller]
 fn device() -> Option<Device> {
-    match gpu::wgpu_device() {
+    match adapter::wgpu_device() {
         Some((device, adapter)) => {
             eprintln!("wgpu adapter: {adapter}");
             Some(device)
@@ -20,7 +21,7 @@ fn device() -> Option<Device> {
         None => {
             let caller = std::panic::Location::caller();
             let name = std::thread::current().name().unwrap_or("a kernels test").to_string();
-            gpu::skip_without_adapter(&format!("{name} ({}:{})", caller.file(), caller.line()));
+            adapter::skip_without_adapter(&format!("{name} ({}:{})", caller.file(), caller.line()));
             None
         }
     }

@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 use burn::tensor::wgpu::wgpu;
-use p2law_kernels::gpu;
+use p2law_kernels::adapter;
 use serde::{Deserialize, Serialize};
 
 /// What the user asked for (the shared vocabulary, so the request, the CLI and the runner agree).
@@ -26,7 +26,7 @@ pub struct Adapter {
 /// `GET /api/lab` asks on every page load).
 pub fn adapters() -> Vec<Adapter> {
     static FOUND: std::sync::OnceLock<Vec<Adapter>> = std::sync::OnceLock::new();
-    FOUND.get_or_init(|| gpu::adapters().iter().map(Adapter::from).collect()).clone()
+    FOUND.get_or_init(|| adapter::adapters().iter().map(Adapter::from).collect()).clone()
 }
 
 impl From<&wgpu::AdapterInfo> for Adapter {
@@ -55,11 +55,11 @@ impl LabDevice {
 /// Resolves a choice into a device, or says why it cannot.
 pub fn select(choice: DeviceChoice) -> Result<LabDevice, String> {
     let cpu = || LabDevice { device: Device::flex().autodiff(), backend: "cpu", adapter: format!("burn flex, {} threads", threads()) };
-    let wgpu_on = |a: &wgpu::AdapterInfo| LabDevice { device: gpu::device_on(a).autodiff(), backend: "wgpu", adapter: gpu::describe(a) };
-    let found = gpu::adapters();
+    let wgpu_on = |a: &wgpu::AdapterInfo| LabDevice { device: adapter::device_on(a).autodiff(), backend: "wgpu", adapter: adapter::describe(a) };
+    let found = adapter::adapters();
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
-        DeviceChoice::Auto => Ok(found.iter().find(|a| gpu::is_gpu(a)).map_or_else(cpu, wgpu_on)),
+        DeviceChoice::Auto => Ok(found.iter().find(|a| adapter::is_gpu(a)).map_or_else(cpu, wgpu_on)),
         // The list is best first: a real GPU when there is one, otherwise lavapipe.
         DeviceChoice::Wgpu => found
             .first()

@@ -188,7 +188,7 @@ fn post_training_heals_and_a_stopped_run_resumes_to_the_same_curve() {
 fn a_training_step_on_wgpu_matches_the_cpu() {
     let adapters = super::device::adapters();
     if adapters.is_empty() {
-        p2law_kernels::gpu::skip_without_adapter("a_training_step_on_wgpu_matches_the_cpu");
+        p2law_kernels::adapter::skip_without_adapter("a_training_step_on_wgpu_matches_the_cpu");
         return;
     }
     let wgpu = super::device::select(super::device::DeviceChoice::Wgpu).unwrap();
@@ -256,7 +256,7 @@ fn weight_bits(model: &Llama) -> Vec<u32> {
 fn pruning_with_the_kernels_on_wgpu_is_identical_to_the_cpu_path() {
     use super::prune::Compute;
     if super::device::adapters().is_empty() {
-        p2law_kernels::gpu::skip_without_adapter("pruning_with_the_kernels_on_wgpu_is_identical_to_the_cpu_path");
+        p2law_kernels::adapter::skip_without_adapter("pruning_with_the_kernels_on_wgpu_is_identical_to_the_cpu_path");
         return;
     }
     let wgpu = super::device::select(super::device::DeviceChoice::Wgpu).unwrap();
