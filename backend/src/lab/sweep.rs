@@ -37,6 +37,9 @@ const EXPORT_SHARD_BYTES: u64 = 4 << 30;
 pub enum SweepError {
     #[error("{0}")]
     Request(String),
+    /// A parent or setting the request names that p2law does not know.
+    #[error("{0}")]
+    Setting(#[from] p2law_shared::calibrate::SettingError),
     #[error("cancelled")]
     Cancelled,
     #[error("{unit}: {message}")]
@@ -137,14 +140,14 @@ impl Resolved {
     /// A built-in name, or `hf:NAME` opened from `models_dir`.
     pub fn new(name: &str, models_dir: &Path) -> Result<Self, SweepError> {
         match hf_parent(name) {
-            Some(Err(e)) => Err(SweepError::Request(e)),
+            Some(Err(e)) => Err(e.into()),
             Some(Ok(dir)) => {
                 let h = HfParent::open(&models_dir.join(dir)).map_err(|e| SweepError::Request(format!("parent `{name}`: {e}")))?;
                 let seq_len = HF_SEQ_LEN.min(h.config.max_position_embeddings as usize - 1).max(1);
                 Ok(Self { name: name.into(), shape: h.shape(), seq_len, source: Source::Hf(Box::new(h)) })
             }
             None => {
-                let p = parent(name).map_err(SweepError::Request)?;
+                let p = parent(name)?;
                 Ok(Self { name: name.into(), shape: p.shape, seq_len: p.seq_len, source: Source::BuiltIn(p) })
             }
         }
@@ -376,70 +379,76 @@ pub fn run(req: &CalibrationRequest, corpus_path: &Path, done: &BTreeMap<String,
         // A cancel asked while the corpus or the parent was loading stops here, before pruning.
         cancelled(ctx)?;
         for unit in mine {
-            let key = unit.key();
-            let cfg = r.post_train_config(req.tokens, req.seed, req.lr);
-            let n0 = record.n0 as f64;
-            if done.contains_key(&key) {
-                clock.done += n0 * req.tokens as f64;
+            if done.contains_key(&unit.key()) {
+                clock.done += record.n0 as f64 * req.tokens as f64;
                 continue;
             }
-            cancelled(ctx)?;
-            let pruned = prune_unit_until(parent_model.clone(), &r.shape, r.seq_len, unit.pruning, corpus, ctx.cancel)
-                .map_err(|message| SweepError::Unit { unit: key.clone(), message })?
-                .ok_or(SweepError::Cancelled)?;
-            crate::fault_point("prune");
-            cancelled(ctx)?;
-            (ctx.on_event)(CalibrationEvent {
-                message: Some(format!("achieved rho = {:.6} ({} of {} parameters); {}", pruned.rho, pruned.removed, record.n0, pruned.detail)),
-                ..event(Stage::Prune, Some(&key))
-            });
-            let mut last = 0usize;
-            let on_event = &mut *ctx.on_event;
-            let per_step = n0 * cfg.tokens_per_step() as f64;
-            let mut progress = |pr: &Progress| {
-                clock.done += per_step * pr.step.saturating_sub(last) as f64;
-                last = pr.step;
-                if pr.point.is_some() || pr.step % 10 == 0 {
-                    on_event(CalibrationEvent { step: pr.step, steps: pr.steps, tokens: pr.tokens, point: pr.point, eta_s: clock.eta(), ..event(Stage::Train, Some(&key)) });
-                }
-            };
-            let dir = run::dir_for(&ctx.job_dir, &key);
-            let finished = run::run(pruned.model, pruned.masks.as_ref(), corpus, &cfg, &eval_config(r.seq_len), &ctx.device.device, &dir, ctx.cancel, &mut progress)?;
-            if let Some(m) = &pruned.masks {
-                prune::sparse::check_pattern(&finished.model, m.n, m.m).map_err(|message| SweepError::Unit { unit: key.clone(), message })?;
-            }
-            // The healed model is written before its curve is stored: a unit counts as done only
-            // with its export.
-            // The unit's last checkpoint is on disk: a cancel here resumes nothing but the export.
-            cancelled(ctx)?;
-            if let (Source::Hf(h), Some(root)) = (&r.source, &ctx.export_dir) {
-                let out = root.join(key.replace(['/', ':'], "_"));
-                let _ = std::fs::remove_dir_all(&out);
-                let record = export_record(&r.name, unit, (pruned.rho, pruned.removed, &pruned.detail), req.tokens, &finished.points);
-                let shape = pruned.shape;
-                let written = hf::export_until(&finished.model, &shape, h, record, &out, EXPORT_SHARD_BYTES, ctx.cancel).map_err(|e| match e {
-                    hf::HfError::Cancelled => SweepError::Cancelled,
-                    e => SweepError::Unit { unit: key.clone(), message: e.to_string() },
-                })?;
-                (ctx.on_event)(CalibrationEvent { message: Some(format!("healed model written to {} ({} bytes)", written.dir.display(), written.bytes)), ..event(Stage::Export, Some(&key)) });
-            }
-            let curve = Curve {
-                run: key.clone(),
-                n0: Some(n0),
-                rho: Some(pruned.rho),
-                l0: Some(record.l0),
-                method: Some(unit.pruning.label()),
-                family: Some(r.family()),
-                split: Some("held-out".into()),
-                points: finished.points,
-            };
-            (ctx.on_curve)(unit, &curve).map_err(|message| SweepError::Unit { unit: key.clone(), message })?;
-            curves.push(curve);
-            // The run is stored: its checkpoints are no longer needed.
-            let _ = std::fs::remove_dir_all(&dir);
+            curves.push(heal_unit(r, unit, &parent_model, &record, corpus, req, ctx, &mut clock)?);
         }
     }
     Ok(curves)
+}
+
+/// One unit of a loaded parent: pruned, healed (its held-out loss at the checkpoints), its N:M
+/// pattern checked, written back as a Hugging Face directory where the parent is one, and
+/// handed to `on_curve`; its checkpoints are removed once the curve is stored.
+#[allow(clippy::too_many_arguments)]
+fn heal_unit(r: &Resolved, unit: &Unit, parent: &Llama, record: &ParentRecord, corpus: &Corpus, req: &CalibrationRequest, ctx: &mut Context<'_>, clock: &mut Clock) -> Result<Curve, SweepError> {
+    let key = unit.key();
+    let unit_err = |message: String| SweepError::Unit { unit: key.clone(), message };
+    let cfg = r.post_train_config(req.tokens, req.seed, req.lr);
+    let n0 = record.n0 as f64;
+    cancelled(ctx)?;
+    let pruned = prune_unit_until(parent.clone(), &r.shape, r.seq_len, unit.pruning, corpus, ctx.cancel).map_err(unit_err)?.ok_or(SweepError::Cancelled)?;
+    crate::fault_point("prune");
+    cancelled(ctx)?;
+    (ctx.on_event)(CalibrationEvent {
+        message: Some(format!("achieved rho = {:.6} ({} of {} parameters); {}", pruned.rho, pruned.removed, record.n0, pruned.detail)),
+        ..event(Stage::Prune, Some(&key))
+    });
+    let mut last = 0usize;
+    let on_event = &mut *ctx.on_event;
+    let per_step = n0 * cfg.tokens_per_step() as f64;
+    let mut progress = |pr: &Progress| {
+        clock.done += per_step * pr.step.saturating_sub(last) as f64;
+        last = pr.step;
+        if pr.point.is_some() || pr.step % 10 == 0 {
+            on_event(CalibrationEvent { step: pr.step, steps: pr.steps, tokens: pr.tokens, point: pr.point, eta_s: clock.eta(), ..event(Stage::Train, Some(&key)) });
+        }
+    };
+    let dir = run::dir_for(&ctx.job_dir, &key);
+    let finished = run::run(pruned.model, pruned.masks.as_ref(), corpus, &cfg, &eval_config(r.seq_len), &ctx.device.device, &dir, ctx.cancel, &mut progress)?;
+    if let Some(m) = &pruned.masks {
+        prune::sparse::check_pattern(&finished.model, m.n, m.m).map_err(unit_err)?;
+    }
+    // The healed model is written before its curve is stored: a unit counts as done only with
+    // its export. The unit's last checkpoint is on disk: a cancel here resumes nothing but the
+    // export.
+    cancelled(ctx)?;
+    if let (Source::Hf(h), Some(root)) = (&r.source, &ctx.export_dir) {
+        let out = root.join(key.replace(['/', ':'], "_"));
+        let _ = std::fs::remove_dir_all(&out);
+        let record = export_record(&r.name, unit, (pruned.rho, pruned.removed, &pruned.detail), req.tokens, &finished.points);
+        let written = hf::export_until(&finished.model, &pruned.shape, h, record, &out, EXPORT_SHARD_BYTES, ctx.cancel).map_err(|e| match e {
+            hf::HfError::Cancelled => SweepError::Cancelled,
+            e => unit_err(e.to_string()),
+        })?;
+        (ctx.on_event)(CalibrationEvent { message: Some(format!("healed model written to {} ({} bytes)", written.dir.display(), written.bytes)), ..event(Stage::Export, Some(&key)) });
+    }
+    let curve = Curve {
+        run: key.clone(),
+        n0: Some(n0),
+        rho: Some(pruned.rho),
+        l0: Some(record.l0),
+        method: Some(unit.pruning.label()),
+        family: Some(r.family()),
+        split: Some("held-out".into()),
+        points: finished.points,
+    };
+    (ctx.on_curve)(unit, &curve).map_err(unit_err)?;
+    // The run is stored: its checkpoints are no longer needed.
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(curve)
 }
 
 /// Pretrains (or finds in the cache) the built-in parent `name` of a request: a queue's
