@@ -11,7 +11,7 @@
 //! never taken as the unit's failure.
 
 use crate::lab::{device, sweep};
-use crate::server::lab::{event, export_dir, fit_inputs, fit_summary, job_dir};
+use crate::server::jobs::{event, export_dir, fit_inputs, fit_summary, job_dir};
 use crate::store::queue::{Claim, Commit, Lease, UnitKind};
 use crate::store::{NewUpload, Store, StoreError};
 use p2law_shared::calibrate::{CalibrationEvent, CalibrationRequest, DeviceChoice, JobStatus, Stage};

@@ -3,7 +3,7 @@
 //! used for a while, temporary files of killed processes, and the progress events of old jobs.
 //! Uploads (kept byte for byte), runs, fits and every job's curves are never touched.
 
-use crate::server::lab::{export_dir, job_dir};
+use crate::server::jobs::{export_dir, job_dir};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

@@ -82,12 +82,12 @@ pub async fn cancel(State(state): State<AppState>, _: Authorized, super::error::
     match state.store().request_cancel(id).await? {
         None => return Err(ApiError::NotFound(format!("calibration {id}"))),
         // It never started: its event log ends here.
-        Some(true) => super::lab::publish(state.store(), state.lab(), id, super::lab::event(Stage::Cancelled, Some("cancelled before it started".into()))).await,
+        Some(true) => super::jobs::publish(state.store(), state.lab(), id, super::jobs::event(Stage::Cancelled, Some("cancelled before it started".into()))).await,
         Some(false) if state.store().is_queued_job(id).await? => {
             // Workers see the cancel at their next lease renewal and end the job; with none
             // holding one of its units, nobody would: it ends here.
             if !state.store().job_has_live_lease(id).await? {
-                let e = super::lab::event(Stage::Cancelled, Some("cancelled; finished curves are kept".into()));
+                let e = super::jobs::event(Stage::Cancelled, Some("cancelled; finished curves are kept".into()));
                 state.store().end_open_job(id, p2law_shared::calibrate::JobStatus::Cancelled, Some("cancelled; finished curves are kept"), e).await?;
             }
         }

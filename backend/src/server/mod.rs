@@ -7,7 +7,7 @@ mod api;
 mod auth;
 mod calibrate;
 pub mod error;
-pub mod lab;
+pub mod jobs;
 
 pub use axum::Router;
 
@@ -97,7 +97,7 @@ pub struct AppState {
 struct Inner {
     store: Store,
     static_dir: Option<PathBuf>,
-    lab: Arc<lab::Lab>,
+    lab: Arc<jobs::Lab>,
     config: ServerConfig,
     fits: Arc<tokio::sync::Semaphore>,
     streams: Arc<tokio::sync::Semaphore>,
@@ -113,9 +113,9 @@ impl AppState {
 
     /// [`AppState::new`] with the server's limits and host policy.
     pub fn with_config(store: Store, static_dir: Option<PathBuf>, data_dir: PathBuf, corpus_dir: PathBuf, config: ServerConfig) -> Self {
-        let lab = Arc::new(lab::Lab::new(data_dir, corpus_dir));
+        let lab = Arc::new(jobs::Lab::new(data_dir, corpus_dir));
         if store.dialect() == crate::store::Dialect::Sqlite {
-            tokio::spawn(lab::worker(store.clone(), lab.clone()));
+            tokio::spawn(jobs::worker(store.clone(), lab.clone()));
         } else {
             // A shared database's jobs are run by `p2law worker` processes.
             lab.mark_stopped();
@@ -147,7 +147,7 @@ impl AppState {
         &self.inner.store
     }
 
-    pub fn lab(&self) -> &lab::Lab {
+    pub fn lab(&self) -> &jobs::Lab {
         &self.inner.lab
     }
 }
