@@ -24,7 +24,7 @@ fn main() -> Result<(), String> {
     }
     let name = args.first().map_or("p2-xs", String::as_str);
     let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(30);
-    let choice: device::DeviceChoice = args.get(2).map_or("cpu", String::as_str).parse()?;
+    let choice: device::DeviceChoice = args.get(2).map_or("cpu", String::as_str).parse().map_err(|e: p2law_shared::calibrate::SettingError| e.to_string())?;
     let corpus_path = args.get(3).map_or("data/corpus/shakespeare", String::as_str);
     let parent = any_parent(name)?;
     let dev = device::select(choice)?;

@@ -244,7 +244,7 @@ fn bad_input_gets_a_clear_error() {
         ("missing file", vec!["fit".into(), "--law".into(), "p2".into(), "/nonexistent/x.csv".into()], "reading /nonexistent/x.csv"),
         ("bad HF JSON", vec!["convert".into(), f("trainer_state.json", "{\"log_history\": [{\"loss\": \"x\", \"step\": 1}]}")], "trainer_state.json, record 0, field `loss`"),
         ("not a fit file", vec!["predict".into(), "--fit".into(), f("notfit.json", "{\"law\": \"p2\"}"), "--n0".into(), "1e9".into(), "--rho".into(), "0.2".into(), "--l0".into(), "2".into(), "--tokens".into(), "1e9".into()], "notfit.json: not a p2law fit file"),
-        ("predict rho outside (0,1)", vec!["predict".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "1.2".into(), "--tokens".into(), "1e9".into()], "field `rho`"),
+        ("predict rho outside (0,1)", vec!["predict".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "1.2".into(), "--tokens".into(), "1e9".into()], "--rho: must be in (0, 1)"),
         ("predict zero tokens", vec!["predict".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "0".into(), "--tokens".into(), "0".into()], "field `tokens`"),
         ("bad budget rule", vec!["budget".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "0".into(), "--rule".into(), "speed:3".into()], "rule `speed:3`"),
         ("unreachable target", vec!["budget".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "0".into(), "--rule".into(), "target:0.5".into()], "below the predicted asymptote"),

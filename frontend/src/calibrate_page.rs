@@ -95,12 +95,12 @@ pub fn CalibratePage() -> impl IntoView {
         let pretrain_scale = scale.get().trim().parse::<f64>().map_err(|_| format!("pretrain scale: `{}` is not a number", scale.get()))?;
         let r = CalibrationRequest {
             parents: parents.get(),
-            methods: methods.get().iter().map(|m| m.parse::<PruneMethod>()).collect::<Result<_, _>>()?,
+            methods: methods.get().iter().map(|m| m.parse::<PruneMethod>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?,
             rates,
             patterns: list(&patterns.get()).iter().map(|p| p.parse::<NmPattern>().map_err(|e| format!("patterns: {e}"))).collect::<Result<_, _>>()?,
             tokens,
             pretrain_scale,
-            device: device.get().parse::<DeviceChoice>()?,
+            device: device.get().parse::<DeviceChoice>().map_err(|e| e.to_string())?,
             corpus: None,
             seed: 0,
             lr: match lr.get().trim() {

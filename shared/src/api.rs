@@ -4,7 +4,7 @@ use crate::bootstrap::{BootstrapOptions, Resample};
 use crate::fit::{FitError, FitOptions};
 use crate::data::CurvePoint;
 use crate::fit::Objective;
-use crate::law::LawForm;
+use crate::law::{InputsError, LawForm};
 use crate::logs::{Format, LogOptions, RunMeta, Skipped, TokenSource};
 use crate::report::FitReport;
 use crate::validate::Protocol;
@@ -127,32 +127,32 @@ pub const MAX_LEVEL: f64 = 0.999;
 
 impl ForecastRequest {
     /// The forecast's options, or the first bad field.
-    pub fn resolve(&self) -> Result<crate::forecast::ForecastOptions, String> {
+    pub fn resolve(&self) -> Result<crate::forecast::ForecastOptions, InputsError> {
         let d = crate::forecast::ForecastOptions::default();
         if self.at.len() > MAX_FORECAST_AT {
-            return Err(format!("field `at`: at most {MAX_FORECAST_AT} token counts, got {}", self.at.len()));
+            return Err(field("at", format!("at most {MAX_FORECAST_AT} token counts, got {}", self.at.len())));
         }
         // Below one token `D^-β` runs to infinity; nobody forecasts there.
         if let Some(t) = self.at.iter().find(|t| !(t.is_finite() && **t >= 1.0)) {
-            return Err(format!("field `at`: token counts must be at least 1, got {t}"));
+            return Err(field("at", format!("token counts must be at least 1, got {t}")));
         }
         let rule = match &self.rule {
             None => None,
-            Some(r) => Some(r.parse::<crate::budget::Rule>().map_err(|e| format!("field `rule`: {e}"))?),
+            Some(r) => Some(r.parse::<crate::budget::Rule>().map_err(|e| field("rule", e.to_string()))?),
         };
         let level = self.level.unwrap_or(d.level);
         if !(MIN_LEVEL..=MAX_LEVEL).contains(&level) {
-            return Err(format!("field `level`: from {MIN_LEVEL} to {MAX_LEVEL}, got {level}"));
+            return Err(field("level", format!("from {MIN_LEVEL} to {MAX_LEVEL}, got {level}")));
         }
         let resamples = self.resamples.unwrap_or(d.resamples);
         if !(50..=MAX_FORECAST_RESAMPLES).contains(&resamples) {
-            return Err(format!("field `resamples`: must be 50 to {MAX_FORECAST_RESAMPLES}, got {resamples}"));
+            return Err(field("resamples", format!("must be 50 to {MAX_FORECAST_RESAMPLES}, got {resamples}")));
         }
         if let Some(seed) = self.seed.filter(|s| *s > i64::MAX as u64) {
-            return Err(format!("field `seed`: at most {}, got {seed}", i64::MAX));
+            return Err(field("seed", format!("at most {}, got {seed}", i64::MAX)));
         }
         if let Some(t) = self.at.iter().find(|t| **t > 1e30) {
-            return Err(format!("field `at`: at most 1e30 tokens, got {t}"));
+            return Err(field("at", format!("at most 1e30 tokens, got {t}")));
         }
         Ok(crate::forecast::ForecastOptions { at: self.at.clone(), rule, level, resamples, seed: self.seed.unwrap_or(d.seed), schedule: None })
     }
@@ -260,20 +260,26 @@ pub struct ErrorBody {
 /// The inputs of one pruned model: `n0`, the rate `rho` or the size after pruning `n`, and `l0`
 /// where the law needs it, checked against the law's domain. The CLI's `predict`/`budget` and
 /// `POST /api/predict` resolve through here.
-pub fn model_inputs(law: LawForm, n0: f64, rho: Option<f64>, n: Option<f64>, l0: Option<f64>) -> Result<crate::law::Inputs, String> {
+pub fn model_inputs(law: LawForm, n0: f64, rho: Option<f64>, n: Option<f64>, l0: Option<f64>) -> Result<crate::law::Inputs, InputsError> {
     let x = match (rho, n) {
-        (Some(_), Some(_)) => return Err("fields `rho` and `n`: give one of them, not both".into()),
+        (Some(_), Some(_)) => return Err(field("rho", "give `rho` or `n`, not both".into())),
         (Some(rho), None) => crate::law::Inputs { n0, rho, l0, tokens: 1.0 },
         (None, Some(n)) => {
             if !(n.is_finite() && n > 0.0 && n <= n0) {
-                return Err(format!("field `n`: must be in (0, n0 = {n0}], got {n}"));
+                return Err(field("n", format!("must be in (0, n0 = {n0}], got {n}")));
             }
             crate::law::Inputs::from_sizes(n0, n, l0, 1.0)
         }
-        (None, None) => return Err("field `rho`: give `rho` or `n`".into()),
+        (None, None) => return Err(field("rho", "give `rho` or `n`".into())),
     };
-    law.check(&x, false).map_err(|e| e.to_string())?;
+    law.check(&x, false)?;
     Ok(x)
+}
+
+/// A request field that does not hold, by name (the API's 422 and the CLI's `--flag` both read
+/// the field).
+fn field(field: &'static str, message: String) -> InputsError {
+    InputsError { field, message }
 }
 
 /// The most token counts one prediction may ask for.
@@ -311,12 +317,12 @@ pub struct PredictRequest {
 impl PredictRequest {
     /// Checks the token counts (the model inputs are checked against the fit's law, once the
     /// fit is known: [`model_inputs`]).
-    pub fn check_tokens(&self) -> Result<(), String> {
+    pub fn check_tokens(&self) -> Result<(), InputsError> {
         if self.tokens.is_empty() || self.tokens.len() > MAX_PREDICT_TOKENS {
-            return Err(format!("field `tokens`: 1 to {MAX_PREDICT_TOKENS} token counts, got {}", self.tokens.len()));
+            return Err(field("tokens", format!("1 to {MAX_PREDICT_TOKENS} token counts, got {}", self.tokens.len())));
         }
         match self.tokens.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
-            Some(t) => Err(format!("field `tokens`: token counts must be positive, got {t}")),
+            Some(t) => Err(field("tokens", format!("token counts must be positive, got {t}"))),
             None => Ok(()),
         }
     }

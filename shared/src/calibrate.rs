@@ -36,11 +36,30 @@ pub const FAMILY: [Parent; 7] = [
     Parent { name: "p2-xl", shape: shape(256, 704, 12, 16, 4, 16), pretrain_tokens: 400_000_000, batch: 32, seq_len: 256, peak_lr: 1e-3 },
 ];
 
+/// A name or setting of a sweep that p2law does not know, naming what it got and what it takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("unknown parent `{name}`; built-in parents are {known}")]
+    UnknownParent { name: String, known: String },
+    #[error("`{0}`: a Hugging Face parent is `hf:` and a directory name in the models directory (letters, digits, `.`, `_`, `-`)")]
+    HfName(String),
+    #[error("method `{0}`: expected depth, width or sparse")]
+    Method(String),
+    #[error("device `{0}`: expected auto, wgpu or cpu")]
+    Device(String),
+    #[error("rate `{0}`: expected a number in [{MIN_RATE}, 1)")]
+    Rate(String),
+    #[error("pattern `{0}`: expected N:M with 0 < N < M <= 64, like 2:4")]
+    Pattern(String),
+    #[error("unknown preset `{0}`; presets are smoke, mini")]
+    Preset(String),
+}
+
 /// A parent by name: the built-in family, or the P² study's ([`crate::study::STUDY_FAMILY`]).
-pub fn parent(name: &str) -> Result<Parent, String> {
+pub fn parent(name: &str) -> Result<Parent, SettingError> {
     FAMILY.iter().chain(&crate::study::STUDY_FAMILY).find(|p| p.name == name).copied().ok_or_else(|| {
         let names: Vec<&str> = FAMILY.iter().chain(&crate::study::STUDY_FAMILY).map(|p| p.name).collect();
-        format!("unknown parent `{name}`; built-in parents are {}", names.join(", "))
+        SettingError::UnknownParent { name: name.to_string(), known: names.join(", ") }
     })
 }
 
@@ -89,10 +108,10 @@ pub const HF_BATCH: usize = 8;
 pub const HF_SEQ_LEN: usize = 128;
 
 /// The directory name of a `hf:NAME` parent, checked to be a plain name; `None` for other names.
-pub fn hf_parent(name: &str) -> Option<Result<&str, String>> {
+pub fn hf_parent(name: &str) -> Option<Result<&str, SettingError>> {
     let dir = name.strip_prefix("hf:")?;
     let ok = !dir.is_empty() && !dir.starts_with('.') && dir.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    Some(if ok { Ok(dir) } else { Err(format!("`{name}`: a Hugging Face parent is `hf:` and a directory name in the models directory (letters, digits, `.`, `_`, `-`)")) })
+    Some(if ok { Ok(dir) } else { Err(SettingError::HfName(name.to_string())) })
 }
 
 fn two_four() -> Vec<NmPattern> {
@@ -135,9 +154,9 @@ impl std::fmt::Display for PruneMethod {
 }
 
 impl std::str::FromStr for PruneMethod {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        PruneMethod::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| format!("method `{s}`: expected depth, width or sparse"))
+    type Err = SettingError;
+    fn from_str(s: &str) -> Result<Self, SettingError> {
+        PruneMethod::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| SettingError::Method(s.to_string()))
     }
 }
 
@@ -166,15 +185,15 @@ impl std::fmt::Display for NmPattern {
 }
 
 impl std::str::FromStr for NmPattern {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = SettingError;
+    fn from_str(s: &str) -> Result<Self, SettingError> {
         parse_pattern(s).map(|(n, m)| NmPattern { n, m })
     }
 }
 
 impl TryFrom<String> for NmPattern {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = SettingError;
+    fn try_from(s: String) -> Result<Self, SettingError> {
         s.parse()
     }
 }
@@ -217,9 +236,9 @@ impl std::fmt::Display for DeviceChoice {
 }
 
 impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        DeviceChoice::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| format!("device `{s}`: expected auto, wgpu or cpu"))
+    type Err = SettingError;
+    fn from_str(s: &str) -> Result<Self, SettingError> {
+        DeviceChoice::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| SettingError::Device(s.to_string()))
     }
 }
 
@@ -260,10 +279,8 @@ impl Pruning {
     }
 
     /// Parses a method and its setting (`depth` and `0.25`, `sparse` and `2:4`).
-    pub fn parse(method: PruneMethod, setting: &str) -> Result<Self, String> {
-        let rate = || {
-            setting.trim().parse::<f64>().ok().filter(|r| (MIN_RATE..1.0).contains(r)).ok_or_else(|| format!("rate `{setting}`: expected a number in [{MIN_RATE}, 1)"))
-        };
+    pub fn parse(method: PruneMethod, setting: &str) -> Result<Self, SettingError> {
+        let rate = || setting.trim().parse::<f64>().ok().filter(|r| (MIN_RATE..1.0).contains(r)).ok_or_else(|| SettingError::Rate(setting.to_string()));
         Ok(match method {
             PruneMethod::Depth => Pruning::Depth(rate()?),
             PruneMethod::Width => Pruning::Width(rate()?),
@@ -287,8 +304,8 @@ impl Unit {
 }
 
 /// Parses `"n:m"`.
-pub fn parse_pattern(s: &str) -> Result<(usize, usize), String> {
-    let bad = || format!("pattern `{s}`: expected N:M with 0 < N < M <= 64, like 2:4");
+pub fn parse_pattern(s: &str) -> Result<(usize, usize), SettingError> {
+    let bad = || SettingError::Pattern(s.to_string());
     let (n, m) = s.split_once(':').ok_or_else(bad)?;
     let (n, m): (usize, usize) = (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
     if n == 0 || n >= m || m > 64 {
@@ -311,7 +328,7 @@ pub const MAX_TOKENS: u64 = 10_000_000_000;
 impl CalibrationRequest {
     /// A named preset: `smoke` (two tiny parents, one rate per method, few tokens; minutes on a
     /// laptop CPU) or `mini` (three parents, three methods, three rates).
-    pub fn preset(name: &str) -> Result<Self, String> {
+    pub fn preset(name: &str) -> Result<Self, SettingError> {
         let base = |parents: &[&str], rates: Vec<f64>, patterns: &[(usize, usize)], tokens: u64, pretrain_scale: f64| CalibrationRequest {
             parents: parents.iter().map(|s| s.to_string()).collect(),
             methods: PruneMethod::ALL.to_vec(),
@@ -328,7 +345,7 @@ impl CalibrationRequest {
         match name {
             "smoke" => Ok(base(&["p2-nano", "p2-micro"], vec![0.25], &[(2, 4)], 131_072, 0.06)),
             "mini" => Ok(base(&["p2-nano", "p2-micro", "p2-xs"], vec![0.15, 0.25, 0.35], &[(3, 4), (2, 4), (1, 4)], 131_072, 0.5)),
-            other => Err(format!("unknown preset `{other}`; presets are smoke, mini")),
+            other => Err(SettingError::Preset(other.to_string())),
         }
     }
 
@@ -359,8 +376,8 @@ impl CalibrationRequest {
         once("patterns", &self.patterns)?;
         for p in &self.parents {
             match hf_parent(p) {
-                Some(r) => r.map(|_| ()).map_err(|e| ("parents", e))?,
-                None => parent(p).map(|_| ()).map_err(|e| ("parents", e))?,
+                Some(r) => r.map(|_| ()).map_err(|e| ("parents", e.to_string()))?,
+                None => parent(p).map(|_| ()).map_err(|e| ("parents", e.to_string()))?,
             }
         }
         if let Some(lr) = self.lr
@@ -706,7 +723,8 @@ mod tests {
             assert_eq!(serde_json::from_value::<Stage>(serde_json::json!(s.as_str())).unwrap(), s);
         }
         assert_eq!(Stage::ALL.iter().filter(|s| s.is_final()).count(), 3);
-        assert!("magnitude".parse::<PruneMethod>().unwrap_err().contains("depth, width or sparse"));
+        assert_eq!("magnitude".parse::<PruneMethod>(), Err(SettingError::Method("magnitude".into())));
+        assert_eq!(SettingError::Method("magnitude".into()).to_string(), "method `magnitude`: expected depth, width or sparse");
         assert!("tpu".parse::<DeviceChoice>().is_err());
         // N:M patterns: the string "n:m", spaces tolerated, 0 < n < m <= 64.
         let p: NmPattern = serde_json::from_str("\" 2 : 4\"").unwrap();

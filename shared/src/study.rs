@@ -82,7 +82,7 @@ impl StudyUnit {
     }
 
     /// What the unit prunes: `None` for the control, the method and setting otherwise.
-    pub fn pruning(&self) -> Result<Option<crate::calibrate::Pruning>, String> {
+    pub fn pruning(&self) -> Result<Option<crate::calibrate::Pruning>, crate::calibrate::SettingError> {
         if self.method == "control" {
             return Ok(None);
         }

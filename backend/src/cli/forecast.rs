@@ -74,7 +74,7 @@ impl ForecastArgs {
             resamples: Some(self.resamples),
             seed: Some(self.seed),
         };
-        request.resolve().map_err(|e| anyhow::anyhow!("{}", e.replace("field `", "--").replacen('`', "", 1)))
+        request.resolve().map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.message))
     }
 }
 

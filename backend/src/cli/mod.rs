@@ -134,6 +134,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The resolved inputs (tokens set later), checked against the fit's law.
     pub fn inputs(&self, law: p2law_shared::LawForm) -> Result<p2law_shared::Inputs> {
-        p2law_shared::api::model_inputs(law, self.n0, self.rho, self.n, self.l0).map_err(anyhow::Error::msg)
+        // The CLI names the flag where the API names the field.
+        p2law_shared::api::model_inputs(law, self.n0, self.rho, self.n, self.l0).map_err(|e| anyhow::anyhow!("--{}: {}", e.field, e.message))
     }
 }

@@ -134,7 +134,7 @@ pub async fn run(State(state): State<AppState>, super::error::Id(id): super::err
     responses((status = 200, body = p2law_shared::forecast::Forecast), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody, description = "every fit slot is busy; retry after `Retry-After` seconds")))]
 pub async fn forecast_run(State(state): State<AppState>, super::error::Id(id): super::error::Id, body: Result<Json<ForecastRequest>, JsonRejection>) -> Result<Json<p2law_shared::forecast::Forecast>, ApiError> {
     let Json(request) = body?;
-    let options = request.resolve().map_err(ApiError::Unprocessable)?;
+    let options = request.resolve()?;
     let run = state.store().run(id).await?.ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
     let obs: Vec<p2law_shared::forecast::Obs> = run.checkpoints.iter().map(|p| p2law_shared::forecast::Obs { tokens: p.tokens, loss: p.loss, step: None }).collect();
     let slot = state.fit_slot()?;
@@ -205,7 +205,7 @@ impl Drop for CancelOnDrop {
     responses((status = 200, body = p2law_shared::report::PredictionReport), (status = 404, body = ErrorBody, description = "no stored fit with `fit_id`"), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn predict(State(state): State<AppState>, body: Result<Json<PredictRequest>, JsonRejection>) -> Result<Json<p2law_shared::report::PredictionReport>, ApiError> {
     let Json(r) = body?;
-    r.check_tokens().map_err(ApiError::Unprocessable)?;
+    r.check_tokens()?;
     let report = match (r.fit_id, r.preset.as_deref()) {
         (Some(id), None) => state.store().fit(id).await?.ok_or_else(|| ApiError::NotFound(format!("fit {id}")))?.report,
         (None, Some(p)) => {
@@ -215,7 +215,7 @@ pub async fn predict(State(state): State<AppState>, body: Result<Json<PredictReq
         }
         _ => return Err(ApiError::Unprocessable("fields `fit_id`, `preset`: give exactly one of them".into())),
     };
-    let x = p2law_shared::api::model_inputs(report.law, r.n0, r.rho, r.n, r.l0).map_err(ApiError::Unprocessable)?;
+    let x = p2law_shared::api::model_inputs(report.law, r.n0, r.rho, r.n, r.l0)?;
     let out = p2law_shared::report::predict_report(&report, &x, &r.tokens).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     Ok(Json(out))
 }

@@ -24,6 +24,9 @@ pub enum ApiError {
     Input(#[from] InputError),
     #[error("{0}")]
     Unprocessable(String),
+    /// A request field out of its domain: 422 with the field named in the body.
+    #[error("{0}")]
+    Field(#[from] p2law_shared::law::InputsError),
     #[error("{0}")]
     Forbidden(String),
     /// Every slot for this kind of work is taken: 503 with `Retry-After`.
@@ -75,13 +78,14 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Input(_) | ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Input(_) | ApiError::Unprocessable(_) | ApiError::Field(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = match self {
             ApiError::Input(e) => ErrorBody { error: e.to_string(), file: Some(e.file), location: Some(e.location), field: e.field },
+            ApiError::Field(e) => ErrorBody { error: e.to_string(), file: None, location: None, field: Some(e.field.to_string()) },
             ApiError::Internal(detail) => {
                 tracing::error!("{detail}");
                 ErrorBody { error: "internal error; the server log has the details".into(), file: None, location: None, field: None }

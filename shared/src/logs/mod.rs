@@ -35,9 +35,14 @@ pub enum Format {
     Tensorboard,
 }
 
+/// A format name p2law does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format `{0}`; expected auto, hf, wandb-panel, wandb-runs, csv, jsonl or tensorboard")]
+pub struct UnknownFormat(pub String);
+
 impl FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Self, UnknownFormat> {
         Ok(match s {
             "auto" => Format::Auto,
             "hf" => Format::Hf,
@@ -46,7 +51,7 @@ impl FromStr for Format {
             "csv" => Format::Csv,
             "jsonl" => Format::Jsonl,
             "tensorboard" => Format::Tensorboard,
-            _ => return Err(format!("unknown format `{s}`; expected auto, hf, wandb-panel, wandb-runs, csv, jsonl or tensorboard")),
+            _ => return Err(UnknownFormat(s.to_string())),
         })
     }
 }
