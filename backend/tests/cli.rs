@@ -244,7 +244,7 @@ fn bad_input_gets_a_clear_error() {
         ("missing file", vec!["fit".into(), "--law".into(), "p2".into(), "/nonexistent/x.csv".into()], "reading /nonexistent/x.csv"),
         ("bad HF JSON", vec!["convert".into(), f("trainer_state.json", "{\"log_history\": [{\"loss\": \"x\", \"step\": 1}]}")], "trainer_state.json, record 0, field `loss`"),
         ("not a fit file", vec!["predict".into(), "--fit".into(), f("notfit.json", "{\"law\": \"p2\"}"), "--n0".into(), "1e9".into(), "--rho".into(), "0.2".into(), "--l0".into(), "2".into(), "--tokens".into(), "1e9".into()], "notfit.json: not a p2law fit file"),
-        ("predict rho outside (0,1)", vec!["predict".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "1.2".into(), "--tokens".into(), "1e9".into()], "--rho: must be in (0, 1)"),
+        ("predict rho outside (0,1)", vec!["predict".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "1.2".into(), "--tokens".into(), "1e9".into()], "--rho: must be in [0, 1), got 1.2"),
         ("predict zero tokens", vec!["predict".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "0".into(), "--tokens".into(), "0".into()], "field `tokens`"),
         ("bad budget rule", vec!["budget".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "0".into(), "--rule".into(), "speed:3".into()], "rule `speed:3`"),
         ("unreachable target", vec!["budget".into(), "--fit".into(), good_fit.clone(), "--n0".into(), "1e9".into(), "--rho".into(), "0".into(), "--rule".into(), "target:0.5".into()], "below the predicted asymptote"),
@@ -496,15 +496,21 @@ fn gc_drops_old_upload_bytes_only_when_asked_and_keeps_their_runs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--upload-bytes-days"));
 }
 
-/// Numbers of an SVG attribute list: `points="1,2 3,4"` or `cx="5"`.
-fn svg_numbers(text: &str, tag: &str, attr: &str) -> Vec<Vec<f64>> {
-    let mut out = Vec::new();
-    for part in text.split(&format!("<{tag}")).skip(1) {
-        let head = part.split('>').next().unwrap_or("");
-        let Some(v) = head.split(&format!(" {attr}=\"")).nth(1).and_then(|r| r.split('"').next()) else { continue };
-        out.push(v.split([' ', ',']).filter_map(|n| n.parse().ok()).collect());
-    }
-    out
+/// The value of attribute `attr` of every `<tag` element whose attributes contain `with`.
+fn svg_attr<'a>(text: &'a str, tag: &str, with: &str, attr: &str) -> Vec<&'a str> {
+    text.split(&format!("<{tag} "))
+        .skip(1)
+        .filter_map(|part| {
+            let head = part.split('>').next()?;
+            head.contains(with).then_some(())?;
+            head.split(&format!(" {attr}=\"")).nth(1).or_else(|| head.strip_prefix(&format!("{attr}=\"")))?.split('"').next()
+        })
+        .collect()
+}
+
+/// The vertices of an SVG path `M x,y L x,y ...`.
+fn path_points(d: &str) -> Vec<(f64, f64)> {
+    d.split(['M', 'L', 'Z']).filter(|p| !p.is_empty()).filter_map(|p| p.split_once(',')).map(|(x, y)| (x.parse().unwrap(), y.parse().unwrap())).collect()
 }
 
 #[test]
@@ -527,26 +533,37 @@ fn the_fit_plot_draws_each_fitted_curve_through_its_points() {
     let out = p2law(&["fit", "--law", "p2", "--starts", "full", "--seed", "1", "--plot", &svg, &data]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&svg).expect("svg");
-    // The fitted curves: 101-point polylines (legend swatches and the mesh have two).
-    let curves: Vec<Vec<(f64, f64)>> = svg_numbers(&text, "polyline", "points").into_iter().filter(|v| v.len() >= 100).map(|v| v.chunks(2).map(|p| (p[0], p[1])).collect()).collect();
+    // The page's renderer: an 820 x 460 picture whose plot area is x 70..800, y 20..410.
+    assert!(text.contains(r#"viewBox="0 0 820 460""#), "{}", &text[..200.min(text.len())]);
+    let (x0, x1, y0, y1) = (70.0, 800.0, 20.0, 410.0);
+    let curves: Vec<Vec<(f64, f64)>> = svg_attr(&text, "path", r#"class="curve""#, "d").into_iter().map(path_points).collect();
     assert_eq!(curves.len(), 4, "one fitted curve per run");
-    let circles: Vec<(f64, f64)> = svg_numbers(&text, "circle", "cx").iter().zip(svg_numbers(&text, "circle", "cy")).map(|(x, y)| (x[0], y[0])).collect();
+    assert!(curves.iter().all(|c| c.len() == p2law_shared::plot::FITTED_POINTS), "each curve has its 120 points");
+    let num = |v: Vec<&str>| v.into_iter().map(|x| x.parse::<f64>().unwrap()).collect::<Vec<_>>();
+    let circles: Vec<(f64, f64)> = num(svg_attr(&text, "circle", r#"class="observed""#, "cx")).into_iter().zip(num(svg_attr(&text, "circle", r#"class="observed""#, "cy"))).collect();
     assert_eq!(circles.len(), 4 * 8, "every checkpoint after D = 0 is a circle");
     let (xmin, xmax) = circles.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| (a.min(p.0), b.max(p.0)));
     for c in &curves {
-        // Inside the 900 x 600 picture, across the data's token range (not a vertical line at D ≈ 1).
-        assert!(c.iter().all(|&(x, y)| (0.0..=900.0).contains(&x) && (0.0..=600.0).contains(&y)), "{c:?}");
+        // Inside the plot area, across the data's token range (not a vertical line at D ≈ 1).
+        assert!(c.iter().all(|&(x, y)| (x0..=x1).contains(&x) && (y0..=y1).contains(&y)), "{c:?}");
         let (a, b) = c.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| (a.min(p.0), b.max(p.0)));
-        assert!((a - xmin).abs() < 2.0 && (b - xmax).abs() < 2.0, "curve spans {a}..{b}, the points {xmin}..{xmax}");
+        assert!((a - xmin).abs() < 1.0 && (b - xmax).abs() < 1.0, "curve spans {a}..{b}, the points {xmin}..{xmax}");
     }
     // Each observed point lies on a fitted curve (the data are the law itself).
     for &(x, y) in &circles {
         let near = curves.iter().flatten().map(|&(cx, cy)| ((cx - x).powi(2) + (cy - y).powi(2)).sqrt()).fold(f64::INFINITY, f64::min);
-        assert!(near < 6.0, "the point at ({x}, {y}) is {near:.1} px from every fitted curve");
+        assert!(near < 4.0, "the point at ({x}, {y}) is {near:.1} px from every fitted curve");
     }
-    // The D = 0 points are drawn apart: triangles left of every circle.
-    let triangles = text.matches("<polygon").count();
-    assert_eq!(triangles, 4, "one D = 0 triangle per run");
+    // The D = 0 points are drawn apart: one triangle per run, left of every circle, above them
+    // (the loss right after pruning is the highest of each run).
+    let triangles: Vec<Vec<(f64, f64)>> = svg_attr(&text, "polygon", r#"class="at-zero""#, "points")
+        .into_iter()
+        .map(|p| p.split(' ').map(|xy| xy.split_once(',').map(|(x, y)| (x.parse().unwrap(), y.parse().unwrap())).unwrap()).collect())
+        .collect();
+    assert_eq!(triangles.len(), 4, "one D = 0 triangle per run");
+    for t in &triangles {
+        assert!(t.iter().all(|&(x, y)| x < xmin && (y0..=y1).contains(&y)), "{t:?}");
+    }
 }
 
 /// `p2law fit` resolves its options through the API's `FitRequest::resolve`: the same checks and

@@ -91,6 +91,7 @@ pub fn svg(run: &RunLog, f: &Forecast, horizon: f64) -> String {
         color: 0,
         label: format!("{} ({})", run.run, run.metric),
         points: run.eval.iter().filter(|o| o.tokens > 0.0 && o.loss.is_finite()).map(|o| (o.tokens, o.loss)).collect(),
+        at_zero: Vec::new(),
     }];
     let series = vec![Series {
         label: format!("forecast, {:.0} % band", 100.0 * f.fit.level),

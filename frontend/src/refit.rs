@@ -2,13 +2,10 @@
 //! parsers (the same code the server runs), a preview of their curves, and the picture of a fit —
 //! observed points over fitted curves with bands — whether the fit ran here or on the server.
 
-use crate::compute::{Series, token_grid};
-use crate::plot::{Axes, Observed, render};
 use p2law_shared::data::Curve;
-use p2law_shared::law::Features;
 use p2law_shared::logs::{self, LogOptions, ParsedLog, RunMeta};
 use std::collections::BTreeMap;
-use p2law_shared::{FitReport, Inputs};
+use p2law_shared::FitReport;
 
 /// A file the user dropped, with the options it is read with.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,60 +26,9 @@ pub fn parse_entry(e: &FileEntry, runs: Option<&BTreeMap<String, RunMeta>>) -> R
     Ok(log)
 }
 
-/// Observed points of every curve, one colour each.
-pub fn observed(curves: &[Curve]) -> Vec<Observed> {
-    curves
-        .iter()
-        .enumerate()
-        // Log axes: a D = 0 checkpoint has no place on them.
-        .map(|(i, c)| Observed { color: i, label: c.run.clone(), points: c.points.iter().filter(|p| p.tokens > 0.0).map(|p| (p.tokens, p.loss)).collect() })
-        .collect()
-}
-
-fn token_range(curves: &[Curve]) -> Option<(f64, f64)> {
-    let (lo, hi) = curves.iter().flat_map(|c| c.points.iter().map(|p| p.tokens)).filter(|t| *t > 0.0).fold((f64::INFINITY, 0.0f64), |(a, b), t| (a.min(t), b.max(t)));
-    // One checkpoint so far (a live run): a decade either side.
-    (lo.is_finite() && hi > 0.0).then(|| if lo < hi { (lo / 1.5, hi * 1.5) } else { (lo / 10.0, hi * 10.0) })
-}
-
-/// The preview: observed points only.
-pub fn preview_svg(curves: &[Curve]) -> String {
-    let Some((dmin, dmax)) = token_range(curves) else { return String::new() };
-    let obs = observed(curves);
-    render(&[], &obs, &Axes::fit(&[], &obs, dmin, dmax))
-}
-
-/// Observed points over the fitted curve of each run, with the bootstrap band when the fit has one.
-pub fn fit_svg(curves: &[Curve], report: &FitReport) -> String {
-    let Some((dmin, dmax)) = token_range(curves) else { return String::new() };
-    let Ok(params) = report.coefficients() else { return String::new() };
-    let boot = report.bootstrap().filter(|b| !b.samples.is_empty());
-    let law = report.law.law();
-    let tokens = token_grid(dmin, dmax, 120);
-    let series: Vec<Series> = curves
-        .iter()
-        .filter_map(|c| {
-            let x: Inputs = c.inputs(dmax)?;
-            let f0 = Features::new(&x);
-            let loss: Vec<f64> = tokens.iter().map(|&d| law.value(&params, &f0.at_tokens(d))).collect();
-            let band = boot.as_ref().map(|b| tokens.iter().map(|&d| b.predict_interval(&Inputs { tokens: d, ..x }).unwrap_or([f64::NAN; 2])).collect());
-            Some(Series {
-                label: c.run.clone(),
-                fit_label: String::new(),
-                rho: x.rho,
-                inputs: x,
-                final_loss: *loss.last().unwrap_or(&f64::NAN),
-                tokens: tokens.clone(),
-                loss,
-                band,
-                budget: Err(String::new()),
-                extrapolation: Vec::new(),
-            })
-        })
-        .collect();
-    let obs = observed(curves);
-    render(&series, &obs, &Axes::fit(&series, &obs, dmin, dmax))
-}
+/// The preview and the fit's picture: the shared renderer's, as `p2law fit --plot` draws them
+/// (each run's fitted curve over its own token range, D = 0 checkpoints apart).
+pub use p2law_shared::plot::{fit_svg, observed, preview_svg};
 
 /// Per-run residual summary: (run, points, mean residual, max |residual|) of `L_pred - L_obs`.
 pub fn residuals(curves: &[Curve], report: &FitReport) -> Vec<(String, usize, f64, f64)> {
@@ -108,7 +54,7 @@ mod tests {
         for (n0, l0, rho) in [(1.2e8f64, 3.3f64, 0.15f64), (1.4e9, 2.6, 0.3), (8e9, 1.9, 0.5)] {
             for k in 0..10 {
                 let d = 1e7 * 10f64.powf(k as f64 * 0.3);
-                let x = Inputs { n0, rho, l0: Some(l0), tokens: d };
+                let x = p2law_shared::Inputs { n0, rho, l0: Some(l0), tokens: d };
                 let loss = p2law_shared::fit::predict(p2law_shared::LawForm::P2, &[40.0, 600.0, 0.8, 0.2, 0.35, -0.8, 0.05], &x);
                 csv.push_str(&format!("r{n0}-{rho},{n0},{rho},{l0},{d},{loss}\n"));
             }

@@ -13,6 +13,7 @@
 //! - [`budget`]: token-budget rules and their cost;
 //! - [`report`]: the fit file (JSON) that `predict`, `budget` and the browser read;
 //! - [`models`]: published model shapes and their exact parameter counts;
+//! - [`plot`]: the one SVG renderer of loss curves and fits (pages and CLI);
 //! - [`presets`]: fits p2law made itself, shipped with their provenance;
 //! - [`study`]: the P² study's family, grid, manifest and data;
 //! - `fuzz` (native only): the seeded fuzzer every parser's tests run.
@@ -29,6 +30,7 @@ pub mod fuzz;
 pub mod law;
 pub mod logs;
 pub mod models;
+pub mod plot;
 pub mod presets;
 pub mod report;
 pub mod study;
