@@ -522,6 +522,11 @@ async fn predict_answers_the_preset_curve_with_its_band_and_extrapolation() -> R
         let text = resp.text().await?;
         assert_eq!(got, status, "{body}: {text}");
         assert!(text.contains(field), "{body}: {text}");
+        // An input out of its domain names its field in the body too, for a client to point at.
+        if matches!(field, "tokens" | "rho") {
+            let e: p2law_shared::api::ErrorBody = serde_json::from_str(&text)?;
+            assert_eq!(e.field.as_deref(), Some(field), "{text}");
+        }
     }
     Ok(())
 }

@@ -66,7 +66,9 @@ async fn smoke_calibration_runs_end_to_end_through_the_api() -> Result<()> {
     let fit: Value = client.get(format!("{url}/api/fits/{fit_id}")).send().await?.json().await?;
     assert_eq!(fit["request"]["law"], "p2");
     assert!(fit["report"]["provenance"].as_str().unwrap_or("").contains(&format!("calibration job {id}")), "{}", fit["report"]["provenance"]);
-    assert!(fit["report"]["metrics"]["rmse"].as_f64().unwrap() < 0.5, "{}", fit["report"]["metrics"]);
+    // The smoke sweep's P² fit: RMSE about 0.04 nats (seeded, so the same on every machine up to
+    // float rounding); a fit that missed the curves would be off by tenths.
+    assert!(fit["report"]["metrics"]["rmse"].as_f64().unwrap() < 0.08, "{}", fit["report"]["metrics"]);
 
     let mut methods = std::collections::BTreeSet::new();
     for run_id in job["run_ids"].as_array().unwrap() {
@@ -76,7 +78,8 @@ async fn smoke_calibration_runs_end_to_end_through_the_api() -> Result<()> {
         let first = points[0]["loss"].as_f64().unwrap();
         let final_loss = points.last().unwrap()["loss"].as_f64().unwrap();
         assert_eq!(points[0]["tokens"].as_f64(), Some(0.0));
-        assert!(points.len() >= 6, "log-spaced checkpoints: {}", points.len());
+        // D = 0 and the sweep's 8 log-spaced checkpoints.
+        assert_eq!(points.len(), 9, "checkpoints: {points:?}");
         assert!(rho > 0.1 && rho < 0.6, "{run}");
         assert!(first > l0, "{}: the loss right after pruning ({first}) exceeds L0 ({l0})", run["name"]);
         assert!(final_loss < first, "{}: post-training lowers the loss ({first} -> {final_loss})", run["name"]);
