@@ -164,18 +164,13 @@ mod tests {
     fn default_scenario_draws_three_banded_curves() {
         let (s, errors) = resolve(&Form::default(), &Default::default());
         assert_eq!(s.fits.len(), 1);
-        if p2law_shared::presets::study_presets().presets.is_empty() {
-            // No P² preset ships (every study fit degenerate, or no study yet): the dense
-            // reference, and the page says so.
-            assert!(errors.iter().any(|e| e.field == "fits" && e.message.contains("no P² preset ships")), "{errors:?}");
-            assert!(s.fits[0].label.contains("dense, trained from scratch"), "{}", s.fits[0].label);
-            let (series, errs) = compute(&s);
-            assert!(errs.is_empty() && series.len() == 3 && series.iter().all(|c| c.band.is_some() && c.budget.is_ok()));
-            return;
-        }
         assert!(errors.is_empty(), "{errors:?}");
-        // The calculator opens on the P² preset of its method (depth), with its band.
-        assert_eq!(s.fits[0].report.law, p2law_shared::LawForm::P2, "{}", s.fits[0].label);
+        // The calculator opens on the P² preset of its method (depth), with its band: the full law
+        // or its reduction, whichever the study identifies, and never the dense reference.
+        let want = p2law_shared::presets::study_preset_for("depth").expect("a P² preset ships");
+        let shipped = p2law_shared::presets::presets().into_iter().find(|p| p.id == want).expect("shipped");
+        assert_eq!(s.fits[0].report, shipped.report, "{}", s.fits[0].label);
+        assert!(matches!(s.fits[0].report.law, p2law_shared::LawForm::P2 | p2law_shared::LawForm::P2Reduced), "{}", s.fits[0].label);
         assert!(s.fits[0].label.contains("P² preset for `depth`"), "{}", s.fits[0].label);
         let (series, errs) = compute(&s);
         assert!(errs.is_empty(), "{errs:?}");
@@ -196,19 +191,27 @@ mod tests {
 
     #[test]
     fn the_method_picks_its_preset() {
-        let none = p2law_shared::presets::study_presets().presets.is_empty();
+        let study = p2law_shared::presets::study_presets();
+        let refused = |id: &str| study.refused.iter().any(|r| r.id == id);
         for (method, id) in [("width", "p2-study-width"), ("2:4", "p2-study-nm"), ("depth", "p2-study-depth")] {
-            if none {
-                assert_eq!(p2law_shared::presets::study_preset_for(method), None);
-                continue;
-            }
             let f = Form { method: method.into(), ..Form::default() };
-            let (s, _) = resolve(&f, &Default::default());
-            let want = p2law_shared::presets::study_preset_for(method).expect("a P² preset ships");
-            let shipped = p2law_shared::presets::presets().into_iter().find(|p| p.id == want).expect("shipped");
-            assert_eq!(s.fits[0].report, shipped.report, "{method}");
-            // Its own preset when that method's fit is not degenerate, the pooled one otherwise.
-            assert!(want == id || want == "p2-study-pooled", "{method}: {want}");
+            let (s, errors) = resolve(&f, &Default::default());
+            match p2law_shared::presets::study_preset_for(method) {
+                Some(want) => {
+                    let shipped = p2law_shared::presets::presets().into_iter().find(|p| p.id == want).expect("shipped");
+                    assert_eq!(s.fits[0].report, shipped.report, "{method}");
+                    // Its own preset when that method's fit is identified, the pooled one otherwise.
+                    assert!(want == id || (want == "p2-study-pooled" && refused(id)), "{method}: {want}");
+                }
+                None => {
+                    // Neither the method's group nor the pooled one has an identified fit: the
+                    // dense reference, labelled, and the page says why.
+                    assert!(refused(id) && refused("p2-study-pooled"), "{method}: no preset, yet none refused");
+                    assert!(s.fits[0].label.contains("dense, trained from scratch"), "{}", s.fits[0].label);
+                    let e = errors.iter().find(|e| e.field == "fits").expect("the fallback is said");
+                    assert!(e.message.contains(&format!("no P² preset ships for `{method}`")), "{}", e.message);
+                }
+            }
         }
         // Chinchilla stays a labelled dense reference.
         let f = Form { fits: "preset:chinchilla-epoch-refit".into(), ..Form::default() };

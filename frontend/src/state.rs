@@ -218,7 +218,13 @@ pub fn resolve(form: &Form, custom: &BTreeMap<String, FitSource>) -> (Scenario, 
     let mut fits = Vec::new();
     let auto = |method: &str, errors: &mut Vec<FieldError>| -> Option<FitSource> {
         let Some(p) = p2law_shared::presets::study_preset_in(&presets, method.trim()) else {
-            errors.push(FieldError { field: "fits", message: "no P² preset ships yet; showing the dense Chinchilla reference instead".into() });
+            errors.push(FieldError {
+                field: "fits",
+                message: format!(
+                    "no P² preset ships for `{}`: the study's fits of this method, and the pooled one, leave coefficients unidentified; showing the dense Chinchilla reference instead",
+                    method.trim()
+                ),
+            });
             let p = presets.iter().find(|p| p.id == DENSE)?;
             return Some(FitSource { key: AUTO_P2.into(), label: p.title.clone(), report: p.report.clone() });
         };
@@ -372,8 +378,6 @@ pub fn resolve(form: &Form, custom: &BTreeMap<String, FitSource>) -> (Scenario, 
 mod tests {
     use super::*;
 
-    /// The URL is outside input: any query string gives a form, the form resolves to a scenario
-    /// (bad fields fall back with a message), and every form round-trips through its link.
     #[test]
     fn the_url_state_survives_the_fuzzer() {
         use p2law_shared::fuzz::{Campaign, TEXT_DICTIONARY, assert_clean, inputs_from_env};

@@ -67,7 +67,8 @@ async fn calculator_draws_reacts_shares_and_matches_the_cli() -> Result<()> {
 
     // A curve is drawn, three series with bands, one table row each.
     let d0 = b.attr("#plot path.curve", "d").await?;
-    assert!(d0.len() > 1000, "a 400-point path");
+    // The default 400 points per curve: one move and 399 lines, every vertex inside the plot.
+    assert_eq!((d0.matches('M').count(), d0.matches('L').count()), (1, 399), "{d0}");
     let curves = b.client.find_all(fantoccini::Locator::Css("#plot path.curve")).await?;
     assert_eq!(curves.len(), 3);
     assert_eq!(b.client.find_all(fantoccini::Locator::Css("#plot path.band")).await?.len(), 3);
@@ -75,10 +76,8 @@ async fn calculator_draws_reacts_shares_and_matches_the_cli() -> Result<()> {
     // The page's numbers equal the CLI's for the same inputs.
     let dir = tempfile::tempdir()?;
     let fit = dir.path().join("refit.json");
-    // The default view is the P² preset of the default method (depth), from p2law's own study;
-    // the dense Chinchilla reference, said so, only while no P² preset ships.
-    let p2_default = p2law_shared::presets::study_preset_for("depth");
-    let id = p2_default.clone().unwrap_or_else(|| "chinchilla-epoch-refit".into());
+    // The default view is the P² preset of the default method (depth), from p2law's own study.
+    let id = p2law_shared::presets::study_preset_for("depth").context("a P² preset ships")?;
     let preset = presets().into_iter().find(|p| p.id == id).context("preset")?;
     std::fs::write(&fit, serde_json::to_string(&preset.report)?)?;
     let fit_arg = fit.display().to_string();
@@ -93,18 +92,13 @@ async fn calculator_draws_reacts_shares_and_matches_the_cli() -> Result<()> {
     assert!((page_budget - cli_budget).abs() <= 1e-12 * cli_budget, "page {page_budget} vs p2law budget {cli_budget}");
     // A higher rate needs more healing tokens, and Llama-3.1-8B lies far beyond the study's parents:
     // the page says by how far.
-    if p2_default.is_some() {
-        let mut budgets = Vec::new();
-        for i in 0..3 {
-            budgets.push(number_attr(&b, &format!("#results tr[data-series='{i}'] td.budget"), "data-value").await?);
-        }
-        assert!(budgets.windows(2).all(|w| w[1] > w[0]), "budgets by rate: {budgets:?}");
-        let warning = b.wait_for("#messages li.extrapolation").await?.text().await?;
-        assert!(warning.contains("the largest calibrated parent"), "{warning}");
-    } else {
-        let note = b.client.find(fantoccini::Locator::Css("#messages")).await?.text().await?;
-        assert!(note.contains("no P² preset ships"), "{note}");
+    let mut budgets = Vec::new();
+    for i in 0..3 {
+        budgets.push(number_attr(&b, &format!("#results tr[data-series='{i}'] td.budget"), "data-value").await?);
     }
+    assert!(budgets.windows(2).all(|w| w[1] > w[0]), "budgets by rate: {budgets:?}");
+    let warning = b.wait_for("#messages li.extrapolation").await?.text().await?;
+    assert!(warning.contains("the largest calibrated parent"), "{warning}");
 
     // Hover read-out: the law's loss at the tokens under the pointer.
     b.client

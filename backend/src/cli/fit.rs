@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Law form: p2, p2-no-delta, p2-no-l0, p2-additive (the three ablations are p2law's own), chinchilla, sparsity.
+    /// Law form: p2, p2-no-delta, p2-no-l0, p2-additive (the three ablations are p2law's own), p2-reduced (P² with N_C = E = 0, p2law's), chinchilla, sparsity.
     #[arg(long)]
     pub law: LawForm,
     /// Objective: lsq (raw loss, Levenberg–Marquardt) or huber-log (Huber 1e-3 on log loss, L-BFGS).

@@ -1,5 +1,6 @@
 //! `p2law study report`: fits the law to the study per method the way the paper does, runs its
-//! three protocols for the P² law, its ablations and Chinchilla, tests the paper's trends on the
+//! three protocols for the P² law, its ablations, its reduction and Chinchilla, picks the fit each
+//! preset is made from, tests the paper's trends on the
 //! curves, and writes `README.md` with SVG figures. Every number in it is computed here.
 
 use crate::lab::study;
@@ -38,55 +39,31 @@ fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
     v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)))
 }
 
-/// Observed checkpoints (D > 0) and the fitted law through them, one colour per parent, one
-/// line style per setting.
-fn curves_svg(path: &Path, title: &str, curves: &[Curve], report: &FitReport) -> Result<()> {
-    let params = report.coefficients()?;
-    let law = report.law.law();
-    let pts = || curves.iter().flat_map(|c| c.points.iter().filter(|p| p.tokens > 0.0));
-    let (t0, t1) = range(pts().map(|p| p.tokens));
-    let (l0, l1) = range(pts().map(|p| p.loss));
+/// Observed checkpoints and the fitted law through each curve's token range, one colour per
+/// parent, drawn by the renderer of the pages and `p2law fit --plot`
+/// ([`p2law_shared::plot`]); the legend names the parents.
+fn curves_svg(path: &Path, curves: &[Curve], report: &FitReport) -> Result<()> {
+    use p2law_shared::plot::{Axes, Observed, fitted, render, token_range};
+    report.coefficients()?;
     let parents: Vec<f64> = {
         let mut n: Vec<f64> = curves.iter().filter_map(|c| c.n0).collect();
         n.sort_by(f64::total_cmp);
         n.dedup();
         n
     };
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (960, 640)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d((t0 / 1.3..t1 * 1.3).log_scale(), (l0 - 0.05)..(l1 + 0.05))
-            .map_err(plot_err)?;
-        chart.configure_mesh().x_desc("post-training tokens D").y_desc("held-out loss (nats/byte)").draw().map_err(plot_err)?;
-        for c in curves {
-            let i = parents.iter().position(|n| Some(*n) == c.n0).unwrap_or(0);
-            let color = Palette99::pick(i).to_rgba();
-            chart.draw_series(c.points.iter().filter(|p| p.tokens > 0.0).map(|p| Circle::new((p.tokens, p.loss), 2, color.filled()))).map_err(plot_err)?;
-            let Some(x) = c.inputs(t0) else { continue };
-            let f = Features::new(&x);
-            let line = (0..=80).map(|k| {
-                let d = t0 * (t1 / t0).powf(k as f64 / 80.0);
-                (d, law.value(&params, &f.at_tokens(d)))
-            });
-            chart.draw_series(LineSeries::new(line, color.stroke_width(1))).map_err(plot_err)?;
-        }
-        for (i, n) in parents.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            chart
-                .draw_series(std::iter::once(Circle::new((t0, l1 + 1.0), 3, color.filled())))
-                .map_err(plot_err)?
-                .label(format!("N0 = {n:.0}"))
-                .legend(move |(x, y)| Circle::new((x + 5, y), 3, color.filled()));
-        }
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.85)).draw().map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
+    let parent = |c: &Curve| parents.iter().position(|n| Some(*n) == c.n0).unwrap_or(0);
+    let mut named = vec![false; parents.len()];
+    let mut lines = fitted(curves, report);
+    for (line, c) in lines.iter_mut().zip(curves) {
+        // Many curves: no bands, one legend entry per parent.
+        let i = parent(c);
+        line.band = None;
+        line.color = i;
+        line.label = if std::mem::replace(&mut named[i], true) { String::new() } else { format!("N0 = {:.0}", parents[i]) };
     }
+    let observed: Vec<Observed> = curves.iter().map(|c| Observed::of(parent(c), c)).collect();
+    let (dmin, dmax) = token_range(curves).context("no checkpoint after D = 0")?;
+    let svg = render(&lines, &observed, &Axes::fit(&lines, &observed, dmin, dmax));
     crate::write_atomic(path, svg.as_bytes()).with_context(|| path.display().to_string())
 }
 
@@ -172,6 +149,31 @@ fn coefficients(out: &mut String, r: &FitReport) {
         let weak = if r.is_unidentified(name) { " (not identified)" } else { "" };
         let _ = writeln!(out, "| `{name}` | {v:.6e}{weak} | {band} |");
     }
+}
+
+/// One fit's summary, coefficient table and figures (`{group}{suffix}-curves.svg`, `-residuals.svg`).
+fn fit_section(out: &mut String, a: &Args, g: &Group, curves: &[Curve], r: &FitReport, what: &str, suffix: &str) -> Result<()> {
+    let _ = writeln!(
+        out,
+        "{} curves, {} checkpoints: R² {}, RMSE {:.4} nats, Huber {:.3e}, ASD {}.{}\n",
+        curves.len(),
+        r.metrics.points,
+        r2(r),
+        r.metrics.rmse,
+        r.metrics.huber,
+        r.metrics.asd.map_or("n/a".into(), |v| format!("{v:.4}")),
+        match r.degeneracy() {
+            Some(why) => format!(" **{why}**; no preset is made from it."),
+            None => " Every coefficient is identified.".to_string(),
+        }
+    );
+    coefficients(out, r);
+    let fig = format!("{}{suffix}-curves.svg", g.id);
+    curves_svg(&a.out.join(&fig), curves, r)?;
+    let res = format!("{}{suffix}-residuals.svg", g.id);
+    residuals_svg(&a.out.join(&res), &format!("residuals of the {what}, {}", g.id), curves, r)?;
+    let _ = writeln!(out, "\n![observed and fitted curves, {0}{suffix}]({fig})\n\n![residuals, {0}{suffix}]({res})\n", g.id);
+    Ok(())
 }
 
 /// Writes the whole report.
@@ -311,64 +313,109 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
 
     // Fits per group.
     let _ = writeln!(out, "## The P² law per method\n\nLeast squares on raw loss (Levenberg–Marquardt) from the law's full grid of starts, on the checkpoints from D = {} tokens (16 optimizer steps) on; {} bootstrap resamples over curves (seed {}). \
-         With the default resamples and seed these are the fits of the shipped P² presets (`shared/presets/p2-study.json`).\n\n\
+         With the default resamples and seed these fits, or their reductions where they are degenerate, are the shipped P² presets' (`shared/presets/p2-study.json`; see [The presets](#the-presets)).\n\n\
          Over the first steps of healing the loss falls by about as much per step as the learning rate allows, linearly in steps rather than as a power of D (the optimizer's regime, not the data's), \
          and no form of the law describes it. The same fits on every checkpoint from the first step:\n\n| method | checkpoints | R² | RMSE | from D = {} tokens: R² | RMSE |\n|---|---|---|---|---|---|",
         analysis::FIT_MIN_TOKENS, a.bootstrap, a.seed, analysis::FIT_MIN_TOKENS);
-    // Each group's P² fit, made once: the comparison below and the group's section both read it.
-    let made: Vec<(Group, Vec<Curve>, Option<Result<FitReport, p2law_shared::FitError>>)> = GROUPS
+    // Each group's fits, made once (the P² law, and its reduction where the full form is
+    // degenerate): the comparison below, the group's section and the protocols all read them.
+    let made: Vec<(Group, Vec<Curve>, Option<analysis::StudyFit>)> = GROUPS
         .into_iter()
         .map(|g| {
             let curves = analysis::curves(data, &g);
-            let fit = (!curves.is_empty()).then(|| analysis::fit_curves(&curves, LawForm::P2, a.bootstrap, a.seed));
+            let fit = (!curves.is_empty()).then(|| analysis::fit_study_group(data, &g, a.bootstrap, a.seed));
             (g, curves, fit)
         })
         .collect();
-    for (g, _, from) in &made {
+    for (g, _, fits) in &made {
         let every = analysis::curves_from(data, g, 0.0);
-        let Some(from) = from.as_ref().filter(|_| !every.is_empty()) else { continue };
+        let Some(fits) = fits.as_ref().filter(|_| !every.is_empty()) else { continue };
         let all = analysis::fit_curves(&every, LawForm::P2, 0, a.seed);
         let cell = |r: Result<&FitReport, _>| r.map_or(("failed".to_string(), String::new()), |r| (r2(r), format!("{:.4}", r.metrics.rmse)));
-        let ((r2a, ra), (r2b, rb)) = (cell(all.as_ref()), cell(from.as_ref()));
+        let ((r2a, ra), (r2b, rb)) = (cell(all.as_ref()), cell(fits.full.as_ref()));
         let points: usize = every.iter().map(|c| c.points.len()).sum();
         let _ = writeln!(out, "| {} | {points} | {r2a} | {ra} | {r2b} | {rb} |", g.id);
     }
     let _ = writeln!(out);
+    // The fit each group's preset is made from (the same rule as `make_presets`), or none.
     let mut fits: Vec<(Group, Option<FitReport>)> = Vec::new();
-    for (g, curves, fit) in made {
+    let mut chosen: Vec<(Group, Result<FitReport, String>)> = Vec::new();
+    let mut reduced_fits: Vec<(Group, FitReport)> = Vec::new();
+    for (g, curves, study_fit) in made {
         let _ = writeln!(out, "### {} — {}\n", g.id, g.title);
-        let Some(fit) = fit else {
+        let Some(study_fit) = study_fit else {
             let _ = writeln!(out, "No curves yet.\n");
             fits.push((g, None));
             continue;
         };
-        match fit {
+        match &study_fit.full {
             Ok(r) => {
-                let _ = writeln!(
-                    out,
-                    "{} curves, {} checkpoints: R² {}, RMSE {:.4} nats, Huber {:.3e}, ASD {}.{}\n",
-                    curves.len(),
-                    r.metrics.points,
-                    r2(&r),
-                    r.metrics.rmse,
-                    r.metrics.huber,
-                    r.metrics.asd.map_or("n/a".into(), |v| format!("{v:.4}")),
-                    r.degeneracy().map_or(String::new(), |why| format!(" **{why}**; no preset is made from it."))
-                );
-                coefficients(&mut out, &r);
-                let fig = format!("{}-curves.svg", g.id);
-                curves_svg(&a.out.join(&fig), &format!("P² fit, {}: R² {}, RMSE {:.4}", g.id, r2(&r), r.metrics.rmse), &curves, &r)?;
-                let res = format!("{}-residuals.svg", g.id);
-                residuals_svg(&a.out.join(&res), &format!("residuals, {}", g.id), &curves, &r)?;
-                let _ = writeln!(out, "\n![observed and fitted curves, {0}]({fig})\n\n![residuals, {0}]({res})\n", g.id);
-                fits.push((g, Some(r)));
+                fit_section(&mut out, a, &g, &curves, r, "P² fit", "")?;
+                fits.push((g, Some(r.clone())));
             }
             Err(e) => {
                 let _ = writeln!(out, "The fit failed: {e}.\n");
                 fits.push((g, None));
             }
         }
+        match &study_fit.reduced {
+            Some(Ok(r)) => {
+                let _ = writeln!(
+                    out,
+                    "#### {} — the reduced form, `{}`\n\nThe full law is degenerate here, so the study also fits its nested reduction with N_C = E = 0 \
+                     (`L0 + (1/ρ)^γ (1/N0)^δ D_C/D^β`: the asymptote at L0 and no size term of its own), from its full grid of starts with the same bootstrap.\n",
+                    g.id,
+                    LawForm::P2Reduced
+                );
+                fit_section(&mut out, a, &g, &curves, r, "P² reduced fit", "-reduced")?;
+                reduced_fits.push((g, r.clone()));
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "The reduced form's fit failed: {e}.\n");
+            }
+            None => {}
+        }
+        chosen.push((g, study_fit.chosen().cloned()));
     }
+
+    // What ships.
+    let _ = writeln!(
+        out,
+        "## The presets\n\nThe rule, fixed before any metric is read: a group's preset is its P² fit when every coefficient is identified, else its reduced fit when every \
+         coefficient of that is, else none. Written by `cargo run --release -p p2law-shared --example make_presets -- --study-only` to `shared/presets/p2-study.json`, \
+         re-made from the committed data by the test `study_presets_are_what_the_fitter_makes`.\n\n| group | preset | form | R² | RMSE | \
+         ∂ log D_ε / ∂ log ρ | ∂ log D_ε / ∂ log N0 |\n|---|---|---|---|---|---|---|"
+    );
+    for (g, c) in &chosen {
+        let id = p2law_shared::presets::study_preset_id(g.id);
+        match c {
+            Ok(r) => {
+                let (gamma, delta, beta) = (r.params["gamma"], r.params["delta"], r.params["beta"]);
+                let _ = writeln!(out, "| {} | `{id}` | `{}` | {} | {:.4} | {:.3} | {:.3} |", g.id, r.law, r2(r), r.metrics.rmse, -gamma / beta, -delta / beta);
+            }
+            Err(_) => {
+                let _ = writeln!(out, "| {} | none | — | — | — | — | — |", g.id);
+            }
+        }
+    }
+    for (g, c) in &chosen {
+        if let Err(why) = c {
+            let _ = writeln!(out, "\nNo preset for {}: {why}.", g.id);
+        }
+    }
+    let below: Vec<String> = chosen
+        .iter()
+        .filter_map(|(g, c)| c.as_ref().ok().filter(|r| r.metrics.r2.is_some_and(|v| v < 0.98)).map(|r| format!("{} (R² {})", g.id, r2(r))))
+        .collect();
+    if !below.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nBelow the R² 0.98 goal: {}. The reduced form gives up the full form's size terms, which these data cannot fix; the R² it loses is that \
+             of seven coefficients against four on the same points (see each group's two fits above).",
+            below.join(", ")
+        );
+    }
+    let _ = writeln!(out);
 
     // Protocols, every form side by side.
     let _ = writeln!(
@@ -394,13 +441,20 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
             n0s.saturating_sub(1)
         );
     }
-    let mut p2_protocols: Vec<(Group, Vec<ProtocolResult>)> = Vec::new();
+    let mut p2_protocols: Vec<(Group, LawForm, Vec<ProtocolResult>)> = Vec::new();
     for g in GROUPS {
         if analysis::curves(data, &g).is_empty() {
             continue;
         }
         for law in FORMS {
-            let fit = if law == LawForm::P2 { fits.iter().find(|(h, _)| h.id == g.id).and_then(|(_, r)| r.clone()) } else { analysis::fit_group(data, &g, law, 0, a.seed).ok() };
+            let fit = match law {
+                LawForm::P2 => fits.iter().find(|(h, _)| h.id == g.id).and_then(|(_, r)| r.clone()),
+                LawForm::P2Reduced => match reduced_fits.iter().find(|(h, _)| h.id == g.id) {
+                    Some((_, r)) => Some(r.clone()),
+                    None => analysis::fit_group(data, &g, law, 0, a.seed).ok(),
+                },
+                _ => analysis::fit_group(data, &g, law, 0, a.seed).ok(),
+            };
             let (fr2, frmse) = fit.as_ref().map_or(("failed".into(), "".into()), |r| (r2(r), format!("{:.4}", r.metrics.rmse)));
             let name = if law == LawForm::Chinchilla { "chinchilla (as dense, N = N0(1 − ρ))".to_string() } else { law.name().to_string() };
             let mut ok = Vec::new();
@@ -415,19 +469,22 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
                     }
                 }
             }
-            if law == LawForm::P2 {
+            let preset_form = chosen.iter().find(|(h, _)| h.id == g.id).and_then(|(_, c)| c.as_ref().ok()).map(|r| r.law);
+            if law == LawForm::P2 || (law == LawForm::P2Reduced && preset_form == Some(law)) {
                 let refs: Vec<&ProtocolResult> = ok.iter().collect();
-                protocols_svg(&a.out.join(format!("{}-protocols.svg", g.id)), &format!("P² protocols, {}: held-out points", g.id), &refs)?;
-                p2_protocols.push((g, ok));
+                let suffix = if law == LawForm::P2 { "" } else { "-reduced" };
+                protocols_svg(&a.out.join(format!("{}{suffix}-protocols.svg", g.id)), &format!("{law} protocols, {}: held-out points", g.id), &refs)?;
+                p2_protocols.push((g, law, ok));
             }
         }
     }
     let _ = writeln!(out);
-    for (g, ps) in &p2_protocols {
-        let _ = writeln!(out, "![P² protocols, {0}]({0}-protocols.svg)\n", g.id);
+    for (g, law, ps) in &p2_protocols {
+        let suffix = if *law == LawForm::P2 { "" } else { "-reduced" };
+        let _ = writeln!(out, "![{law} protocols, {0}]({0}{suffix}-protocols.svg)\n", g.id);
         let missed: Vec<String> = ps.iter().filter(|p| p.mean_rel_error > 0.01 || p.max_rel_error > 0.02).map(|p| format!("{} (mean {}, max {})", p.protocol, pct(p.mean_rel_error), pct(p.max_rel_error))).collect();
         if !missed.is_empty() {
-            let _ = writeln!(out, "For {}, the P² law misses the 1 % / 2 % goal on: {}.\n", g.id, missed.join("; "));
+            let _ = writeln!(out, "For {}, `{law}` misses the 1 % / 2 % goal on: {}.\n", g.id, missed.join("; "));
         }
     }
 
@@ -443,12 +500,18 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
         let (claim, holds) = if larger { ("a larger N0 needs fewer", t.fewer > t.more) } else { ("a higher ρ needs more", t.more > t.fewer) };
         let _ = writeln!(out, "| {} | {} | {} | {} | {} | {claim}: {} |", t.method, t.axis, t.more, t.fewer, t.ties, if holds { "holds" } else { "**not seen in these data**" });
     }
-    let _ = writeln!(out, "\nThe fitted laws say the same through their signs: the tokens to come within ε of the asymptote grow as ρ^(−γ/β) N0^(−δ/β).\n");
-    let _ = writeln!(out, "| method | γ | δ | β | ∂ log D_ε / ∂ log ρ = −γ/β | ∂ log D_ε / ∂ log N0 = −δ/β |\n|---|---|---|---|---|---|");
-    for (g, r) in &fits {
+    let _ = writeln!(
+        out,
+        "\nThe fitted laws answer a different question: the tokens to come within a fixed ε (nats) of the asymptote, which grow as ρ^(−γ/β) N0^(−δ/β) — the budget rules \
+         of the calculator and `p2law budget` are of this kind. The two can disagree without contradiction: a heavier pruning starts further from its floor and covers 90 % \
+         of its own gain in fewer tokens, yet still needs more tokens to come within the same ε of it.\n"
+    );
+    let _ = writeln!(out, "| method | form | γ | δ | β | ∂ log D_ε / ∂ log ρ = −γ/β | ∂ log D_ε / ∂ log N0 = −δ/β |\n|---|---|---|---|---|---|---|");
+    for (g, r) in fits.iter().map(|(g, r)| (g, r.as_ref())).chain(reduced_fits.iter().map(|(g, r)| (g, Some(r)))) {
         let Some(r) = r else { continue };
         let (gamma, delta, beta) = (r.params["gamma"], r.params["delta"], r.params["beta"]);
-        let _ = writeln!(out, "| {} | {gamma:.4} | {delta:.4} | {beta:.4} | {:.3} | {:.3} |", g.id, -gamma / beta, -delta / beta);
+        let weak = if r.degeneracy().is_some() { " (degenerate)" } else { "" };
+        let _ = writeln!(out, "| {} | `{}`{weak} | {gamma:.4} | {delta:.4} | {beta:.4} | {:.3} | {:.3} |", g.id, r.law, -gamma / beta, -delta / beta);
     }
     let _ = writeln!(out, "\nA higher ρ needing more tokens is a positive first slope; a larger N0 needing fewer is a negative second one.");
     Ok(out)

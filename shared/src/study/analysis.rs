@@ -35,20 +35,21 @@ pub const GROUPS: [Group; 4] = [
     Group { id: "pooled", title: "all methods pooled", methods: &[] },
 ];
 
-/// The forms compared: the P² law, p2law's three ablations, and Chinchilla read as dense.
-pub const FORMS: [LawForm; 5] = [LawForm::P2, LawForm::P2NoDelta, LawForm::P2NoL0, LawForm::P2Additive, LawForm::Chinchilla];
+/// The forms compared: the P² law, p2law's three ablations, its reduction, and Chinchilla read as
+/// dense.
+pub const FORMS: [LawForm; 6] = [LawForm::P2, LawForm::P2NoDelta, LawForm::P2NoL0, LawForm::P2Additive, LawForm::P2Reduced, LawForm::Chinchilla];
 
 /// Starts of the forms compared with the P² law: this many drawn (seeded) from each one's full
 /// grid, so that the side-by-side tables cost minutes, not an hour (Chinchilla's grid alone is
 /// 4 500 starts).
 pub const ABLATION_STARTS: usize = 243;
 
-/// Fit options of the study: least squares (the paper's); the P² law from its full grid of
-/// starts, the other forms from [`ABLATION_STARTS`] of theirs.
+/// Fit options of the study: least squares (the paper's); the P² law and its reduction from their
+/// full grids of starts, the other forms from [`ABLATION_STARTS`] of theirs.
 pub fn options(law: LawForm, seed: u64) -> FitOptions {
     let mut o = FitOptions::new(law);
     o.objective = Objective::Lsq;
-    o.starts = if law == LawForm::P2 { Starts::Full } else { Starts::Count(ABLATION_STARTS) };
+    o.starts = if matches!(law, LawForm::P2 | LawForm::P2Reduced) { Starts::Full } else { Starts::Count(ABLATION_STARTS) };
     o.seed = seed;
     o
 }
@@ -84,6 +85,52 @@ pub fn fit_group(data: &StudyData, g: &Group, law: LawForm, resamples: usize, se
 pub fn fit_curves(curves: &[Curve], law: LawForm, resamples: usize, seed: u64) -> Result<FitReport, FitError> {
     let boot = (resamples > 0).then_some(BootstrapOptions { resamples, seed, by: Resample::Curves, level: 0.95 });
     run_fit(curves, &options(law, seed), None, boot)
+}
+
+/// A group's fits for a preset: the P² law, and, when the data leave it degenerate (or it fails),
+/// its reduction [`LawForm::P2Reduced`]. The rule is fixed before looking at any metric: the
+/// full form when its coefficients are identified, else the reduced form when its are, else none.
+#[derive(Debug, Clone)]
+pub struct StudyFit {
+    pub full: Result<FitReport, FitError>,
+    /// Made only when the full form is degenerate or fails.
+    pub reduced: Option<Result<FitReport, FitError>>,
+}
+
+impl StudyFit {
+    /// The fit a preset is made from, or why none is.
+    pub fn chosen(&self) -> Result<&FitReport, String> {
+        let why = |r: &Result<FitReport, FitError>| match r {
+            Ok(r) => r.degeneracy(),
+            Err(e) => Some(format!("the fit failed: {e}")),
+        };
+        let Some(full_why) = why(&self.full) else { return self.full.as_ref().map_err(|e| e.to_string()) };
+        match &self.reduced {
+            Some(r) => match why(r) {
+                None => r.as_ref().map_err(|e| e.to_string()),
+                Some(reduced_why) => Err(format!("P² law: {full_why}; reduced form ({}): {reduced_why}", LawForm::P2Reduced)),
+            },
+            None => Err(full_why),
+        }
+    }
+
+    /// Why the full form was set aside, when the chosen fit is the reduced one.
+    pub fn full_set_aside(&self) -> Option<String> {
+        match (&self.full, self.chosen()) {
+            (_, Ok(c)) if c.law == LawForm::P2 => None,
+            (Ok(f), _) => f.degeneracy(),
+            (Err(e), _) => Some(format!("the fit failed: {e}")),
+        }
+    }
+}
+
+/// [`StudyFit`] of one group, with a `resamples`-fold bootstrap over curves.
+pub fn fit_study_group(data: &StudyData, g: &Group, resamples: usize, seed: u64) -> StudyFit {
+    let curves = curves(data, g);
+    let full = fit_curves(&curves, LawForm::P2, resamples, seed);
+    let degenerate = full.as_ref().map_or(true, |r| r.degeneracy().is_some());
+    let reduced = degenerate.then(|| fit_curves(&curves, LawForm::P2Reduced, resamples, seed));
+    StudyFit { full, reduced }
 }
 
 /// One protocol's result.
