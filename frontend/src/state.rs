@@ -132,39 +132,23 @@ impl Form {
     }
 }
 
+/// What a link's values keep as they are: letters, digits, `-_.~` (RFC 3986's unreserved) and
+/// `,` and `:`, which the fit lists and rules are made of, so that a shared link stays readable
+/// (`fits=preset:p2&rule=slope:0.01`, not `preset%3Ap2`). Everything else is percent-encoded.
+const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b',').remove(b':');
+
 fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' | b':' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, KEEP).to_string()
 }
 
+/// A value of a link, `+` read as a space; `None` for a `%` not followed by two hex digits (which
+/// the decoder would keep as typed) or bytes that are not UTF-8, so the page can say so.
 fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    let escapes_ok = s.split('%').skip(1).all(|rest| rest.len() >= 2 && rest.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit));
+    if !escapes_ok {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().ok().map(|v| v.into_owned())
 }
 
 /// One fit to draw.
@@ -378,6 +362,18 @@ pub fn resolve(form: &Form, custom: &BTreeMap<String, FitSource>) -> (Scenario, 
 mod tests {
     use super::*;
 
+    #[test]
+    fn links_stay_readable_and_bad_escapes_are_refused() {
+        assert_eq!(encode("preset:p2,inline:p2:D_C=3e4;x y+é"), "preset:p2,inline:p2:D_C%3D3e4%3Bx%20y%2B%C3%A9");
+        assert_eq!(decode("preset:p2,inline:p2:D_C%3D3e4%3Bx%20y%2B%C3%A9").as_deref(), Some("preset:p2,inline:p2:D_C=3e4;x y+é"));
+        assert_eq!(decode("x+y").as_deref(), Some("x y"));
+        for bad in ["%ZZ", "a%2", "%", "%C3%28"] {
+            assert_eq!(decode(bad), None, "{bad}");
+        }
+    }
+
+    /// The URL is outside input: any query string gives a form, the form resolves to a scenario
+    /// (bad fields fall back with a message), and every form round-trips through its link.
     #[test]
     fn the_url_state_survives_the_fuzzer() {
         use p2law_shared::fuzz::{Campaign, TEXT_DICTIONARY, assert_clean, inputs_from_env};
