@@ -586,3 +586,33 @@ fn fit_flags_are_checked_as_the_api_checks_them() {
         assert!(err.contains(named), "{flags:?}: {err}");
     }
 }
+
+/// `--fit preset:ID` reads a shipped preset: the study's depth preset recommends more healing
+/// tokens at a higher rate (the paper's central finding), says that Llama-scale N0 lies beyond
+/// its parents, and an unknown id lists the shipped ones.
+#[test]
+fn budgets_from_the_study_preset_grow_with_the_rate() {
+    let id = p2law_shared::presets::study_preset_for("depth").expect("a P² preset for depth ships");
+    let fit = format!("preset:{id}");
+    let mut budgets = Vec::new();
+    for rho in ["0.2", "0.35", "0.5"] {
+        let out = p2law(&["budget", "--fit", &fit, "--n0", "8.03e9", "--rho", rho, "--l0", "1.9", "--rule", "gap:0.01", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        budgets.push(v["recommendation"]["tokens"].as_f64().expect("tokens"));
+        let beyond = v["extrapolation"].to_string();
+        assert!(beyond.contains("the largest calibrated parent"), "{beyond}");
+    }
+    assert!(budgets.windows(2).all(|w| w[1] > w[0]), "budgets by rate 0.2, 0.35, 0.5: {budgets:?}");
+    // The form's closed budget, by hand: gap = D_C rho^-gamma N0^-delta D^-beta = 0.01.
+    let preset = p2law_shared::presets::presets().into_iter().find(|p| p.id == id).unwrap();
+    let p = &preset.report.params;
+    if preset.report.law == p2law_shared::LawForm::P2Reduced {
+        let want = (p["D_C"] * 0.5f64.powf(-p["gamma"]) * 8.03e9f64.powf(-p["delta"]) / 0.01).powf(1.0 / p["beta"]);
+        assert!((budgets[2] / want - 1.0).abs() < 1e-9, "{} vs {want}", budgets[2]);
+    }
+    let out = p2law(&["budget", "--fit", "preset:gpt-9", "--n0", "1e9", "--rho", "0.2", "--l0", "2", "--rule", "gap:0.01"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--fit preset:gpt-9: no such preset") && err.contains(&id), "{err}");
+}

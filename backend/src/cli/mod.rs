@@ -90,6 +90,14 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Reads a fit file written by `p2law fit --out` (or `--json`).
 pub(crate) fn read_fit(path: &Path) -> Result<p2law_shared::FitReport> {
+    // `preset:ID`: a shipped preset (`GET /api/presets` lists the same), with its provenance.
+    if let Some(id) = path.to_str().and_then(|p| p.strip_prefix("preset:")) {
+        let all = p2law_shared::presets::presets();
+        return match all.iter().find(|p| p.id == id) {
+            Some(p) => Ok(p.report.clone()),
+            None => anyhow::bail!("--fit preset:{id}: no such preset; shipped: {}", all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")),
+        };
+    }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading fit file {}", path.display()))?;
     let report: p2law_shared::FitReport =
         serde_json::from_str(&text).with_context(|| format!("{}: not a p2law fit file", path.display()))?;
@@ -111,7 +119,7 @@ pub(crate) fn warn_fit(degenerate: Option<&str>, beyond: &[p2law_shared::report:
 /// Model inputs shared by `predict` and `budget`.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// Fit file written by `p2law fit --out` (or its --json output).
+    /// Fit file written by `p2law fit --out` (or its --json output), or `preset:ID` for a shipped preset (e.g. `preset:p2-study-depth`).
     #[arg(long)]
     pub fit: std::path::PathBuf,
     /// Parameters before pruning, embeddings included.
