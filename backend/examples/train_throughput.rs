@@ -27,7 +27,7 @@ fn main() -> Result<(), String> {
     let choice: device::DeviceChoice = args.get(2).map_or("cpu", String::as_str).parse().map_err(|e: p2law_shared::calibrate::SettingError| e.to_string())?;
     let corpus_path = args.get(3).map_or("data/corpus/shakespeare", String::as_str);
     let parent = any_parent(name)?;
-    let dev = device::select(choice)?;
+    let dev = device::select(choice).map_err(|e| e.to_string())?;
     let text = corpus::load(std::path::Path::new(corpus_path)).map_err(|e| e.to_string())?;
     let opts = model::ModelOptions { max_seq_len: parent.seq_len + 1, ..Default::default() };
     dev.device.seed(0);

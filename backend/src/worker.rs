@@ -202,7 +202,7 @@ async fn train(store: &Store, cfg: &WorkerConfig, claim: &Claim, flag: &Arc<Atom
     let result = tokio::task::spawn_blocking(move || -> Result<(), sweep::SweepError> {
         let (cfg, claim, flag) = (cfg2, claim2, flag2);
         let request = &claim.job.request;
-        let dev = device::select(cfg.device.unwrap_or(request.device)).map_err(sweep::SweepError::Request)?;
+        let dev = device::select(cfg.device.unwrap_or(request.device))?;
         let path = sweep::corpus_path(&cfg.corpus_dir, request.corpus.as_deref());
         let name = cfg.name.clone();
         let mut on_event = |e: CalibrationEvent| handle.block_on(publish(&store2, &name, id, e));
@@ -281,7 +281,7 @@ async fn fit(store: &Store, name: &str, id: i64, data_dir: &std::path::Path) -> 
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     let seed = job.request.seed;
-    let fitted = tokio::task::spawn_blocking(move || sweep::fit(&curves, seed)).await.map_err(|e| e.to_string()).and_then(|r| r);
+    let fitted = tokio::task::spawn_blocking(move || sweep::fit(&curves, seed)).await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
     let (request, provenance) = fit_inputs(&job);
     let (report, error) = match fitted {
         Ok(r) => (Some(FitReport { provenance: Some(provenance), ..r }), None),

@@ -47,7 +47,7 @@ pub fn run(a: Args) -> Result<()> {
     let Source::Hf(h) = &r.source else { bail!("--parent: not a Hugging Face checkpoint") };
     let corpus_path = a.corpus.clone().unwrap_or_else(|| sweep::corpus_path(&a.data_dir.join("corpus"), None));
     let corpus = r.corpus(&corpus_path)?;
-    let dev = device::select(a.device).map_err(anyhow::Error::msg)?;
+    let dev = device::select(a.device)?;
     let started = Instant::now();
     let model = h.load(r.seq_len + 1, &dev.device)?;
     let loaded = started.elapsed().as_secs_f64();

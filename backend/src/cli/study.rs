@@ -79,7 +79,7 @@ fn run_study(a: RunArgs) -> Result<()> {
         data.manifest.cpu_s
     );
     if let (Some(dir), Some(run)) = (&a.compare, &a.only) {
-        let committed = study::load_dir(dir).map_err(anyhow::Error::msg)?;
+        let committed = study::load_dir(dir)?;
         let old = committed.curves.iter().find(|c| &c.run == run).with_context(|| format!("--compare: {} has no curve `{run}`", dir.display()))?;
         let new = data.curves.iter().find(|c| &c.run == run).context("the re-made unit")?;
         let mut worst = 0.0f64;

@@ -178,7 +178,7 @@ fn fit_section(out: &mut String, a: &Args, g: &Group, curves: &[Curve], r: &FitR
 
 /// Writes the whole report.
 pub fn run(a: Args) -> Result<()> {
-    let data = study::load_dir(&a.data).map_err(anyhow::Error::msg)?;
+    let data = study::load_dir(&a.data)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let md = report(&data, &a)?;
     let path = a.out.join("README.md");

@@ -52,8 +52,15 @@ impl LabDevice {
     }
 }
 
+/// A device that cannot be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("no wgpu adapter: install a GPU driver, or Mesa's lavapipe (apt-get install mesa-vulkan-drivers)")]
+    NoAdapter,
+}
+
 /// Resolves a choice into a device, or says why it cannot.
-pub fn select(choice: DeviceChoice) -> Result<LabDevice, String> {
+pub fn select(choice: DeviceChoice) -> Result<LabDevice, DeviceError> {
     let cpu = || LabDevice { device: Device::flex().autodiff(), backend: "cpu", adapter: format!("burn flex, {} threads", threads()) };
     let wgpu_on = |a: &wgpu::AdapterInfo| LabDevice { device: adapter::device_on(a).autodiff(), backend: "wgpu", adapter: adapter::describe(a) };
     let found = adapter::adapters();
@@ -64,7 +71,7 @@ pub fn select(choice: DeviceChoice) -> Result<LabDevice, String> {
         DeviceChoice::Wgpu => found
             .first()
             .map(wgpu_on)
-            .ok_or_else(|| "no wgpu adapter: install a GPU driver, or Mesa's lavapipe (apt-get install mesa-vulkan-drivers)".to_string()),
+            .ok_or(DeviceError::NoAdapter),
     }
 }
 

@@ -312,12 +312,21 @@ fn estimate_hours(grid: &Grid, corpus: &Corpus, speed: &dyn Fn(&Parent) -> f64, 
     secs / 3600.0
 }
 
+/// Study data that cannot be read: the file, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Data(#[from] p2law_shared::data::InputError),
+}
+
 /// Study data as committed: `curves.csv` and `manifest.json` of `dir`, checked against each other.
-pub fn load_dir(dir: &Path) -> Result<StudyData, String> {
+pub fn load_dir(dir: &Path) -> Result<StudyData, LoadError> {
     let (csv_path, manifest_path) = (dir.join("curves.csv"), dir.join("manifest.json"));
-    let csv = std::fs::read_to_string(&csv_path).map_err(|e| format!("{}: {e}", csv_path.display()))?;
-    let manifest = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    StudyData::parse(&csv_path.display().to_string(), &csv, &manifest_path.display().to_string(), &manifest).map_err(|e| e.to_string())
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|source| LoadError::Io { path: p.display().to_string(), source });
+    let (csv, manifest) = (read(&csv_path)?, read(&manifest_path)?);
+    Ok(StudyData::parse(&csv_path.display().to_string(), &csv, &manifest_path.display().to_string(), &manifest)?)
 }
 
 /// The study's state in `out`, if a run has begun there.

@@ -40,6 +40,8 @@ pub enum SweepError {
     /// A parent or setting the request names that p2law does not know.
     #[error("{0}")]
     Setting(#[from] p2law_shared::calibrate::SettingError),
+    #[error("{0}")]
+    Device(#[from] super::device::DeviceError),
     #[error("cancelled")]
     Cancelled,
     #[error("{unit}: {message}")]
@@ -282,12 +284,12 @@ fn ensure_parent(p: &Parent, req: &CalibrationRequest, corpus: &Corpus, ctx: &mu
 }
 
 /// Prunes a parent of `shape` for one unit, with statistics from windows of `seq_len` tokens.
-pub fn prune_unit(model: Llama, shape: &DecoderShape, seq_len: usize, pruning: Pruning, corpus: &Corpus) -> Result<Pruned, String> {
-    prune_unit_until(model, shape, seq_len, pruning, corpus, &AtomicBool::new(false))?.ok_or_else(|| "cancelled".to_string())
+pub fn prune_unit(model: Llama, shape: &DecoderShape, seq_len: usize, pruning: Pruning, corpus: &Corpus) -> Result<Pruned, prune::PruneError> {
+    prune_unit_until(model, shape, seq_len, pruning, corpus, &AtomicBool::new(false))?.ok_or(prune::PruneError::Cancelled)
 }
 
 /// [`prune_unit`], or `Ok(None)` once `cancel` is set while the statistics are collected.
-pub fn prune_unit_until(model: Llama, shape: &DecoderShape, seq_len: usize, pruning: Pruning, corpus: &Corpus, cancel: &AtomicBool) -> Result<Option<Pruned>, String> {
+pub fn prune_unit_until(model: Llama, shape: &DecoderShape, seq_len: usize, pruning: Pruning, corpus: &Corpus, cancel: &AtomicBool) -> Result<Option<Pruned>, prune::PruneError> {
     let compute = prune::Compute::for_device(&model.embed.weight.val().device());
     let Some(stats) = calib::collect_until(&model, &corpus.train, seq_len, CALIB_WINDOWS, 16, compute, cancel) else { return Ok(None) };
     let r = match pruning {
@@ -295,7 +297,7 @@ pub fn prune_unit_until(model: Llama, shape: &DecoderShape, seq_len: usize, prun
         Pruning::Width(rho) => prune::width::prune(model, shape, &stats, rho),
         Pruning::Sparse(p) => prune::sparse::prune(model, shape, &stats, p.n, p.m),
     };
-    r.map(Some).map_err(|e| e.to_string())
+    r.map(Some)
 }
 
 /// What p2law records in an exported model's `config.json` (under `p2law`).
@@ -399,7 +401,7 @@ fn heal_unit(r: &Resolved, unit: &Unit, parent: &Llama, record: &ParentRecord, c
     let cfg = r.post_train_config(req.tokens, req.seed, req.lr);
     let n0 = record.n0 as f64;
     cancelled(ctx)?;
-    let pruned = prune_unit_until(parent.clone(), &r.shape, r.seq_len, unit.pruning, corpus, ctx.cancel).map_err(unit_err)?.ok_or(SweepError::Cancelled)?;
+    let pruned = prune_unit_until(parent.clone(), &r.shape, r.seq_len, unit.pruning, corpus, ctx.cancel).map_err(|e| unit_err(e.to_string()))?.ok_or(SweepError::Cancelled)?;
     crate::fault_point("prune");
     cancelled(ctx)?;
     (ctx.on_event)(CalibrationEvent {
@@ -419,7 +421,7 @@ fn heal_unit(r: &Resolved, unit: &Unit, parent: &Llama, record: &ParentRecord, c
     let dir = run::dir_for(&ctx.job_dir, &key);
     let finished = run::run(pruned.model, pruned.masks.as_ref(), corpus, &cfg, &eval_config(r.seq_len), &ctx.device.device, &dir, ctx.cancel, &mut progress)?;
     if let Some(m) = &pruned.masks {
-        prune::sparse::check_pattern(&finished.model, m.n, m.m).map_err(unit_err)?;
+        prune::sparse::check_pattern(&finished.model, m.n, m.m).map_err(|e| unit_err(e.to_string()))?;
     }
     // The healed model is written before its curve is stored: a unit counts as done only with
     // its export. The unit's last checkpoint is on disk: a cancel here resumes nothing but the
@@ -469,10 +471,10 @@ pub fn pretrain_parent(req: &CalibrationRequest, name: &str, corpus_path: &Path,
 
 /// Fits the P² law to a sweep's curves (quick multi-start); the fitter leaves the D = 0
 /// checkpoints out.
-pub fn fit(curves: &[Curve], seed: u64) -> Result<FitReport, String> {
+pub fn fit(curves: &[Curve], seed: u64) -> Result<FitReport, p2law_shared::FitError> {
     let mut options = FitOptions::new(LawForm::P2);
     options.seed = seed;
-    run_fit(curves, &options, None, None).map_err(|e| e.to_string())
+    run_fit(curves, &options, None, None)
 }
 
 /// The corpus a request names, inside `corpus_dir`.

@@ -245,7 +245,7 @@ async fn run_job(store: &Store, lab: &Arc<Lab>, job: CalibrationJob) -> (JobStat
     let handle = tokio::runtime::Handle::current();
     let (store2, lab2, request) = (store.clone(), lab.clone(), job.request.clone());
     let outcome = tokio::task::spawn_blocking(move || -> Result<(), sweep::SweepError> {
-        let dev = device::select(request.device).map_err(sweep::SweepError::Request)?;
+        let dev = device::select(request.device)?;
         let described = dev.describe();
         handle.block_on(crate::store::retry_busy("marking the job running", || store2.set_calibration_status(id, JobStatus::Running, Some(&described), None, None))).map_err(|e| sweep::SweepError::Io(e.to_string()))?;
         let path = sweep::corpus_path(&lab2.corpus_dir, request.corpus.as_deref());
@@ -328,7 +328,7 @@ async fn fit_job(store: &Store, lab: &Lab, id: i64) -> Result<i64, String> {
     let job = store.calibration(id).await.map_err(|e| e.to_string())?.ok_or("the job vanished")?;
     let curves = store.curves(&job.run_ids).await.map_err(|e| e.to_string())?;
     let seed = job.request.seed;
-    let report = tokio::task::spawn_blocking(move || sweep::fit(&curves, seed)).await.map_err(|e| e.to_string())??;
+    let report = tokio::task::spawn_blocking(move || sweep::fit(&curves, seed)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     let (request, provenance) = fit_inputs(&job);
     let report = FitReport { provenance: Some(provenance), ..report };
     let stored = store.insert_fit(&request, &report).await.map_err(|e| e.to_string())?;

@@ -43,6 +43,11 @@ pub enum PruneError {
     Pattern { n: usize, m: usize, width: usize },
     #[error("kernel: {0}")]
     Kernel(String),
+    /// A mask that does not hold its N:M pattern after training (the first offending group).
+    #[error("layer {layer} linear {linear} output {output} group {group}: {nonzeros} non-zeros, expected {n}")]
+    Broken { layer: usize, linear: usize, output: usize, group: usize, nonzeros: usize, n: usize },
+    #[error("cancelled")]
+    Cancelled,
 }
 
 pub(crate) fn check_rate(rho: f64) -> Result<(), PruneError> {

@@ -178,17 +178,17 @@ pub fn apply_with(model: Llama, masks: &Masks, compute: Compute) -> Llama {
 
 /// Checks every group of `m` inputs of every output of every decoder linear has exactly `n`
 /// non-zero weights; the first offending linear is named.
-pub fn check_pattern(model: &Llama, n: usize, m: usize) -> Result<(), String> {
+pub fn check_pattern(model: &Llama, n: usize, m: usize) -> Result<(), PruneError> {
     for (l, b) in model.blocks.iter().enumerate() {
         for (i, linear) in linears(b).iter().enumerate() {
             let w = linear.weight.val();
-            let [d_in, d_out] = w.dims();
+            let [d_in, _] = w.dims();
             let rows = host(&w.transpose());
             for (r, row) in rows.chunks_exact(d_in).enumerate() {
                 for (g, group) in row.chunks_exact(m).enumerate() {
                     let nz = group.iter().filter(|v| **v != 0.0).count();
                     if nz != n {
-                        return Err(format!("layer {l} linear {i} output {r} group {g}: {nz} non-zeros, expected {n} (d_out {d_out})"));
+                        return Err(PruneError::Broken { layer: l, linear: i, output: r, group: g, nonzeros: nz, n });
                     }
                 }
             }
