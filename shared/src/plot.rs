@@ -121,7 +121,7 @@ pub fn render<L: Line>(series: &[L], observed: &[Observed], axes: &Axes) -> Stri
     let mut s = String::with_capacity(64 * 1024);
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" id="plot-svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" aria-label="Predicted loss against post-training tokens" font-family="system-ui, sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" id="plot-svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" aria-label="Loss against post-training tokens" font-family="system-ui, sans-serif" font-size="12">"#
     );
     let _ = write!(s, r#"<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#);
     // Grid and axes.
@@ -137,7 +137,7 @@ pub fn render<L: Line>(series: &[L], observed: &[Observed], axes: &Axes) -> Stri
     }
     let _ = write!(s, r##"<rect x="{x0}" y="{y0}" width="{}" height="{}" fill="none" stroke="#888"/>"##, x1 - x0, y1 - y0);
     let _ = write!(s, r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#111">post-training tokens D (log scale)</text>"##, (x0 + x1) / 2.0, HEIGHT - 8.0);
-    let _ = write!(s, r##"<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle" fill="#111">predicted loss (nats/token)</text>"##, (y0 + y1) / 2.0);
+    let _ = write!(s, r##"<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle" fill="#111">loss (nats/token)</text>"##, (y0 + y1) / 2.0);
     let _ = write!(s, r#"<g clip-path="url(#plot-area)"><clipPath id="plot-area"><rect x="{x0}" y="{y0}" width="{}" height="{}"/></clipPath>"#, x1 - x0, y1 - y0);
     // Bands under curves.
     for (i, c) in series.iter().enumerate() {
