@@ -337,25 +337,16 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
         let _ = writeln!(out, "| {} | {points} | {r2a} | {ra} | {r2b} | {rb} |", g.id);
     }
     let _ = writeln!(out);
-    // The fit each group's preset is made from (the same rule as `make_presets`), or none.
-    let mut fits: Vec<(Group, Option<FitReport>)> = Vec::new();
-    let mut chosen: Vec<(Group, Result<FitReport, String>)> = Vec::new();
-    let mut reduced_fits: Vec<(Group, FitReport)> = Vec::new();
-    for (g, curves, study_fit) in made {
+    for (g, curves, study_fit) in &made {
         let _ = writeln!(out, "### {} — {}\n", g.id, g.title);
         let Some(study_fit) = study_fit else {
             let _ = writeln!(out, "No curves yet.\n");
-            fits.push((g, None));
             continue;
         };
         match &study_fit.full {
-            Ok(r) => {
-                fit_section(&mut out, a, &g, &curves, r, "P² fit", "")?;
-                fits.push((g, Some(r.clone())));
-            }
+            Ok(r) => fit_section(&mut out, a, g, curves, r, "P² fit", "")?,
             Err(e) => {
                 let _ = writeln!(out, "The fit failed: {e}.\n");
-                fits.push((g, None));
             }
         }
         match &study_fit.reduced {
@@ -367,16 +358,25 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
                     g.id,
                     LawForm::P2Reduced
                 );
-                fit_section(&mut out, a, &g, &curves, r, "P² reduced fit", "-reduced")?;
-                reduced_fits.push((g, r.clone()));
+                fit_section(&mut out, a, g, curves, r, "P² reduced fit", "-reduced")?;
             }
             Some(Err(e)) => {
                 let _ = writeln!(out, "The reduced form's fit failed: {e}.\n");
             }
             None => {}
         }
-        chosen.push((g, study_fit.chosen().cloned()));
     }
+    // Each group's fits, read from `made`: the full form's, the reduced form's, and the one its
+    // preset is made from (the same rule as `make_presets`) or why none is.
+    let studied = || made.iter().filter_map(|(g, _, s)| Some((g, s.as_ref()?)));
+    fn full_fit(s: &analysis::StudyFit) -> Option<&FitReport> {
+        s.full.as_ref().ok()
+    }
+    fn reduced_fit(s: &analysis::StudyFit) -> Option<&FitReport> {
+        s.reduced.as_ref()?.as_ref().ok()
+    }
+    let of_group = |id: &str| studied().find(|(h, _)| h.id == id).map(|(_, s)| s);
+    let chosen: Vec<(&Group, Result<&FitReport, String>)> = studied().map(|(g, s)| (g, s.chosen())).collect();
 
     // What ships.
     let _ = writeln!(
@@ -448,9 +448,9 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
         }
         for law in FORMS {
             let fit = match law {
-                LawForm::P2 => fits.iter().find(|(h, _)| h.id == g.id).and_then(|(_, r)| r.clone()),
-                LawForm::P2Reduced => match reduced_fits.iter().find(|(h, _)| h.id == g.id) {
-                    Some((_, r)) => Some(r.clone()),
+                LawForm::P2 => of_group(g.id).and_then(full_fit).cloned(),
+                LawForm::P2Reduced => match of_group(g.id).and_then(reduced_fit) {
+                    Some(r) => Some(r.clone()),
                     None => analysis::fit_group(data, &g, law, 0, a.seed).ok(),
                 },
                 _ => analysis::fit_group(data, &g, law, 0, a.seed).ok(),
@@ -469,7 +469,7 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
                     }
                 }
             }
-            let preset_form = chosen.iter().find(|(h, _)| h.id == g.id).and_then(|(_, c)| c.as_ref().ok()).map(|r| r.law);
+            let preset_form = of_group(g.id).and_then(|s| s.chosen().ok()).map(|r| r.law);
             if law == LawForm::P2 || (law == LawForm::P2Reduced && preset_form == Some(law)) {
                 let refs: Vec<&ProtocolResult> = ok.iter().collect();
                 let suffix = if law == LawForm::P2 { "" } else { "-reduced" };
@@ -507,8 +507,7 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
          of its own gain in fewer tokens, yet still needs more tokens to come within the same ε of it.\n"
     );
     let _ = writeln!(out, "| method | form | γ | δ | β | ∂ log D_ε / ∂ log ρ = −γ/β | ∂ log D_ε / ∂ log N0 = −δ/β |\n|---|---|---|---|---|---|---|");
-    for (g, r) in fits.iter().map(|(g, r)| (g, r.as_ref())).chain(reduced_fits.iter().map(|(g, r)| (g, Some(r)))) {
-        let Some(r) = r else { continue };
+    for (g, r) in studied().filter_map(|(g, s)| Some((g, full_fit(s)?))).chain(studied().filter_map(|(g, s)| Some((g, reduced_fit(s)?)))) {
         let (gamma, delta, beta) = (r.params["gamma"], r.params["delta"], r.params["beta"]);
         let weak = if r.degeneracy().is_some() { " (degenerate)" } else { "" };
         let _ = writeln!(out, "| {} | `{}`{weak} | {gamma:.4} | {delta:.4} | {beta:.4} | {:.3} | {:.3} |", g.id, r.law, -gamma / beta, -delta / beta);

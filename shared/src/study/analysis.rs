@@ -97,16 +97,20 @@ pub struct StudyFit {
     pub reduced: Option<Result<FitReport, FitError>>,
 }
 
+/// Why a fit cannot make a preset: it is degenerate, or it failed; `None` when it can.
+fn unusable(r: &Result<FitReport, FitError>) -> Option<String> {
+    match r {
+        Ok(r) => r.degeneracy(),
+        Err(e) => Some(format!("the fit failed: {e}")),
+    }
+}
+
 impl StudyFit {
     /// The fit a preset is made from, or why none is.
     pub fn chosen(&self) -> Result<&FitReport, String> {
-        let why = |r: &Result<FitReport, FitError>| match r {
-            Ok(r) => r.degeneracy(),
-            Err(e) => Some(format!("the fit failed: {e}")),
-        };
-        let Some(full_why) = why(&self.full) else { return self.full.as_ref().map_err(|e| e.to_string()) };
+        let Some(full_why) = unusable(&self.full) else { return self.full.as_ref().map_err(|e| e.to_string()) };
         match &self.reduced {
-            Some(r) => match why(r) {
+            Some(r) => match unusable(r) {
                 None => r.as_ref().map_err(|e| e.to_string()),
                 Some(reduced_why) => Err(format!("P² law: {full_why}; reduced form ({}): {reduced_why}", LawForm::P2Reduced)),
             },
@@ -116,11 +120,7 @@ impl StudyFit {
 
     /// Why the full form was set aside, when the chosen fit is the reduced one.
     pub fn full_set_aside(&self) -> Option<String> {
-        match (&self.full, self.chosen()) {
-            (_, Ok(c)) if c.law == LawForm::P2 => None,
-            (Ok(f), _) => f.degeneracy(),
-            (Err(e), _) => Some(format!("the fit failed: {e}")),
-        }
+        if self.chosen().is_ok_and(|c| c.law == LawForm::P2) { None } else { unusable(&self.full) }
     }
 }
 
@@ -128,8 +128,7 @@ impl StudyFit {
 pub fn fit_study_group(data: &StudyData, g: &Group, resamples: usize, seed: u64) -> StudyFit {
     let curves = curves(data, g);
     let full = fit_curves(&curves, LawForm::P2, resamples, seed);
-    let degenerate = full.as_ref().map_or(true, |r| r.degeneracy().is_some());
-    let reduced = degenerate.then(|| fit_curves(&curves, LawForm::P2Reduced, resamples, seed));
+    let reduced = unusable(&full).is_some().then(|| fit_curves(&curves, LawForm::P2Reduced, resamples, seed));
     StudyFit { full, reduced }
 }
 
