@@ -71,7 +71,7 @@ pub fn Calculator() -> impl IntoView {
     let hover = RwSignal::new(None::<f64>);
 
     // Fits stored on the server, named in the link as `server:<id>`.
-    for key in form.with_untracked(|f| f.fits.split(',').map(|k| k.trim().to_string()).collect::<Vec<_>>()) {
+    for key in form.with_untracked(|f| f.fit_keys().map(str::to_string).collect::<Vec<_>>()) {
         let Some(id) = key.strip_prefix("server:").and_then(|i| i.parse::<i64>().ok()) else { continue };
         leptos::task::spawn_local(async move {
             match fetch_fit(id).await {

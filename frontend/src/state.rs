@@ -214,7 +214,7 @@ pub fn resolve(form: &Form, custom: &BTreeMap<String, FitSource>) -> (Scenario, 
         };
         Some(FitSource { key: AUTO_P2.into(), label: format!("{} (P² preset for `{}`)", p.title, method.trim()), report: p.report.clone() })
     };
-    for key in form.fits.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+    for key in form.fit_keys() {
         if key == AUTO_P2 {
             fits.extend(auto(&form.method, &mut errors));
         } else if let Some(id) = key.strip_prefix("preset:") {

@@ -202,6 +202,21 @@ pub fn make_study_presets(data: &crate::study::StudyData) -> StudyPresets {
     out
 }
 
+/// An id no shipped preset has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no such preset `{id}`; shipped: {shipped}")]
+pub struct UnknownPreset {
+    pub id: String,
+    pub shipped: String,
+}
+
+/// The shipped preset `id` (the CLI's `--fit preset:ID`, the API's `preset`).
+pub fn preset(id: &str) -> Result<Preset, UnknownPreset> {
+    let all = presets();
+    let shipped = all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ");
+    all.into_iter().find(|p| p.id == id).ok_or(UnknownPreset { id: id.to_string(), shipped })
+}
+
 /// Every shipped preset: the study's P² presets first, then the dense references.
 pub fn presets() -> Vec<Preset> {
     let mut out = study_presets().presets;
@@ -322,8 +337,9 @@ mod tests {
                 assert!(p.provenance.contains(must), "{}: no `{must}` in {}", p.id, p.provenance);
             }
         }
+        let data = study_data().expect("study data");
+        let m = &data.manifest;
         for p in &study.presets {
-            let m = &study_data().expect("study data").manifest;
             for must in ["shared/data/study", &m.corpus.sha256[..16], "Calibrated ranges: N0 ", " rho ", " L0 ", "R² ", "RMSE ", "Held out: last20: ", "largest-n0: ", "highest-rho: ", "95 % band from 100"] {
                 assert!(p.provenance.contains(must), "{}: no `{must}` in {}", p.id, p.provenance);
             }

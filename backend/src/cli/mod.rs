@@ -92,11 +92,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 pub(crate) fn read_fit(path: &Path) -> Result<p2law_shared::FitReport> {
     // `preset:ID`: a shipped preset (`GET /api/presets` lists the same), with its provenance.
     if let Some(id) = path.to_str().and_then(|p| p.strip_prefix("preset:")) {
-        let all = p2law_shared::presets::presets();
-        return match all.iter().find(|p| p.id == id) {
-            Some(p) => Ok(p.report.clone()),
-            None => anyhow::bail!("--fit preset:{id}: no such preset; shipped: {}", all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")),
-        };
+        return p2law_shared::presets::preset(id).map(|p| p.report).map_err(|e| anyhow::anyhow!("--fit preset:{id}: {e}"));
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading fit file {}", path.display()))?;
     let report: p2law_shared::FitReport =

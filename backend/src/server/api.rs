@@ -208,11 +208,7 @@ pub async fn predict(State(state): State<AppState>, body: Result<Json<PredictReq
     r.check_tokens()?;
     let report = match (r.fit_id, r.preset.as_deref()) {
         (Some(id), None) => state.store().fit(id).await?.ok_or_else(|| ApiError::NotFound(format!("fit {id}")))?.report,
-        (None, Some(p)) => {
-            let presets = p2law_shared::presets::presets();
-            let ids: Vec<String> = presets.iter().map(|x| x.id.clone()).collect();
-            presets.into_iter().find(|x| x.id == p).ok_or_else(|| ApiError::Unprocessable(format!("field `preset`: `{p}` is not a preset; presets are {}", ids.join(", "))))?.report
-        }
+        (None, Some(p)) => p2law_shared::presets::preset(p).map_err(|e| ApiError::Unprocessable(format!("field `preset`: {e}")))?.report,
         _ => return Err(ApiError::Unprocessable("fields `fit_id`, `preset`: give exactly one of them".into())),
     };
     let x = p2law_shared::api::model_inputs(report.law, r.n0, r.rho, r.n, r.l0)?;
