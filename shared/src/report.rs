@@ -8,7 +8,7 @@ use crate::bootstrap::Bootstrap;
 use crate::budget::{self, Rule};
 use crate::data::Curve;
 use crate::fit::{FitResult, Metrics, Objective, Spread};
-use crate::law::{Features, Inputs, LawForm};
+use crate::law::{Features, Inputs, LawForm, centred};
 use crate::validate::HoldoutReport;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -88,9 +88,13 @@ pub struct FitReport {
     #[serde(default)]
     pub weakly_identified: Vec<String>,
     /// Coefficients whose bootstrap interval is wider than [`BOOTSTRAP_WIDTH`] times their
-    /// estimate: the resampled data move them freely, even where the starts agree.
+    /// estimate: the resampled data move them freely, even where the starts agree. Scale
+    /// coefficients are judged by their term at [`Self::centre`] ([`crate::law::centred`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bootstrap_unidentified: Vec<String>,
+    /// The data's centre, where the identification tests judge scale coefficients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub centre: Option<Inputs>,
     pub data: Option<DataSummary>,
     /// Where the data came from (files, models, token range), free text.
     #[serde(default)]
@@ -110,7 +114,42 @@ pub enum ReportError {
     NotFinite { name: String },
 }
 
+/// One coefficient as the identification tests judge it ([`crate::law::centred`]): a scale
+/// coefficient's term at the data's centre (`scale: true`), or the coefficient itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judged {
+    pub scale: bool,
+    pub value: f64,
+    pub interval: Option<[f64; 2]>,
+}
+
+/// [`Judged`] for every coefficient of `params`, with the bootstrap's intervals.
+fn centred_terms(law: LawForm, params: &[f64], centre: Option<&Inputs>, b: &Bootstrap) -> Vec<Judged> {
+    let l = law.law();
+    let Some(c) = centre else {
+        return params.iter().zip(b.param_intervals()).map(|(&value, interval)| Judged { scale: false, value, interval }).collect();
+    };
+    let f = Features::new(c);
+    let samples: Vec<Vec<f64>> = b.samples.iter().filter(|s| s.len() == params.len()).map(|s| centred(l, s, &f)).collect();
+    centred(l, params, &f)
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Judged {
+            scale: l.scales()[i],
+            value,
+            interval: crate::bootstrap::percentile_interval(&samples.iter().map(|s| s[i]).collect::<Vec<_>>(), b.level),
+        })
+        .collect()
+}
+
 impl FitReport {
+    /// The coefficients as the identification tests judged them (`None` without a bootstrap).
+    pub fn judged(&self) -> Option<Vec<Judged>> {
+        let b = self.bootstrap()?;
+        let p = self.coefficients().ok()?;
+        Some(centred_terms(self.law, &p, self.centre.as_ref(), &b))
+    }
+
     pub fn new(result: &FitResult, curves: &[Curve], holdout: Option<HoldoutReport>, boot: Option<&Bootstrap>) -> Self {
         let names = result.law.law().params();
         let keyed = |v: &[f64]| names.iter().zip(v).map(|(n, x)| (n.to_string(), *x)).collect::<BTreeMap<_, _>>();
@@ -144,15 +183,11 @@ impl FitReport {
             weakly_identified: result.weakly_identified().into_iter().map(str::to_string).collect(),
             bootstrap_unidentified: boot
                 .map(|b| {
-                    names
-                        .iter()
-                        .zip(b.param_intervals())
-                        .zip(&result.params)
-                        .filter(|((_, i), p)| i.is_none_or(|[lo, hi]| hi - lo > BOOTSTRAP_WIDTH * p.abs()))
-                        .map(|((n, _), _)| n.to_string())
-                        .collect()
+                    let terms = centred_terms(result.law, &result.params, result.centre.as_ref(), b);
+                    names.iter().zip(terms).filter(|(_, t)| t.interval.is_none_or(|[lo, hi]| hi - lo > BOOTSTRAP_WIDTH * t.value.abs())).map(|(n, _)| n.to_string()).collect()
                 })
                 .unwrap_or_default(),
+            centre: result.centre,
             data: Some(DataSummary::of(curves)),
             provenance: None,
         }
@@ -177,6 +212,7 @@ impl FitReport {
             spread: BTreeMap::new(),
             weakly_identified: Vec::new(),
             bootstrap_unidentified: Vec::new(),
+            centre: None,
             data: None,
             provenance: Some(provenance),
         }
@@ -466,12 +502,56 @@ mod tests {
         let best = crate::fit::fit(&curves, &options).expect("fit");
         let boot = bootstrap(&curves, &options, &best, &BootstrapOptions { resamples: 40, seed: 3, by: Resample::Curves, level: 0.95 }).expect("bootstrap");
         let r = FitReport::new(&best, &curves, None, Some(&boot));
-        let ivals = r.intervals.as_ref().expect("intervals");
-        for (name, p) in &r.params {
-            let [lo, hi] = ivals.params[name];
-            assert_eq!(r.bootstrap_unidentified.contains(name), hi - lo > BOOTSTRAP_WIDTH * p.abs(), "{name}: {p} in [{lo}, {hi}]");
+        let judged = r.judged().expect("judged");
+        for (name, j) in r.law.law().params().iter().zip(&judged) {
+            let [lo, hi] = j.interval.expect("interval");
+            assert_eq!(r.bootstrap_unidentified.iter().any(|n| n == name), hi - lo > BOOTSTRAP_WIDTH * j.value.abs(), "{name}: {} in [{lo}, {hi}]", j.value);
+            // Exponents are judged as they are; scale coefficients by their term at the centre.
+            assert_eq!(j.scale, ["N_C", "D_C", "E"].contains(name), "{name}");
+            if !j.scale {
+                assert_eq!(j.value, r.params[*name], "{name}");
+            }
         }
         assert!(!r.bootstrap_unidentified.iter().any(|n| n == "beta"), "{:?}", r.bootstrap_unidentified);
+    }
+
+    /// A scale coefficient's verdict does not depend on the unit `N0` is counted in. Counted in
+    /// millions, the same curves fit the same surface with `D_C` smaller by `1e6^delta`; its raw
+    /// bootstrap interval then moves with `delta` (by `N0^delta`), but the term it scales at the
+    /// data's centre, and so the verdict, is the same in both units.
+    #[test]
+    fn identification_does_not_depend_on_units() {
+        use crate::bootstrap::{BootstrapOptions, Resample, bootstrap};
+        // The P² law with N_C = E = 0 is the reduced form: [D_C, beta, gamma, delta] = [2e5, 0.35, -0.8, 0.3].
+        let curves = crate::fit::tests::p2_curves(&[0.0, 2.0e5, 0.0, 0.2, 0.35, -0.8, 0.3], 0.004, 7);
+        let millions: Vec<Curve> = curves.iter().cloned().map(|c| Curve { n0: c.n0.map(|n| n / 1e6), ..c }).collect();
+        let judge = |curves: &[Curve]| {
+            let mut o = crate::fit::FitOptions::new(LawForm::P2Reduced);
+            o.starts = crate::fit::Starts::Full;
+            let best = crate::fit::fit(curves, &o).expect("fit");
+            let boot = bootstrap(curves, &o, &best, &BootstrapOptions { resamples: 40, seed: 3, by: Resample::Curves, level: 0.95 }).expect("bootstrap");
+            FitReport::new(&best, curves, None, Some(&boot))
+        };
+        let (a, b) = (judge(&curves), judge(&millions));
+        let delta = a.params["delta"];
+        // N0 counted in millions is 1e6 times smaller, so N0^-delta is 1e6^delta larger.
+        let ratio = b.params["D_C"] / a.params["D_C"];
+        assert!((ratio * 1e6f64.powf(delta) - 1.0).abs() < 1e-3, "D_C in millions {ratio} = 1e6^-{delta}?");
+        let (ja, jb) = (a.judged().expect("judged"), b.judged().expect("judged"));
+        for (name, (x, y)) in a.law.law().params().iter().zip(ja.iter().zip(&jb)) {
+            assert!((x.value / y.value - 1.0).abs() < 1e-3, "{name}: {} vs {}", x.value, y.value);
+            let ([xl, xh], [yl, yh]) = (x.interval.expect("a"), y.interval.expect("b"));
+            assert!((xl / yl - 1.0).abs() < 0.02 && (xh / yh - 1.0).abs() < 0.02, "{name}: [{xl}, {xh}] vs [{yl}, {yh}]");
+        }
+        assert_eq!(a.bootstrap_unidentified, b.bootstrap_unidentified);
+        assert_eq!(a.weakly_identified, b.weakly_identified);
+        assert!(a.degeneracy().is_none(), "{:?}", a.degeneracy());
+        // The raw D_C interval is not what is judged: relative to its estimate it differs between units.
+        let raw = |r: &FitReport| {
+            let [lo, hi] = r.intervals.as_ref().expect("intervals").params["D_C"];
+            (hi - lo) / r.params["D_C"]
+        };
+        assert!((raw(&a) / raw(&b) - 1.0).abs() > 0.05, "raw widths {} and {}", raw(&a), raw(&b));
     }
 
     #[test]

@@ -140,14 +140,22 @@ fn r2(r: &FitReport) -> String {
     r.metrics.r2.map_or("n/a".into(), |v| format!("{v:.4}"))
 }
 
-/// The coefficient table of a fit, with the bootstrap's intervals.
+/// The coefficient table of a fit, with the bootstrap's intervals, and for each scale
+/// coefficient the term it multiplies at the data's centre: what the identification tests judge.
 fn coefficients(out: &mut String, r: &FitReport) {
-    let _ = writeln!(out, "| coefficient | value | 95 % interval (bootstrap over curves) |\n|---|---|---|");
-    for name in r.law.law().params() {
+    let judged = r.judged();
+    let centre = r.centre.map_or(String::new(), |c| {
+        format!(" at the data's centre (N0 {:.3e}, ρ {:.3}, D {:.3e}{})", c.n0, c.rho, c.tokens, c.l0.map_or(String::new(), |l| format!(", L0 {l:.3}")))
+    });
+    let _ = writeln!(out, "| coefficient | value | 95 % interval (bootstrap over curves) | its term{centre}, nats [95 %] |\n|---|---|---|---|");
+    for (i, name) in r.law.law().params().iter().enumerate() {
         let v = r.params.get(*name).copied().unwrap_or(f64::NAN);
         let band = r.intervals.as_ref().and_then(|i| i.params.get(*name)).map_or("n/a".into(), |[a, b]| format!("[{a:.4e}, {b:.4e}]"));
         let weak = if r.is_unidentified(name) { " (not identified)" } else { "" };
-        let _ = writeln!(out, "| `{name}` | {v:.6e}{weak} | {band} |");
+        let term = judged.as_ref().and_then(|j| j.get(i)).filter(|j| j.scale).map_or("".into(), |j| {
+            format!("{:.4e} {}", j.value, j.interval.map_or("n/a".into(), |[a, b]| format!("[{a:.4e}, {b:.4e}]")))
+        });
+        let _ = writeln!(out, "| `{name}` | {v:.6e}{weak} | {band} | {term} |");
     }
 }
 
@@ -382,7 +390,10 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
     let _ = writeln!(
         out,
         "## The presets\n\nThe rule, fixed before any metric is read: a group's preset is its P² fit when every coefficient is identified, else its reduced fit when every \
-         coefficient of that is, else none. Written by `cargo run --release -p p2law-shared --example make_presets -- --study-only` to `shared/presets/p2-study.json`, \
+         coefficient of that is, else none. A coefficient is identified when near-optimal starts agree within 5 % and its 95 % bootstrap interval is no wider than \
+         twice its estimate; a scale coefficient (`D_C`, `N_C`, `E`) is judged by the term it multiplies at the data's centre (last column of each coefficient table), \
+         since its raw value is that term at `N0 = 1`, `ρ = 1`, one token, and its raw interval widens with the unit `N0` is counted in (by `N0^δ` as `δ` moves). \
+         Written by `cargo run --release -p p2law-shared --example make_presets -- --study-only` to `shared/presets/p2-study.json`, \
          re-made from the committed data by the test `study_presets_are_what_the_fitter_makes`.\n\n| group | preset | form | R² | RMSE | \
          ∂ log D_ε / ∂ log ρ | ∂ log D_ε / ∂ log N0 |\n|---|---|---|---|---|---|---|"
     );

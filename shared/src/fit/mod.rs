@@ -23,7 +23,7 @@ pub use options::{Cancel, FitOptions, Objective, Starts};
 pub(crate) use pool::par_map;
 
 use crate::data::Curve;
-use crate::law::{Features, Law, LawForm};
+use crate::law::{Features, Inputs, Law, LawForm, centred};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -65,17 +65,28 @@ pub struct FitResult {
     /// Coefficient ranges over the starts within 0.1 % of the best objective.
     pub spread: Vec<Spread>,
     pub near_optimal_starts: usize,
+    /// The data's centre ([`Inputs::centre`]), where scale coefficients are judged.
+    #[serde(default)]
+    pub centre: Option<Inputs>,
+    /// [`Self::spread`] of the coefficients as [`crate::law::centred`] writes them at `centre`.
+    #[serde(default)]
+    pub centred_spread: Vec<Spread>,
 }
 
 impl FitResult {
     /// Coefficients whose near-optimal spread exceeds 5 % of their magnitude: the data
-    /// cannot pin them down.
+    /// cannot pin them down. Scale coefficients are judged by their term at the data's centre
+    /// (when the fit knows it), so that the test does not depend on units.
     pub fn weakly_identified(&self) -> Vec<&'static str> {
-        let names = self.law.law().params();
-        self.spread
+        let law = self.law.law();
+        let (spread, params) = match self.centre.as_ref().filter(|_| self.centred_spread.len() == self.params.len()) {
+            Some(c) => (&self.centred_spread, centred(law, &self.params, &Features::new(c))),
+            None => (&self.spread, self.params.clone()),
+        };
+        spread
             .iter()
-            .zip(&self.params)
-            .zip(names)
+            .zip(&params)
+            .zip(law.params())
             .filter(|((s, p), _)| (s.max - s.min) > 0.05 * p.abs().max(1e-3))
             .map(|(_, n)| *n)
             .collect()
@@ -140,12 +151,20 @@ pub fn fit_dataset(data: &Dataset, options: &FitOptions, starts: &[Vec<f64>]) ->
     }
     let tolerance = best.objective.abs() * 1e-3 + 1e-12;
     let near: Vec<&&LocalFit> = finite.iter().filter(|r| r.objective <= best.objective + tolerance).collect();
-    let spread = (0..best.params.len())
-        .map(|i| Spread {
-            min: near.iter().map(|r| r.params[i]).fold(f64::INFINITY, f64::min),
-            max: near.iter().map(|r| r.params[i]).fold(f64::NEG_INFINITY, f64::max),
-        })
-        .collect();
+    let spread_of = |v: &[Vec<f64>]| -> Vec<Spread> {
+        (0..best.params.len())
+            .map(|i| Spread {
+                min: v.iter().map(|p| p[i]).fold(f64::INFINITY, f64::min),
+                max: v.iter().map(|p| p[i]).fold(f64::NEG_INFINITY, f64::max),
+            })
+            .collect()
+    };
+    let spread = spread_of(&near.iter().map(|r| r.params.clone()).collect::<Vec<_>>());
+    let centre = Inputs::centre(&data.features);
+    let centred_spread = centre.as_ref().map_or_else(Vec::new, |c| {
+        let f = Features::new(c);
+        spread_of(&near.iter().map(|r| centred(law, &r.params, &f)).collect::<Vec<_>>())
+    });
     let predicted: Vec<f64> = data.features.iter().map(|x| law.value(&best.params, x)).collect();
     let residuals: Vec<f64> = predicted.iter().zip(&data.loss).map(|(p, o)| p - o).collect();
     let metrics = Metrics::compute(data, &predicted, options.huber_delta);
@@ -167,11 +186,13 @@ pub fn fit_dataset(data: &Dataset, options: &FitOptions, starts: &[Vec<f64>]) ->
         starts_finite: finite.len(),
         spread,
         near_optimal_starts: near.len(),
+        centre,
+        centred_spread,
     })
 }
 
 /// Predicted loss of `law` with `params` at `x`.
-pub fn predict(law: LawForm, params: &[f64], x: &crate::law::Inputs) -> f64 {
+pub fn predict(law: LawForm, params: &[f64], x: &Inputs) -> f64 {
     law.law().value(params, &Features::new(x))
 }
 

@@ -135,6 +135,39 @@ pub trait Law: Sync {
     fn grid_quick(&self) -> Vec<Vec<f64>>;
     /// The closed-form token dependence at fixed model inputs, when the form has one.
     fn tokens_term(&self, p: &[f64], x: &Features) -> Option<TokensTerm>;
+    /// Which coefficients multiply a term of the form linearly (`D_C` in `D_C / D^beta`). Their
+    /// value depends on the units of the inputs, through the exponents beside them: `D_C` is the
+    /// term at one token, `N0 = 1`, `rho = 1`, far outside any data. Whether the data pin one
+    /// down is judged by the term it scales at the data's centre ([`centred`]). Default: the
+    /// positive constants.
+    fn scales(&self) -> &'static [bool] {
+        self.positive()
+    }
+}
+
+/// The coefficients as the identification tests judge them: each [`Law::scales`] coefficient
+/// replaced by the value of the term it multiplies at `centre` (`p_i · ∂L/∂p_i`, in nats), the
+/// others (exponents, token scales) as they are. Unlike the raw `D_C`, whose bootstrap interval
+/// widens with the unit `N0` is counted in (it moves with `delta` by `N0^delta`), these do not
+/// depend on units: a term the data fix at their centre is identified however it is written.
+pub fn centred(law: &dyn Law, p: &[f64], centre: &Features) -> Vec<f64> {
+    let mut g = vec![0.0; p.len()];
+    law.value_grad(p, centre, &mut g);
+    law.scales().iter().zip(p.iter().zip(&g)).map(|(&s, (&v, &d))| if s { v * d } else { v }).collect()
+}
+
+impl Inputs {
+    /// The centre of a data set, where [`centred`] judges a fit's terms: the geometric means of
+    /// `N0`, of `rho` over pruned rows (`0` when none is pruned) and of `D`, and the mean `L0`.
+    pub fn centre(rows: &[Features]) -> Option<Self> {
+        let gmean = |v: Vec<f64>| (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64).exp());
+        let n0 = gmean(rows.iter().map(|x| x.ln_n0).filter(|v| v.is_finite()).collect())?;
+        let tokens = gmean(rows.iter().map(|x| x.ln_d).filter(|v| v.is_finite()).collect())?;
+        let rho = gmean(rows.iter().filter(|x| x.rho > 0.0).map(|x| x.ln_rho).filter(|v| v.is_finite()).collect()).unwrap_or(0.0);
+        let l0: Vec<f64> = rows.iter().map(|x| x.l0).filter(|v| v.is_finite()).collect();
+        let l0 = (!l0.is_empty()).then(|| l0.iter().sum::<f64>() / l0.len() as f64);
+        Some(Inputs { n0, rho, l0, tokens })
+    }
 }
 
 /// The registered law forms. Adding a form is one file plus one variant here.

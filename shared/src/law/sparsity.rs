@@ -27,6 +27,11 @@ impl Law for Sparsity {
         Needs { l0: false, pruned: false }
     }
 
+    /// `a_D` is a token count (`(a_D / D)^b_D`), already in the units of `D`: judged as it is.
+    fn scales(&self) -> &'static [bool] {
+        &[true, false, true, false, false, false, true]
+    }
+
     fn value(&self, p: &[f64], x: &Features) -> f64 {
         let s = p[0] * (p[1] * x.ln_keep).exp() + p[2];
         s * pow_neg(x.ln_n, p[3]) + (p[5] * (p[4].ln() - x.ln_d)).exp() + p[6]
