@@ -210,19 +210,28 @@ pub fn validation_series(paths: &[PathBuf]) -> Result<Vec<Series>> {
                     let o = LogOptions { tokens_per_step: Some(2_097_152.0), metric: Some("train/lm_loss".into()), ..Default::default() };
                     let log = logs::canonical::parse_csv(&name, &text, &o)?;
                     for c in log.curves {
-                        out.push(Series { group: "pythia-70m train".into(), name: "pythia-70m".into(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect() });
+                        out.push(Series { group: "pythia-70m train".into(), name: "pythia-70m".into(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect(), baseline: None });
                     }
                 }
                 Some("colpret_opt_trajectories.csv") => out.extend(opt_trajectories(&name, &text)?),
                 _ => {
                     let log = logs::canonical::parse_csv(&name, &text, &LogOptions::default())?;
+                    // Study data (a manifest beside the curves): the preset-alone baseline, each
+                    // curve predicted by its method's preset refitted without its parent.
+                    let dir = f.parent().unwrap_or(std::path::Path::new("."));
+                    let baselines = if dir.join("manifest.json").exists() {
+                        validation::study_baselines(&crate::lab::study::load_dir(dir)?)
+                    } else {
+                        Default::default()
+                    };
                     for c in log.curves {
                         let group = match c.method.as_deref() {
                             Some("1:4" | "2:4" | "3:4") => "study N:M".to_string(),
                             Some(m) => format!("study {m}"),
                             None => "curves".to_string(),
                         };
-                        out.push(Series { group, name: c.run.clone(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect() });
+                        let baseline = baselines.get(&c.run).cloned();
+                        out.push(Series { group, name: c.run.clone(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect(), baseline });
                     }
                 }
             }
@@ -245,7 +254,7 @@ fn opt_trajectories(name: &str, text: &str) -> Result<Vec<Series>> {
         let s = r.get(size).unwrap_or_default().to_string();
         match by.iter_mut().find(|x| x.name == format!("opt-{s}")) {
             Some(x) => x.points.push((t, l)),
-            None => by.push(Series { group: "opt eval".into(), name: format!("opt-{s}"), points: vec![(t, l)] }),
+            None => by.push(Series { group: "opt eval".into(), name: format!("opt-{s}"), points: vec![(t, l)], baseline: None }),
         }
     }
     for s in &mut by {
@@ -264,13 +273,18 @@ fn validate(paths: &[PathBuf], f: &ForecastArgs, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("Forecast of each curve's final loss from its first 10 %, 20 % and 40 % of tokens ({} curves); |error| relative; band {:.0} %.", series.len(), 100.0 * v.level);
-    println!("Plain: least squares of c + a·D^-β on the same prefix (every checkpoint, unbinned, no window). No P² preset ships, so there is no preset baseline.\n");
-    println!("| curves | cut | n | forecast median | forecast max | band coverage | plain median | plain max |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("Plain: least squares of c + a·D^-β on the same prefix (every checkpoint, unbinned, no window).");
+    println!(
+        "Preset: the study's P² preset of the curve's method refitted without the curve's parent (leave one parent out), from N0, ρ and L0 alone; \
+         only where a preset covers the curve (the study's depth and width curves; n: how many).\n"
+    );
+    println!("| curves | cut | n | forecast median | forecast max | band coverage | plain median | plain max | preset median | preset max |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for s in &v.scores {
         let pm = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{:.2} %", 100.0 * v));
+        let preset = |x: Option<f64>| if s.preset_curves == 0 { "–".to_string() } else { format!("{} (n {})", pm(x), s.preset_curves) };
         println!(
-            "| {} | {:.0} % | {}{} | {:.2} % | {:.2} % | {:.0} % | {} | {} |",
+            "| {} | {:.0} % | {}{} | {:.2} % | {:.2} % | {:.0} % | {} | {} | {} | {} |",
             s.group,
             100.0 * s.fraction,
             s.curves,
@@ -279,7 +293,9 @@ fn validate(paths: &[PathBuf], f: &ForecastArgs, json: bool) -> Result<()> {
             100.0 * s.max_abs_error,
             100.0 * s.coverage,
             pm(s.plain_median_abs_error),
-            pm(s.plain_max_abs_error)
+            pm(s.plain_max_abs_error),
+            preset(s.preset_median_abs_error),
+            preset(s.preset_max_abs_error)
         );
     }
     Ok(())

@@ -2,12 +2,34 @@
 //! of its tokens, forecast from the cut to its final checkpoint, and scored beside a plain
 //! least-squares fit of `c + a·D^-β` on the same prefix (every checkpoint, unbinned, no window).
 //!
+//! A third column is the preset alone: for a study curve of a method with a shipped P² preset, the
+//! preset's form refitted on the study without the curve's parent ([`study_baselines`]: the
+//! shipped preset was fitted on these very curves, so it would be scored in-sample), asked for
+//! the final loss from the curve's N0, ρ and L0 and nothing of its log.
+//!
 //! The "final loss" is the curve's last bin (16 per decade of tokens): its last checkpoint for an
 //! evaluation curve logged a few times a decade, the mean of the last steps of a per-step
 //! training log, whose single last value is mostly noise.
 
 use super::{ForecastOptions, Obs, forecast, median, power};
+use crate::law::{Features, Inputs, LawForm};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A law's prediction for one curve from its model inputs alone (the "preset alone" baseline).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    pub law: LawForm,
+    pub params: Vec<f64>,
+    /// N0, ρ and L0 of the curve (`tokens` is set per prediction).
+    pub inputs: Inputs,
+}
+
+impl Baseline {
+    pub fn value(&self, tokens: f64) -> f64 {
+        self.law.law().value(&self.params, &Features::new(&Inputs { tokens, ..self.inputs }))
+    }
+}
 
 /// One curve to validate on, with the group it is reported in.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +38,8 @@ pub struct Series {
     pub name: String,
     /// `(tokens, loss)`, tokens ascending.
     pub points: Vec<(f64, f64)>,
+    /// The preset-alone prediction, where a preset covers the curve.
+    pub baseline: Option<Baseline>,
 }
 
 /// One forecast of one curve from one cut.
@@ -33,6 +57,9 @@ pub struct Case {
     pub error: f64,
     /// The plain fit's `prediction / final − 1`.
     pub plain_error: Option<f64>,
+    /// The preset alone's `prediction / final − 1`, where a preset covers the curve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset_error: Option<f64>,
 }
 
 /// Scores of one group at one cut.
@@ -47,6 +74,10 @@ pub struct Score {
     pub coverage: f64,
     pub plain_median_abs_error: Option<f64>,
     pub plain_max_abs_error: Option<f64>,
+    /// The preset alone, over the curves a preset covers (how many: `preset_curves`).
+    pub preset_median_abs_error: Option<f64>,
+    pub preset_max_abs_error: Option<f64>,
+    pub preset_curves: usize,
     /// Curves whose prefix held too few checkpoints to forecast.
     pub skipped: usize,
 }
@@ -91,6 +122,7 @@ pub fn validate(series: &[Series], fractions: &[f64], options: &ForecastOptions)
                         hi: p.hi,
                         error: p.loss / l_final - 1.0,
                         plain_error: plain(&prefix, t_final).map(|v| v / l_final - 1.0),
+                        preset_error: s.baseline.as_ref().map(|b| b.value(t_final) / l_final - 1.0).filter(|e| e.is_finite()),
                     });
                 }
                 Err(_) => skipped.push((s.group.clone(), f)),
@@ -111,6 +143,7 @@ pub fn validate(series: &[Series], fractions: &[f64], options: &ForecastOptions)
             }
             let mut abs: Vec<f64> = sel.iter().map(|c| c.error.abs()).collect();
             let mut plain: Vec<f64> = sel.iter().filter_map(|c| c.plain_error.map(f64::abs)).collect();
+            let mut preset: Vec<f64> = sel.iter().filter_map(|c| c.preset_error.map(f64::abs)).collect();
             scores.push(Score {
                 group: g.clone(),
                 fraction: f,
@@ -120,9 +153,40 @@ pub fn validate(series: &[Series], fractions: &[f64], options: &ForecastOptions)
                 coverage: sel.iter().filter(|c| c.lo <= c.final_loss && c.final_loss <= c.hi).count() as f64 / sel.len() as f64,
                 plain_median_abs_error: (!plain.is_empty()).then(|| median(&mut plain)),
                 plain_max_abs_error: (!plain.is_empty()).then(|| plain.iter().copied().fold(0.0, f64::max)),
+                preset_max_abs_error: (!preset.is_empty()).then(|| preset.iter().copied().fold(0.0, f64::max)),
+                preset_curves: preset.len(),
+                preset_median_abs_error: (!preset.is_empty()).then(|| median(&mut preset)),
                 skipped: n_skip,
             });
         }
     }
     Validation { level: options.level, cases, scores }
+}
+
+/// The preset-alone baseline of every study curve whose method has a shipped P² preset, by run:
+/// the preset's form refitted, with the study's fit options, on the preset's group less the
+/// curve's parent (leave one parent out), so that no curve is predicted by a fit that saw it.
+pub fn study_baselines(data: &crate::study::StudyData) -> BTreeMap<String, Baseline> {
+    use crate::study::analysis::{GROUPS, curves, options};
+    let shipped = crate::presets::study_presets().presets;
+    let mut out = BTreeMap::new();
+    for g in &GROUPS {
+        let id = crate::presets::study_preset_id(g.id);
+        let Some(preset) = shipped.iter().find(|p| p.id == id) else { continue };
+        let law = preset.report.law;
+        let group = curves(data, g);
+        let mut parents: Vec<u64> = group.iter().filter_map(|c| c.n0).map(|n| n as u64).collect();
+        parents.sort_unstable();
+        parents.dedup();
+        for n0 in parents {
+            let (held, rest): (Vec<_>, Vec<_>) = group.iter().cloned().partition(|c| c.n0.map(|n| n as u64) == Some(n0));
+            let Ok(fit) = crate::fit::fit(&rest, &options(law, 0)) else { continue };
+            let params = fit.params;
+            for c in held {
+                let (Some(n0), Some(rho)) = (c.n0, c.rho) else { continue };
+                out.insert(c.run.clone(), Baseline { law, params: params.clone(), inputs: Inputs { n0, rho, l0: c.l0, tokens: 1.0 } });
+            }
+        }
+    }
+    out
 }
