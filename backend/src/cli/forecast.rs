@@ -276,7 +276,7 @@ fn validate(paths: &[PathBuf], f: &ForecastArgs, json: bool) -> Result<()> {
     println!("Plain: least squares of c + a·D^-β on the same prefix (every checkpoint, unbinned, no window).");
     println!(
         "Preset: the study's P² preset of the curve's method refitted without the curve's parent (leave one parent out), from N0, ρ and L0 alone; \
-         only where a preset covers the curve (the study's depth and width curves; n: how many).\n"
+         only where a preset covers the curve (the study's pruned curves, each by its method's preset; n: how many).\n"
     );
     println!("| curves | cut | n | forecast median | forecast max | band coverage | plain median | plain max | preset median | preset max |");
     println!("|---|---|---|---|---|---|---|---|---|---|");

@@ -184,7 +184,8 @@ pub fn study_baselines(data: &crate::study::StudyData) -> BTreeMap<String, Basel
             let params = fit.params;
             for c in held {
                 let (Some(n0), Some(rho)) = (c.n0, c.rho) else { continue };
-                out.insert(c.run.clone(), Baseline { law, params: params.clone(), inputs: Inputs { n0, rho, l0: c.l0, tokens: 1.0 } });
+                // The method's own preset first (GROUPS puts pooled last): pooled covers only what none does.
+                out.entry(c.run.clone()).or_insert_with(|| Baseline { law, params: params.clone(), inputs: Inputs { n0, rho, l0: c.l0, tokens: 1.0 } });
             }
         }
     }
