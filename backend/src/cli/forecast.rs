@@ -215,22 +215,26 @@ pub fn validation_series(paths: &[PathBuf]) -> Result<Vec<Series>> {
                 }
                 Some("colpret_opt_trajectories.csv") => out.extend(opt_trajectories(&name, &text)?),
                 _ => {
-                    let log = logs::canonical::parse_csv(&name, &text, &LogOptions::default())?;
-                    // Study data (a manifest beside the curves): the preset-alone baseline, each
-                    // curve predicted by its method's preset refitted without its parent.
-                    let dir = f.parent().unwrap_or(std::path::Path::new("."));
-                    let baselines = if dir.join("manifest.json").exists() {
-                        validation::study_baselines(&crate::lab::study::load_dir(dir)?)
+                    // Study data (a manifest beside the curves), read once: its curves, and the
+                    // preset-alone baseline, each curve predicted by its method's preset refitted
+                    // without its parent.
+                    let manifest = f.with_file_name("manifest.json");
+                    let (curves, mut baselines) = if manifest.exists() {
+                        let mname = manifest.display().to_string();
+                        let mtext = std::fs::read_to_string(&manifest).with_context(|| format!("reading {mname}"))?;
+                        let data = p2law_shared::study::StudyData::parse(&name, &text, &mname, &mtext)?;
+                        let baselines = validation::study_baselines(&data);
+                        (data.curves, baselines)
                     } else {
-                        Default::default()
+                        (logs::canonical::parse_csv(&name, &text, &LogOptions::default())?.curves, Default::default())
                     };
-                    for c in log.curves {
+                    for c in curves {
                         let group = match c.method.as_deref() {
                             Some("1:4" | "2:4" | "3:4") => "study N:M".to_string(),
                             Some(m) => format!("study {m}"),
                             None => "curves".to_string(),
                         };
-                        let baseline = baselines.get(&c.run).cloned();
+                        let baseline = baselines.remove(&c.run);
                         out.push(Series { group, name: c.run.clone(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect(), baseline });
                     }
                 }

@@ -163,29 +163,29 @@ pub fn validate(series: &[Series], fractions: &[f64], options: &ForecastOptions)
     Validation { level: options.level, cases, scores }
 }
 
-/// The preset-alone baseline of every study curve whose method has a shipped P² preset, by run:
-/// the preset's form refitted, with the study's fit options, on the preset's group less the
-/// curve's parent (leave one parent out), so that no curve is predicted by a fit that saw it.
+/// The preset-alone baseline of every study curve that a shipped P² preset serves (the one
+/// [`crate::presets::study_preset_in`] picks for its method), by run: that preset's form
+/// refitted, with the study's fit options, on the preset's group less the curve's parent (leave
+/// one parent out), so that no curve is predicted by a fit that saw it.
 pub fn study_baselines(data: &crate::study::StudyData) -> BTreeMap<String, Baseline> {
     use crate::study::analysis::{GROUPS, curves, options};
     let shipped = crate::presets::study_presets().presets;
+    let serves = |c: &crate::data::Curve, id: &str| c.method.as_deref().and_then(|m| crate::presets::study_preset_in(&shipped, m)).is_some_and(|p| p.id == id);
     let mut out = BTreeMap::new();
     for g in &GROUPS {
         let id = crate::presets::study_preset_id(g.id);
         let Some(preset) = shipped.iter().find(|p| p.id == id) else { continue };
         let law = preset.report.law;
         let group = curves(data, g);
-        let mut parents: Vec<u64> = group.iter().filter_map(|c| c.n0).map(|n| n as u64).collect();
+        let mut parents: Vec<u64> = group.iter().filter(|c| serves(c, &id)).filter_map(|c| c.n0).map(|n| n as u64).collect();
         parents.sort_unstable();
         parents.dedup();
         for n0 in parents {
             let (held, rest): (Vec<_>, Vec<_>) = group.iter().cloned().partition(|c| c.n0.map(|n| n as u64) == Some(n0));
             let Ok(fit) = crate::fit::fit(&rest, &options(law, 0)) else { continue };
-            let params = fit.params;
-            for c in held {
+            for c in held.into_iter().filter(|c| serves(c, &id)) {
                 let (Some(n0), Some(rho)) = (c.n0, c.rho) else { continue };
-                // The method's own preset first (GROUPS puts pooled last): pooled covers only what none does.
-                out.entry(c.run.clone()).or_insert_with(|| Baseline { law, params: params.clone(), inputs: Inputs { n0, rho, l0: c.l0, tokens: 1.0 } });
+                out.insert(c.run, Baseline { law, params: fit.params.clone(), inputs: Inputs { n0, rho, l0: c.l0, tokens: 1.0 } });
             }
         }
     }
