@@ -6,7 +6,7 @@ use crate::compute::{Series, token_grid};
 use crate::plot::{Axes, Observed, PALETTE, render};
 use p2law_shared::budget::Rule;
 use p2law_shared::forecast::log::{self, LogChoice, RunLog};
-use p2law_shared::forecast::{Forecast, ForecastOptions};
+use p2law_shared::forecast::{Forecast, ForecastOptions, Prior};
 use p2law_shared::logs;
 use p2law_shared::Inputs;
 use std::fmt::Write;
@@ -32,7 +32,7 @@ fn horizon(given: Option<f64>, f: &Forecast, rule: Option<Rule>) -> f64 {
         return h;
     }
     let mut h = 100.0 * f.last.tokens;
-    if let Some(t) = rule.and_then(|r| f.fit.curve.tokens_for(r)).filter(|t| *t < 1e4 * f.last.tokens) {
+    if let Some(t) = rule.and_then(|r| f.fit.tokens_for(r)).filter(|t| *t < 1e4 * f.last.tokens) {
         h = h.max(1.5 * t);
     }
     h
@@ -41,7 +41,14 @@ fn horizon(given: Option<f64>, f: &Forecast, rule: Option<Rule>) -> f64 {
 /// Parses `bytes` (a log in any format, TensorBoard too) and forecasts it to `horizon` with `rule`.
 pub fn compute(name: &str, bytes: &[u8], choice: &LogChoice, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
     let run = log::read(name, std::str::from_utf8(bytes).ok(), choice, &|o| logs::parse_bytes(name, bytes, o)).map_err(|e| e.to_string())?;
-    compute_run(run, horizon_tokens, rule)
+    compute_run(run, horizon_tokens, rule, None)
+}
+
+/// The P² preset of a run's method at its N0, ρ and L0, when it has them all and a preset
+/// covers it (a control at ρ = 0 has none).
+fn prior_of(n0: Option<f64>, rho: Option<f64>, l0: Option<f64>, method: Option<&str>) -> Option<Prior> {
+    let r = p2law_shared::api::ForecastRequest { n0, rho, l0, method: method.map(str::to_string), ..Default::default() };
+    r.resolve().ok().and_then(|o| o.prior)
 }
 
 /// A run stored on the server (`GET /api/runs/{id}`), forecast here.
@@ -54,7 +61,8 @@ pub fn compute_stored(detail: &p2law_shared::api::RunDetail, horizon_tokens: Opt
         train: None,
         schedule: None,
     };
-    compute_run(run, horizon_tokens, rule)
+    let s = &detail.summary;
+    compute_run(run, horizon_tokens, rule, prior_of(s.n0, s.rho, s.l0, s.method.as_deref()))
 }
 
 /// A calibration job's unit as it trains (its held-out checkpoints from the job's events so
@@ -68,12 +76,12 @@ pub fn compute_live(job: i64, curve: &p2law_shared::data::Curve, horizon_tokens:
         train: None,
         schedule: None,
     };
-    compute_run(run, horizon_tokens, rule)
+    compute_run(run, horizon_tokens, rule, prior_of(curve.n0, curve.rho, curve.l0, curve.method.as_deref()))
 }
 
-fn compute_run(run: RunLog, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
+fn compute_run(run: RunLog, horizon_tokens: Option<f64>, rule: Option<Rule>, prior: Option<Prior>) -> Result<View, String> {
     let name = run.file.clone();
-    let base = ForecastOptions { rule, resamples: RESAMPLES, ..Default::default() };
+    let base = ForecastOptions { rule, resamples: RESAMPLES, prior, ..Default::default() };
     // First the fit alone, to place the horizon (only its point estimates are read: no rule,
     // the fewest resamples), then the drawn grid with its band and the rule to the horizon.
     let probe = ForecastOptions { at: vec![2.0 * run.eval.iter().map(|o| o.tokens).fold(1.0, f64::max)], rule: None, resamples: 50, ..base.clone() };
@@ -110,8 +118,7 @@ pub fn svg(run: &RunLog, f: &Forecast, horizon: f64) -> String {
     let mut s = render(&series, &observed, &axes);
     // The rule's marker, on the fitted curve where it is met.
     if let Some(t) = f.rule.as_ref().and_then(|r| r.tokens).filter(|t| *t >= axes.dmin && *t <= axes.dmax) {
-        let c = f.fit.curve;
-        let (x, y) = (axes.x(t), axes.y(c.value(t)));
+        let (x, y) = (axes.x(t), axes.y(f.fit.value(t)));
         let color = PALETTE[0];
         let mut m = String::new();
         let _ = write!(
@@ -156,6 +163,40 @@ mod tests {
         let t = v.forecast.rule.as_ref().unwrap().tokens.unwrap();
         assert!((t / (1e6 * 9f64.powf(1.0 / 0.3)) - 1.0).abs() < 0.05, "{t:e}");
         assert!(v.horizon > t);
+    }
+
+    #[test]
+    fn a_stored_pruned_run_leans_on_its_methods_preset_and_a_control_does_not() {
+        use p2law_shared::api::{RunDetail, RunSummary};
+        let checkpoints = (1..=200usize)
+            .map(|i| {
+                let d = i as f64 * 40960.0;
+                p2law_shared::data::CurvePoint { tokens: d, loss: 1.8 + 0.9 * (d / 1e6).powf(-0.3) }
+            })
+            .collect();
+        let summary = RunSummary {
+            id: 7,
+            upload_id: None,
+            name: "p/width/0.25".into(),
+            n0: Some(3e6),
+            rho: Some(0.25),
+            l0: Some(1.7),
+            method: Some("width".into()),
+            family: None,
+            split: None,
+            token_source: p2law_shared::logs::TokenSource::Logged,
+            points: 200,
+            created_at: String::new(),
+        };
+        let mut detail = RunDetail { summary, checkpoints };
+        let v = compute_stored(&detail, None, Some(Rule::Gap(0.1))).expect("forecast");
+        let p = v.forecast.fit.prior.as_ref().expect("the run's method has a preset");
+        assert_eq!(p.source, "p2-study-width");
+        // The marker sits on the drawn (blended) curve.
+        let t = v.forecast.rule.as_ref().unwrap().tokens.unwrap();
+        assert!((v.forecast.fit.value(t) - v.forecast.fit.asymptote_value() - 0.1).abs() < 1e-6);
+        detail.summary.rho = Some(0.0);
+        assert!(compute_stored(&detail, None, None).unwrap().forecast.fit.prior.is_none());
     }
 
     #[test]

@@ -119,6 +119,21 @@ pub struct ForecastRequest {
     pub resamples: Option<usize>,
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 9223372036854775807_i64))]
     pub seed: Option<u64>,
+    /// The prior blended into the forecast: `auto` (the default: the P² preset of `method`,
+    /// when `n0`, `rho` and `l0` are known), `none`, or a preset id.
+    pub prior: Option<String>,
+    /// The run's pruning method for the prior: `depth`, `width` or an N:M pattern (`2:4`). A
+    /// stored run's own, when omitted.
+    pub method: Option<String>,
+    /// Parameters of the model before pruning. A stored run's own, when omitted.
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0))]
+    pub n0: Option<f64>,
+    /// Pruning rate. A stored run's own, when omitted.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, exclusive_maximum = 1.0))]
+    pub rho: Option<f64>,
+    /// Loss before pruning. A stored run's own, when omitted.
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0))]
+    pub l0: Option<f64>,
 }
 
 /// The band levels a forecast request may ask for.
@@ -154,7 +169,48 @@ impl ForecastRequest {
         if let Some(t) = self.at.iter().find(|t| **t > 1e30) {
             return Err(field("at", format!("at most 1e30 tokens, got {t}")));
         }
-        Ok(crate::forecast::ForecastOptions { at: self.at.clone(), rule, level, resamples, seed: self.seed.unwrap_or(d.seed), schedule: None })
+        let prior = self.resolve_prior()?;
+        Ok(crate::forecast::ForecastOptions { at: self.at.clone(), rule, level, resamples, seed: self.seed.unwrap_or(d.seed), schedule: None, prior })
+    }
+
+    /// Fills the model inputs the request leaves out from a stored run's.
+    pub fn with_run(mut self, run: &RunSummary) -> Self {
+        self.n0 = self.n0.or(run.n0);
+        self.rho = self.rho.or(run.rho);
+        self.l0 = self.l0.or(run.l0);
+        if self.method.is_none() {
+            self.method.clone_from(&run.method);
+        }
+        self
+    }
+
+    /// The prior: none unless asked for by name or, under `auto`, unless the run's N0, ρ and L0
+    /// are known; then all three (and, under `auto`, a method with a P² preset) or the first
+    /// missing field.
+    fn resolve_prior(&self) -> Result<Option<crate::forecast::Prior>, InputsError> {
+        let mode = self.prior.as_deref().unwrap_or("auto");
+        let given = self.n0.is_some() || self.rho.is_some() || self.l0.is_some();
+        if mode == "none" || (mode == "auto" && !given) {
+            return Ok(None);
+        }
+        let need = |v: Option<f64>, name: &'static str, what: &str| v.ok_or_else(|| field(name, format!("the prior needs the run's {what} (with n0, rho and l0 all given)")));
+        let n0 = need(self.n0, "n0", "parameter count before pruning")?;
+        let rho = need(self.rho, "rho", "pruning rate")?;
+        let l0 = need(self.l0, "l0", "loss before pruning")?;
+        let preset = if mode == "auto" {
+            let method = self.method.as_deref().ok_or_else(|| field("method", "the prior is the P² preset of the run's method: give depth, width or an N:M pattern such as 2:4 (or prior none)".into()))?;
+            if !(method == "depth" || method == "width" || method.parse::<crate::calibrate::NmPattern>().is_ok()) {
+                return Err(field("method", format!("`{method}` is not a pruning method: depth, width or an N:M pattern such as 2:4")));
+            }
+            let shipped = crate::presets::study_presets().presets;
+            crate::presets::study_preset_in(&shipped, method).cloned().ok_or_else(|| field("prior", "no P² preset ships: give prior none, or a preset id".into()))?
+        } else {
+            crate::presets::preset(mode).map_err(|e| field("prior", format!("unknown preset `{}`; shipped: {}, or auto or none", e.id, e.shipped)))?
+        };
+        crate::forecast::Prior::from_preset(&preset, crate::law::Inputs { n0, rho, l0: Some(l0), tokens: 1.0 }).map(Some).map_err(|e| match e {
+            crate::forecast::ForecastError::Invalid { field: f, message } => field(f, message),
+            other => field("prior", other.to_string()),
+        })
     }
 }
 
@@ -379,5 +435,57 @@ pub struct ParentInfo {
 impl From<&crate::calibrate::Parent> for ParentInfo {
     fn from(p: &crate::calibrate::Parent) -> Self {
         Self { name: p.name.to_string(), shape: p.shape, pretrain_tokens: p.pretrain_tokens, batch: p.batch, seq_len: p.seq_len, peak_lr: p.peak_lr }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(prior: Option<&str>, method: Option<&str>, n0: Option<f64>, rho: Option<f64>, l0: Option<f64>) -> ForecastRequest {
+        ForecastRequest { prior: prior.map(str::to_string), method: method.map(str::to_string), n0, rho, l0, ..Default::default() }
+    }
+
+    #[test]
+    fn a_forecast_prior_is_resolved_or_refused_by_field() {
+        // Nothing known about the run: no prior, and no complaint.
+        assert_eq!(request(None, None, None, None, None).resolve().unwrap().prior, None);
+        // The method's own P² preset.
+        let o = request(None, Some("width"), Some(3e6), Some(0.25), Some(2.1)).resolve().unwrap();
+        assert_eq!(o.prior.expect("a prior").source, "p2-study-width");
+        let o = request(Some("auto"), Some("2:4"), Some(3e6), Some(0.5), Some(2.1)).resolve().unwrap();
+        assert_eq!(o.prior.unwrap().source, "p2-study-nm");
+        // Named, or turned off.
+        let o = request(Some("p2-study-pooled"), None, Some(3e6), Some(0.25), Some(2.1)).resolve().unwrap();
+        assert_eq!(o.prior.unwrap().source, "p2-study-pooled");
+        assert_eq!(request(Some("none"), Some("width"), Some(3e6), Some(0.25), Some(2.1)).resolve().unwrap().prior, None);
+        // Each missing or bad field by name.
+        let bad = |r: ForecastRequest| r.resolve().unwrap_err().field;
+        assert_eq!(bad(request(None, Some("width"), Some(3e6), None, Some(2.1))), "rho");
+        assert_eq!(bad(request(None, Some("width"), Some(3e6), Some(0.25), None)), "l0");
+        assert_eq!(bad(request(None, None, Some(3e6), Some(0.25), Some(2.1))), "method");
+        assert_eq!(bad(request(None, Some("magnitude"), Some(3e6), Some(0.25), Some(2.1))), "method");
+        assert_eq!(bad(request(Some("p2-nonesuch"), None, Some(3e6), Some(0.25), Some(2.1))), "prior");
+        assert_eq!(bad(request(None, Some("depth"), Some(3e6), Some(1.5), Some(2.1))), "rho");
+        assert_eq!(bad(request(None, Some("depth"), Some(-1.0), Some(0.25), Some(2.1))), "n0");
+        // A stored run's inputs fill what the request leaves out.
+        let run = RunSummary {
+            id: 1,
+            upload_id: None,
+            name: "r".into(),
+            n0: Some(3e6),
+            rho: Some(0.35),
+            l0: Some(2.0),
+            method: Some("depth".into()),
+            family: None,
+            split: None,
+            token_source: TokenSource::Logged,
+            points: 0,
+            created_at: String::new(),
+        };
+        let p = ForecastRequest::default().with_run(&run).resolve().unwrap().prior.unwrap();
+        assert_eq!((p.source.as_str(), p.inputs.rho), ("p2-study-depth", 0.35));
+        let p = ForecastRequest { rho: Some(0.5), ..Default::default() }.with_run(&run).resolve().unwrap().prior.unwrap();
+        assert_eq!(p.inputs.rho, 0.5);
     }
 }

@@ -16,6 +16,15 @@
 //!   per bootstrap curve. A curve the form follows well hindcasts well and keeps a narrow band;
 //!   one whose slope keeps changing (a decaying learning rate, a plateau) widens its own band.
 //!
+//! With a **prior** ([`Prior`]: the P² preset of the run's method at its N0, ρ and L0) the
+//! forecast is a blend of two curves over the same window: the free fit above, and the prior's
+//! asymptote and exponent with the amplitude fitted to the window (the preset says where the
+//! curve levels off and how fast it bends; the run says how far above that it is now). Each gets
+//! the same hindcast, and they are weighted by the inverse square of their hindcast errors, so a
+//! prior that misjudges this run's slope loses its weight to the run's own fit, and a short or
+//! noisy window that the free fit extrapolates badly leans on the prior. The band's form error is
+//! the weighted mean of the two hindcast errors (no credit is taken for their independence).
+//!
 //! The warnings ([`warnings`]) run on the whole log, and a non-finite loss cuts the forecast
 //! to the checkpoints before it.
 
@@ -25,7 +34,8 @@ pub mod validation;
 pub mod warnings;
 
 use crate::bootstrap::percentile_interval;
-use crate::budget::Rule;
+use crate::budget::{Rule, SLOPE_UNIT_TOKENS};
+use crate::law::{Features, Inputs, LawForm, TokensTerm};
 use power::{Bin, PowerFit};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -60,6 +70,43 @@ pub struct Schedule {
     pub total_tokens: Option<f64>,
 }
 
+/// A law's curve for one run from its model inputs alone: the P² preset of the run's method at
+/// its N0, ρ and L0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prior {
+    /// Where it comes from, in words (a preset id; "refitted without the curve's parent").
+    pub source: String,
+    pub law: LawForm,
+    /// Coefficients in the law's order.
+    pub params: Vec<f64>,
+    /// N0, ρ and L0 of the run (`tokens` is set per prediction).
+    pub inputs: Inputs,
+    /// Why the preset's coefficients cannot be trusted one by one, when they cannot (its
+    /// degeneracy line): said with every forecast that leans on it.
+    pub caveat: Option<String>,
+}
+
+impl Prior {
+    /// A preset at a run's inputs, checked against the form's domain (N0, ρ and, where the form
+    /// needs it, L0).
+    pub fn from_preset(preset: &crate::presets::Preset, inputs: Inputs) -> Result<Self, ForecastError> {
+        let law = preset.report.law;
+        law.check(&Inputs { tokens: 1.0, ..inputs }, false).map_err(|e| ForecastError::Invalid { field: e.field, message: format!("{} (for the prior {})", e.message, preset.id) })?;
+        let params = preset.report.coefficients().map_err(|e| ForecastError::Invalid { field: "prior", message: format!("preset {}: {e}", preset.id) })?;
+        Ok(Self { source: preset.id.clone(), law, params, inputs, caveat: preset.report.degeneracy() })
+    }
+
+    pub fn value(&self, tokens: f64) -> f64 {
+        self.law.law().value(&self.params, &Features::new(&Inputs { tokens, ..self.inputs }))
+    }
+
+    /// `asymptote + coef·D^-β` at the run's inputs, when the form has that shape there.
+    pub fn term(&self) -> Option<TokensTerm> {
+        let t = self.law.law().tokens_term(&self.params, &Features::new(&Inputs { tokens: 1.0, ..self.inputs }))?;
+        (t.asymptote.is_finite() && t.coef.is_finite() && t.beta.is_finite() && t.beta > 0.0).then_some(t)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForecastOptions {
     /// Tokens to predict the loss at (default: 2×, 10× and 100× the last checkpoint, and the
@@ -71,11 +118,13 @@ pub struct ForecastOptions {
     pub resamples: usize,
     pub seed: u64,
     pub schedule: Option<Schedule>,
+    /// The preset's curve for this run, blended in by hindcast (see the module's notes).
+    pub prior: Option<Prior>,
 }
 
 impl Default for ForecastOptions {
     fn default() -> Self {
-        Self { at: Vec::new(), rule: None, level: 0.9, resamples: 400, seed: 0x5eed, schedule: None }
+        Self { at: Vec::new(), rule: None, level: 0.9, resamples: 400, seed: 0x5eed, schedule: None, prior: None }
     }
 }
 
@@ -171,6 +220,88 @@ pub struct ForecastFit {
     pub level: f64,
     pub resamples: usize,
     pub block: usize,
+    /// The prior's part, when the forecast has one: `curve` above is then the free fit alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<PriorFit>,
+}
+
+impl ForecastFit {
+    fn mix(&self) -> Mix {
+        Mix { fit: self.curve, prior: self.prior.as_ref().map(|p| (p.curve, p.weight)) }
+    }
+
+    /// The forecast's central curve at `d` tokens: the free fit, or its blend with the prior's.
+    pub fn value(&self, d: f64) -> f64 {
+        self.mix().value(d)
+    }
+
+    /// The central curve's asymptote.
+    pub fn asymptote_value(&self) -> f64 {
+        self.mix().asymptote()
+    }
+
+    /// Tokens at which the central curve meets `rule`, or `None` if it never does.
+    pub fn tokens_for(&self, rule: Rule) -> Option<f64> {
+        self.mix().tokens_for(rule)
+    }
+}
+
+/// How the prior entered a forecast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PriorFit {
+    pub source: String,
+    /// The prior's asymptote and exponent, with the amplitude fitted to the window.
+    pub curve: PowerFit,
+    /// Its share of the forecast, 0 to 1 (the free fit has the rest).
+    pub weight: f64,
+    /// Its hindcast's log error (relative), when the window allowed one.
+    pub hindcast_error: Option<f64>,
+    /// The preset alone (nothing of the log) at the last checkpoint.
+    pub preset_at_last: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caveat: Option<String>,
+}
+
+/// The forecast's curve: the free fit, or its blend with the prior-anchored one (`weight` the
+/// prior's share). Linear in the two, so values, slopes and asymptotes blend alike.
+#[derive(Debug, Clone, Copy)]
+struct Mix {
+    fit: PowerFit,
+    prior: Option<(PowerFit, f64)>,
+}
+
+impl Mix {
+    fn blend(&self, f: impl Fn(&PowerFit) -> f64) -> f64 {
+        match &self.prior {
+            Some((p, w)) => (1.0 - w) * f(&self.fit) + w * f(p),
+            None => f(&self.fit),
+        }
+    }
+
+    fn value(&self, d: f64) -> f64 {
+        self.blend(|f| f.value(d))
+    }
+
+    fn asymptote(&self) -> f64 {
+        self.blend(|f| f.c)
+    }
+
+    /// Tokens at which the curve meets `rule`: the free fit's closed form, or on a blend a search
+    /// over tokens around the window (every rule's quantity falls monotonically along a blend of
+    /// two falling power curves).
+    fn tokens_for(&self, rule: Rule) -> Option<f64> {
+        if self.prior.is_none() {
+            return self.fit.tokens_for(rule);
+        }
+        let c = self.asymptote();
+        let (from, top) = (self.fit.d_ref / MAX_RULE_FACTOR, self.fit.d_ref * MAX_RULE_FACTOR);
+        match rule {
+            Rule::Target(l) => (l > c).then(|| first_crossing_to(from, top, |d| self.value(d) - l)).flatten(),
+            Rule::Gap(eps) => first_crossing_to(from, top, |d| self.value(d) - c - eps),
+            Rule::Slope(tau) => first_crossing_to(from, top, |d| -self.blend(|f| f.slope(d)) - tau / SLOPE_UNIT_TOKENS),
+        }
+    }
 }
 
 /// A run's forecast: `--json` prints this.
@@ -215,9 +346,10 @@ fn window(bins: &[Bin]) -> &[Bin] {
     if bins.len() - start >= MIN_BINS.min(bins.len()) { &bins[start..] } else { &bins[bins.len().saturating_sub(MIN_BINS)..] }
 }
 
-/// Relative log error of the form when fitted on the first half (in `ln D`) of `w` and asked
-/// for `w`'s end, and the last tokens that half fitted; `None` when the half is too short.
-fn hindcast(w: &[Bin], full: &PowerFit) -> Option<(f64, f64)> {
+/// Relative log error of a curve fitted by `fit` on the first half (in `ln D`) of `w` and asked
+/// for `w`'s end (against `full`, the free fit of the whole window), and the last tokens that half
+/// fitted; `None` when the half is too short.
+fn hindcast(w: &[Bin], full: &PowerFit, fit: impl Fn(&[Bin]) -> Option<PowerFit>) -> Option<(f64, f64)> {
     if w.len() < 6 {
         return None;
     }
@@ -227,7 +359,7 @@ fn hindcast(w: &[Bin], full: &PowerFit) -> Option<(f64, f64)> {
     if half.len() < 4 {
         return None;
     }
-    let h = power::fit(&half)?;
+    let h = fit(&half)?;
     let e = (h.value(d1) / full.value(d1)).ln();
     Some((e.abs(), half[half.len() - 1].tokens))
 }
@@ -307,8 +439,38 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
         at.sort_by(f64::total_cmp);
     }
 
-    let hc = hindcast(w, &fit);
+    let hc_free = hindcast(w, &fit, power::fit);
     let floor = MIN_MODEL_ERROR.max(fit.rmse / fit.value(d_last));
+    let mut notes = Vec::new();
+    // The prior: its asymptote and exponent, the amplitude fitted to the window, and its share by
+    // the two hindcasts (half each when the window is too short for one).
+    let term = o.prior.as_ref().and_then(Prior::term);
+    if let (Some(p), None) = (&o.prior, &term) {
+        notes.push(format!("the prior {} has no falling token term at this run's inputs: the forecast is the run's own fit alone", p.source));
+    }
+    let anchor = |bins: &[Bin]| term.and_then(|t| power::fit_amplitude(bins, t.asymptote, t.beta));
+    let anchored = anchor(w);
+    let hc_prior = anchored.and_then(|_| hindcast(w, &fit, anchor));
+    let weight = match (anchored, hc_free, hc_prior) {
+        (None, ..) => 0.0,
+        (Some(_), Some((ef, _)), Some((ea, _))) => {
+            let (ef, ea) = (ef.max(floor), ea.max(floor));
+            ef * ef / (ef * ef + ea * ea)
+        }
+        (Some(_), ..) => 0.5,
+    };
+    let mix = Mix { fit, prior: anchored.map(|a| (a, weight)) };
+    // The form's error at `d` (log scale): each curve's own, grown from its hindcast, and on a
+    // blend the spread of the two-curve mixture, `Σ w σ² + w (1 - w) Δ²` with `Δ` the two curves'
+    // log distance: where they disagree, the truth is not known better than that.
+    let sigma = |d: f64| match anchored {
+        None => model_sigma(d, d_last, hc_free, floor),
+        Some(a) => {
+            let (sf, sa) = (model_sigma(d, d_last, hc_free, floor), model_sigma(d, d_last, hc_prior, floor));
+            let gap = if d > d_last { (fit.value(d) / a.value(d)).ln() } else { 0.0 };
+            ((1.0 - weight) * sf * sf + weight * sa * sa + weight * (1.0 - weight) * gap * gap).sqrt()
+        }
+    };
     let resid: Vec<f64> = w.iter().map(|b| b.loss - fit.value(b.tokens)).collect();
     let n = w.len();
     let block = (n as f64).cbrt().ceil() as usize;
@@ -325,46 +487,47 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
         let star: Vec<Bin> = w.iter().zip(&r).map(|(b, e)| Bin { loss: fit.value(b.tokens) + e, ..*b }).collect();
         let z = normal(&mut rng);
         let Some(f) = power::fit(&star) else { continue };
-        asym.push(f.c);
+        let f = Mix { fit: f, prior: match mix.prior { Some((_, w)) => Some((anchor(&star).unwrap_or(f), w)), None => None } };
+        asym.push(f.asymptote());
         for (k, &d) in at.iter().enumerate() {
-            preds[k].push(f.value(d) * (model_sigma(d, d_last, hc, floor) * z).exp());
+            preds[k].push(f.value(d) * (sigma(d) * z).exp());
         }
         if let Some(rule) = o.rule {
             // A target and a gap depend on the level, so the form's error moves them too; a
             // slope is the bootstrap curve's own.
-            let level_at = |d: f64| f.value(d) * (model_sigma(d, d_last, hc, floor) * z).exp();
+            let level_at = |d: f64| f.value(d) * (sigma(d) * z).exp();
             let t = match rule {
                 Rule::Target(l) => first_crossing(d_last, |d| level_at(d) - l),
-                Rule::Gap(eps) => first_crossing(d_last, |d| level_at(d) - f.c - eps),
+                Rule::Gap(eps) => first_crossing(d_last, |d| level_at(d) - f.asymptote() - eps),
                 Rule::Slope(_) => f.tokens_for(rule),
             };
             rule_draws.push(t.unwrap_or(f64::INFINITY));
         }
     }
     let level = o.level;
-    let asymptote = percentile_interval(&asym, level).unwrap_or([fit.c, fit.c]);
+    let c = mix.asymptote();
+    let asymptote = percentile_interval(&asym, level).unwrap_or([c, c]);
     let points: Vec<ForecastPoint> = at
         .iter()
         .zip(&preds)
         .map(|(&d, p)| {
-            let v = fit.value(d);
+            let v = mix.value(d);
             let [lo, hi] = percentile_interval(p, level).unwrap_or([v, v]);
             ForecastPoint { tokens: d, loss: v, lo: lo.min(v), hi: hi.max(v) }
         })
         .collect();
 
-    let mut notes = Vec::new();
     let rule = match o.rule {
         None => None,
         Some(rule) => {
             if let Rule::Target(l) = rule {
                 if l <= asymptote[0] {
-                    return Err(ForecastError::Unreachable { rule: rule.to_string(), asymptote: fit.c, lo: asymptote[0], hi: asymptote[1] });
+                    return Err(ForecastError::Unreachable { rule: rule.to_string(), asymptote: c, lo: asymptote[0], hi: asymptote[1] });
                 }
             }
             let tokens = match rule {
                 Rule::Target(l) if l >= last_obs.loss => Some(d_last.min(first_observed(&usable, l))),
-                _ => fit.tokens_for(rule),
+                _ => mix.tokens_for(rule),
             };
             let mut finite: Vec<f64> = rule_draws.iter().copied().filter(|t| t.is_finite()).collect();
             let never = rule_draws.len() - finite.len();
@@ -381,6 +544,27 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
         }
     };
     notes.extend(schedule_notes(o.schedule.as_ref(), d_last));
+    let prior = match (&o.prior, mix.prior) {
+        (Some(p), Some((curve, weight))) => {
+            notes.push(format!(
+                "the forecast blends this run's own fit ({:.0} %) with the prior {} ({:.0} %: its asymptote {:.4} and exponent {:.3}, the amplitude fitted to the log), weighted by their hindcast errors{}",
+                100.0 * (1.0 - weight),
+                p.source,
+                100.0 * weight,
+                curve.c,
+                curve.beta,
+                match (hc_free, hc_prior) {
+                    (Some((ef, _)), Some((ea, _))) => format!(" ({:.2} % and {:.2} %)", 100.0 * ef, 100.0 * ea),
+                    _ => ", half each: the window is too short for a hindcast".into(),
+                }
+            ));
+            if let Some(cv) = &p.caveat {
+                notes.push(format!("the prior {}: {cv}", p.source));
+            }
+            Some(PriorFit { source: p.source.clone(), curve, weight, hindcast_error: hc_prior.map(|h| h.0), preset_at_last: p.value(d_last), caveat: p.caveat.clone() })
+        }
+        _ => None,
+    };
     Ok(Forecast {
         points,
         rule,
@@ -389,17 +573,18 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
         last: ForecastPoint { tokens: d_last, loss: last_obs.loss, lo: last_obs.loss, hi: last_obs.loss },
         last_step: last_obs.step,
         fit: ForecastFit {
-            form: "c + a·(D/d_ref)^-beta".into(),
+            form: if prior.is_some() { "c + a·(D/d_ref)^-beta, blended with the prior's curve".into() } else { "c + a·(D/d_ref)^-beta".into() },
             curve: fit,
             asymptote,
             checkpoints: usable.len(),
             bins: bins.len(),
             window_bins: w.len(),
             window: [w[0].tokens, w[w.len() - 1].tokens],
-            hindcast_error: hc.map(|h| h.0),
+            hindcast_error: hc_free.map(|h| h.0),
             level,
             resamples: o.resamples,
             block,
+            prior,
         },
     })
 }
@@ -409,15 +594,20 @@ fn first_observed(points: &[(f64, f64)], l: f64) -> f64 {
     points.iter().find(|p| p.1 <= l).map_or(f64::INFINITY, |p| p.0)
 }
 
-/// The first `d >= from` where `g` turns non-positive: a scan over log-spaced tokens, then bisection.
+/// The first `d >= from` where `g` turns non-positive, up to `from` × [`MAX_RULE_FACTOR`]: a scan
+/// over log-spaced tokens, then bisection.
 fn first_crossing(from: f64, g: impl Fn(f64) -> f64) -> Option<f64> {
+    first_crossing_to(from, from * MAX_RULE_FACTOR, g)
+}
+
+/// [`first_crossing`] up to `top`, scanned at 27 steps a decade.
+fn first_crossing_to(from: f64, top: f64, g: impl Fn(f64) -> f64) -> Option<f64> {
     if g(from) <= 0.0 {
         return Some(from);
     }
-    const STEPS: usize = 240;
-    let top = from * MAX_RULE_FACTOR;
-    let at = |i: usize| from * (top / from).powf(i as f64 / STEPS as f64);
-    let i = (1..=STEPS).find(|&i| g(at(i)) <= 0.0)?;
+    let steps = ((top / from).log10() * 27.0).ceil().max(1.0) as usize;
+    let at = |i: usize| from * (top / from).powf(i as f64 / steps as f64);
+    let i = (1..=steps).find(|&i| g(at(i)) <= 0.0)?;
     let (mut lo, mut hi) = (at(i - 1).ln(), at(i).ln());
     for _ in 0..60 {
         let mid = 0.5 * (lo + hi);

@@ -62,6 +62,22 @@ pub struct ForecastArgs {
     pub resamples: usize,
     #[arg(long, default_value_t = 0x5eed)]
     pub seed: u64,
+    /// The prior blended into the forecast: `auto` (the P² preset of `--method`, once `--n0`,
+    /// `--rho` and `--l0` are given), `none`, or a preset id.
+    #[arg(long, default_value = "auto")]
+    pub prior: String,
+    /// The run's pruning method, for the prior: `depth`, `width` or an N:M pattern (`2:4`).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Parameters of the model before pruning, for the prior.
+    #[arg(long)]
+    pub n0: Option<f64>,
+    /// Pruning rate, for the prior.
+    #[arg(long)]
+    pub rho: Option<f64>,
+    /// Loss before pruning (on the metric forecast), for the prior.
+    #[arg(long)]
+    pub l0: Option<f64>,
 }
 
 impl ForecastArgs {
@@ -73,6 +89,11 @@ impl ForecastArgs {
             level: Some(self.level),
             resamples: Some(self.resamples),
             seed: Some(self.seed),
+            prior: Some(self.prior.clone()),
+            method: self.method.clone(),
+            n0: self.n0,
+            rho: self.rho,
+            l0: self.l0,
         };
         request.resolve().map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.message))
     }
@@ -151,7 +172,21 @@ pub fn render(run: &RunLog, f: &Forecast) -> String {
         c.rmse,
         f.fit.hindcast_error.map_or(String::new(), |h| format!(", hindcast error {:.2} %", 100.0 * h))
     );
-    let _ = writeln!(s, "asymptote  {:.4} ({pct:.0} % band {:.4} .. {:.4})", c.c, f.fit.asymptote[0], f.fit.asymptote[1]);
+    if let Some(p) = &f.fit.prior {
+        let _ = writeln!(
+            s,
+            "prior      {}: L = {:.4} + {:.4}·(D/{:.3e})^-{:.3}, weight {:.0} %{} (the preset alone says {:.4} now)",
+            p.source,
+            p.curve.c,
+            p.curve.a,
+            p.curve.d_ref,
+            p.curve.beta,
+            100.0 * p.weight,
+            p.hindcast_error.map_or(String::new(), |h| format!(", hindcast error {:.2} %", 100.0 * h)),
+            p.preset_at_last
+        );
+    }
+    let _ = writeln!(s, "asymptote  {:.4} ({pct:.0} % band {:.4} .. {:.4})", f.fit.asymptote_value(), f.fit.asymptote[0], f.fit.asymptote[1]);
     let _ = writeln!(s, "\n{:>14}  {:>8}  {pct:.0} % band", "tokens", "loss");
     for p in &f.points {
         let _ = writeln!(s, "{:>14.4e}  {:>8.4}  {:.4} .. {:.4}", p.tokens, p.loss, p.lo, p.hi);

@@ -136,11 +136,26 @@ pub async fn forecast_run(State(state): State<AppState>, super::error::Id(id): s
     let Json(request) = body?;
     let options = request.resolve()?;
     let run = state.store().run(id).await?.ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
+    // The prior from the run's own N0, ρ, L0 and method where the request leaves them out; a run
+    // that cannot take one (a control at ρ = 0, no method recorded) is forecast without, and says so.
+    let (options, no_prior) = if options.prior.is_none() && request.prior.as_deref().is_none_or(|p| p == "auto") {
+        let s = &run.summary;
+        match request.clone().with_run(s).resolve() {
+            Ok(o) => (o, None),
+            Err(_) if s.n0.is_none() && s.rho.is_none() && s.l0.is_none() => (options, None),
+            Err(e) => (options, Some(format!("no prior from the run's own inputs: field `{}`: {}", e.field, e.message))),
+        }
+    } else {
+        (options, None)
+    };
     let obs: Vec<p2law_shared::forecast::Obs> = run.checkpoints.iter().map(|p| p2law_shared::forecast::Obs { tokens: p.tokens, loss: p.loss, step: None }).collect();
     let slot = state.fit_slot()?;
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        p2law_shared::forecast::forecast(&obs, None, &options)
+        p2law_shared::forecast::forecast(&obs, None, &options).map(|mut f| {
+            f.notes.extend(no_prior);
+            f
+        })
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?

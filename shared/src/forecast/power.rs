@@ -122,6 +122,25 @@ fn solve(bins: &[Bin], d_ref: f64, beta: f64) -> (f64, f64, f64) {
     (c, a, ssr)
 }
 
+/// The amplitude alone, for an asymptote `c` and exponent `beta` given (a prior's): the least
+/// squares `a >= 0` of `c + a·(D/d_ref)^-β` over the bins (at least 2), `d_ref` their last.
+pub fn fit_amplitude(bins: &[Bin], c: f64, beta: f64) -> Option<PowerFit> {
+    let d_ref = bins.last()?.tokens;
+    if bins.len() < 2 || !(c.is_finite() && beta.is_finite() && beta > 0.0) {
+        return None;
+    }
+    let (mut sxx, mut sxy) = (0.0, 0.0);
+    for b in bins {
+        let x = (b.tokens / d_ref).powf(-beta);
+        sxx += x * x;
+        sxy += x * (b.loss - c);
+    }
+    let a = (sxy / sxx).max(0.0);
+    let ssr: f64 = bins.iter().map(|b| (c + a * (b.tokens / d_ref).powf(-beta) - b.loss).powi(2)).sum();
+    let fit = PowerFit { c, a, beta, d_ref, rmse: (ssr / bins.len() as f64).sqrt() };
+    fit.a.is_finite().then_some(fit)
+}
+
 /// Fits the bins (at least 3, tokens ascending and positive).
 pub fn fit(bins: &[Bin]) -> Option<PowerFit> {
     let d_ref = bins.last()?.tokens;
@@ -189,6 +208,23 @@ mod tests {
         assert!((f.value(t) - f.c - 0.05).abs() < 1e-9);
         let t = f.tokens_for_slope(1e-8).unwrap();
         assert!((f.slope(t) + 1e-8).abs() < 1e-14);
+    }
+
+    #[test]
+    fn the_amplitude_alone_is_recovered_given_asymptote_and_exponent() {
+        let ds: Vec<f64> = (0..12).map(|i| 1e4 * 10f64.powf(i as f64 / 6.0)).collect();
+        let bins = curve(1.7, 0.4, 0.33, &ds);
+        let f = fit_amplitude(&bins, 1.7, 0.33).expect("fits");
+        assert!((f.value(3e7) - (1.7 + 0.4 * 30f64.powf(-0.33))).abs() < 1e-9, "{f:?}");
+        assert!(f.rmse < 1e-12);
+        // A wrong exponent still passes through the data's level, at a least-squares amplitude:
+        // by hand, a = Σ x (y - c) / Σ x².
+        let g = fit_amplitude(&bins, 1.7, 0.5).unwrap();
+        let x: Vec<f64> = ds.iter().map(|d| (d / ds[11]).powf(-0.5)).collect();
+        let a = x.iter().zip(&bins).map(|(x, b)| x * (b.loss - 1.7)).sum::<f64>() / x.iter().map(|x| x * x).sum::<f64>();
+        assert!((g.a - a).abs() < 1e-12);
+        assert_eq!(fit_amplitude(&bins[..1], 1.7, 0.33), None);
+        assert_eq!(fit_amplitude(&bins, f64::NAN, 0.33), None);
     }
 
     #[test]

@@ -170,3 +170,93 @@ fn a_decayed_learning_rate_is_named() {
     let s = Schedule { lr: vec![(1e6, 3e-4), (5e6, 3e-4)], total_tokens: Some(1e8) };
     assert!(schedule_notes(Some(&s), 5e6)[0].contains("runs to 1.000e8"));
 }
+
+/// A p2-reduced prior whose curve at its inputs is `1.8 + amp·0.9·(D/1e6)^-beta`: [`truth`]
+/// itself at `amp = 1`, `beta = 0.3` (γ = δ = 0, so N0 and ρ do not move it).
+fn prior(amp: f64, beta: f64) -> Prior {
+    Prior {
+        source: "test prior".into(),
+        law: LawForm::P2Reduced,
+        params: vec![amp * 0.9 * 1e6f64.powf(beta), beta, 0.0, 0.0],
+        inputs: Inputs { n0: 1e6, rho: 0.25, l0: Some(1.8), tokens: 1.0 },
+        caveat: None,
+    }
+}
+
+#[test]
+fn a_prior_with_the_right_shape_corrects_a_short_log() {
+    // 300 steps (1.2 M tokens, a factor 30 of tokens) forecast 100× ahead, where the free fit's
+    // exponent and asymptote are poorly fixed; the prior knows both but not the amplitude (×1.5).
+    let at = 1.2288e8;
+    let (mut free, mut with) = (Vec::new(), Vec::new());
+    let mut covered = 0;
+    for seed in 0..12 {
+        let obs = log(300, 10, 0.003, 100 + seed);
+        let o = ForecastOptions { at: vec![at], ..Default::default() };
+        let a = forecast(&obs, None, &o).expect("forecast");
+        let b = forecast(&obs, None, &ForecastOptions { prior: Some(prior(1.5, 0.3)), ..o }).expect("forecast with a prior");
+        let p = b.fit.prior.as_ref().expect("the prior is used");
+        assert!(p.weight > 0.1, "a prior of the right shape gets weight: {p:?}");
+        // The preset alone is off by its amplitude; the forecast is not.
+        assert!((p.preset_at_last / truth(b.last.tokens) - 1.0).abs() > 0.05);
+        assert!(b.notes.iter().any(|n| n.contains("blends") && n.contains("test prior")), "{:?}", b.notes);
+        free.push((a.points[0].loss / truth(at) - 1.0).abs());
+        with.push((b.points[0].loss / truth(at) - 1.0).abs());
+        if b.points[0].lo <= truth(at) && truth(at) <= b.points[0].hi {
+            covered += 1;
+        }
+    }
+    let (mf, mw) = (median(&mut free), median(&mut with));
+    assert!(mw < 0.5 * mf && mw < 0.005, "median |error| with the prior {mw:.4}, without {mf:.4}");
+    assert!(covered >= 9, "{covered} of 12");
+}
+
+#[test]
+fn a_prior_with_the_wrong_slope_yields_to_a_long_log() {
+    // Two decades of a clean log: the run's own fit hindcasts far better than a prior whose
+    // exponent is twice the truth's.
+    let obs = log(2000, 10, 0.001, 7);
+    let at = 8.192e8;
+    let f = forecast(&obs, None, &ForecastOptions { at: vec![at], prior: Some(prior(1.0, 0.6)), ..Default::default() }).unwrap();
+    let p = f.fit.prior.as_ref().unwrap();
+    assert!(p.weight < 0.2, "{p:?}");
+    assert!((f.points[0].loss / truth(at) - 1.0).abs() < 0.02, "{:?} vs {}", f.points[0], truth(at));
+}
+
+#[test]
+fn a_blend_meets_each_rule_where_its_curve_does() {
+    let obs = log(1000, 10, 0.002, 8);
+    for rule in [Rule::Gap(0.1), Rule::Target(2.2), Rule::Slope(1e-3)] {
+        let f = forecast(&obs, None, &ForecastOptions { rule: Some(rule), prior: Some(prior(1.2, 0.35)), ..Default::default() }).unwrap();
+        let p = f.fit.prior.as_ref().unwrap();
+        let (w, a, b) = (p.weight, f.fit.curve, p.curve);
+        let value = |d: f64| (1.0 - w) * a.value(d) + w * b.value(d);
+        let t = f.rule.as_ref().unwrap().tokens.expect("met");
+        let c = (1.0 - w) * a.c + w * b.c;
+        let miss = match rule {
+            Rule::Gap(eps) => value(t) - c - eps,
+            Rule::Target(l) => value(t) - l,
+            Rule::Slope(tau) => {
+                // The slope by central differences, per SLOPE_UNIT_TOKENS.
+                let h = t * 1e-5;
+                -(value(t + h) - value(t - h)) / (2.0 * h) * SLOPE_UNIT_TOKENS - tau
+            }
+        };
+        let scale = match rule {
+            Rule::Slope(tau) => tau,
+            _ => 1.0,
+        };
+        assert!(miss.abs() < 1e-6 * scale, "{rule}: {miss:e} at {t:e}");
+    }
+}
+
+#[test]
+fn a_prior_outside_its_form_is_refused_by_field() {
+    let preset = crate::presets::study_presets().presets.into_iter().next().expect("a study preset ships");
+    let e = Prior::from_preset(&preset, Inputs { n0: 1e6, rho: 0.0, l0: Some(2.0), tokens: 1.0 }).unwrap_err();
+    assert!(matches!(&e, ForecastError::Invalid { field: "rho", .. }), "{e}");
+    let e = Prior::from_preset(&preset, Inputs { n0: 1e6, rho: 0.25, l0: None, tokens: 1.0 }).unwrap_err();
+    assert!(matches!(&e, ForecastError::Invalid { field: "l0", .. }), "{e}");
+    let p = Prior::from_preset(&preset, Inputs { n0: 1e6, rho: 0.25, l0: Some(2.0), tokens: 1.0 }).unwrap();
+    assert!(p.term().is_some() && (p.value(1e30) - 2.0).abs() < 1e-9, "p2-reduced heals back to L0");
+}

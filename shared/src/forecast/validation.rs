@@ -5,31 +5,18 @@
 //! A third column is the preset alone: for a study curve of a method with a shipped P² preset, the
 //! preset's form refitted on the study without the curve's parent ([`study_baselines`]: the
 //! shipped preset was fitted on these very curves, so it would be scored in-sample), asked for
-//! the final loss from the curve's N0, ρ and L0 and nothing of its log.
+//! the final loss from the curve's N0, ρ and L0 and nothing of its log. The same leave-one-parent-
+//! out preset is the forecast's prior for that curve, as a user's run gets the shipped preset of
+//! its method.
 //!
 //! The "final loss" is the curve's last bin (16 per decade of tokens): its last checkpoint for an
 //! evaluation curve logged a few times a decade, the mean of the last steps of a per-step
 //! training log, whose single last value is mostly noise.
 
-use super::{ForecastOptions, Obs, forecast, median, power};
-use crate::law::{Features, Inputs, LawForm};
+use super::{ForecastOptions, Obs, Prior, forecast, median, power};
+use crate::law::Inputs;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// A law's prediction for one curve from its model inputs alone (the "preset alone" baseline).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Baseline {
-    pub law: LawForm,
-    pub params: Vec<f64>,
-    /// N0, ρ and L0 of the curve (`tokens` is set per prediction).
-    pub inputs: Inputs,
-}
-
-impl Baseline {
-    pub fn value(&self, tokens: f64) -> f64 {
-        self.law.law().value(&self.params, &Features::new(&Inputs { tokens, ..self.inputs }))
-    }
-}
 
 /// One curve to validate on, with the group it is reported in.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,8 +25,9 @@ pub struct Series {
     pub name: String,
     /// `(tokens, loss)`, tokens ascending.
     pub points: Vec<(f64, f64)>,
-    /// The preset-alone prediction, where a preset covers the curve.
-    pub baseline: Option<Baseline>,
+    /// The preset's curve from the curve's inputs alone, where a preset covers it: the forecast's
+    /// prior and the preset-alone baseline.
+    pub baseline: Option<Prior>,
 }
 
 /// One forecast of one curve from one cut.
@@ -107,7 +95,7 @@ pub fn validate(series: &[Series], fractions: &[f64], options: &ForecastOptions)
         for &f in fractions {
             let prefix: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.0 <= f * t_end).collect();
             let obs: Vec<Obs> = prefix.iter().map(|&(tokens, loss)| Obs { tokens, loss, step: None }).collect();
-            let o = ForecastOptions { at: vec![t_final], rule: None, ..options.clone() };
+            let o = ForecastOptions { at: vec![t_final], rule: None, prior: s.baseline.clone(), ..options.clone() };
             match forecast(&obs, None, &o) {
                 Ok(fc) => {
                     let p = fc.points[0];
@@ -167,7 +155,7 @@ pub fn validate(series: &[Series], fractions: &[f64], options: &ForecastOptions)
 /// [`crate::presets::study_preset_in`] picks for its method), by run: that preset's form
 /// refitted, with the study's fit options, on the preset's group less the curve's parent (leave
 /// one parent out), so that no curve is predicted by a fit that saw it.
-pub fn study_baselines(data: &crate::study::StudyData) -> BTreeMap<String, Baseline> {
+pub fn study_baselines(data: &crate::study::StudyData) -> BTreeMap<String, Prior> {
     use crate::study::analysis::{GROUPS, curves, options};
     let shipped = crate::presets::study_presets().presets;
     let serves = |c: &crate::data::Curve, id: &str| c.method.as_deref().and_then(|m| crate::presets::study_preset_in(&shipped, m)).is_some_and(|p| p.id == id);
@@ -185,7 +173,8 @@ pub fn study_baselines(data: &crate::study::StudyData) -> BTreeMap<String, Basel
             let Ok(fit) = crate::fit::fit(&rest, &options(law, 0)) else { continue };
             for c in held.into_iter().filter(|c| serves(c, &id)) {
                 let (Some(n0), Some(rho)) = (c.n0, c.rho) else { continue };
-                out.insert(c.run, Baseline { law, params: fit.params.clone(), inputs: Inputs { n0, rho, l0: c.l0, tokens: 1.0 } });
+                let source = format!("{id} refitted without parent N0 = {n0:.0}");
+                out.insert(c.run, Prior { source, law, params: fit.params.clone(), inputs: Inputs { n0, rho, l0: c.l0, tokens: 1.0 }, caveat: preset.report.degeneracy() });
             }
         }
     }
