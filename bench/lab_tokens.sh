@@ -15,7 +15,9 @@ if ! [ -x .tools/bench-venv/bin/python ] || ! .tools/bench-venv/bin/python -c 'i
   python3 -m venv .tools/bench-venv
   .tools/bench-venv/bin/pip install --quiet torch numpy
 fi
-cargo build --release --locked -q -p p2law-backend --example train_throughput
+# The workspace's feature set (a `-p p2law-backend` build resolves burn's features differently and
+# rebuilds it, ~20 min).
+cargo build --release --locked -q --workspace --exclude xtask --example train_throughput
 # The parent's shape and recipe, from the same table the Rust side uses.
 shape=$(target/release/examples/train_throughput --shape "$parent")
 results=()

@@ -8,9 +8,10 @@
 
 /// Every program built on this crate (the `p2law` binary, its examples and tests) allocates
 /// through mimalloc: training frees and reallocates the same activation sizes every step, which
-/// glibc hands back to the kernel and faults in again (measured: a quarter of a step).
+/// glibc hands back to the kernel and faults in again (measured: a quarter of a step); training
+/// also turns off mimalloc's own purging ([`p2law_alloc::keep_freed_memory`]).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: p2law_alloc::MiMalloc = p2law_alloc::MiMalloc;
 
 pub mod cli;
 pub mod lab;

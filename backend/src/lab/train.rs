@@ -131,6 +131,7 @@ pub fn train(
         Some(r) => (r.optim, r.step),
         None => (AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init(), 0),
     };
+    p2law_alloc::keep_freed_memory();
     let len = cfg.seq_len + 1;
     let mut done = first;
     for step in first..cfg.steps {
