@@ -206,7 +206,10 @@ impl Llama {
         let x = rms(&self.norm, x);
         match &self.head {
             Some(head) => head.forward(x),
-            None => x.matmul(self.embed.weight.val().transpose().unsqueeze::<3>()),
+            // As a linear layer, not a batched matmul against the broadcast weight: burn folds
+            // the batch into the rows (one GEMM) and takes the weight's gradient as one GEMM over
+            // every token, not a product per sequence summed afterwards.
+            None => burn::tensor::module::linear(x, self.embed.weight.val().transpose(), None),
         }
     }
 
