@@ -422,11 +422,25 @@ async fn a_stored_run_is_forecast_and_bad_requests_are_422() -> Result<()> {
         (json!({"level": 1.5}), "field `level`"),
         (json!({"resamples": 10_000_000}), "field `resamples`"),
         (json!({"rule": "target:1.2"}), "can never be met"),
+        (json!({"n0": 3e6, "method": "width"}), "field `rho`"),
+        (json!({"method": "magnitude", "n0": 3e6, "rho": 0.25, "l0": 1.7}), "field `method`"),
+        (json!({"prior": "p2-nonesuch", "n0": 3e6, "rho": 0.25, "l0": 1.7}), "field `prior`"),
     ] {
         let (status, e) = post(body.clone(), id).await?;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e}");
         assert!(e["error"].as_str().unwrap_or_default().contains(want), "{body}: {e}");
     }
+    // The run's method's P² preset as the prior, from N0, ρ and L0 given with the request (an
+    // uploaded CSV carries none): named in the fit and in the notes.
+    let (status, f) = post(json!({"at": [8.192e7], "method": "width", "n0": 3e6, "rho": 0.25, "l0": 1.7}), id).await?;
+    assert_eq!(status, StatusCode::OK, "{f}");
+    assert_eq!(f["fit"]["prior"]["source"], "p2-study-width", "{f}");
+    let w = f["fit"]["prior"]["weight"].as_f64().context("weight")?;
+    assert!((0.0..=1.0).contains(&w), "{f}");
+    assert!(f["notes"].as_array().is_some_and(|n| n.iter().any(|n| n.as_str().unwrap_or_default().contains("p2-study-width"))), "{f}");
+    let (status, f) = post(json!({"at": [8.192e7], "prior": "none", "method": "width", "n0": 3e6, "rho": 0.25, "l0": 1.7}), id).await?;
+    assert_eq!(status, StatusCode::OK, "{f}");
+    assert!(f["fit"].get("prior").is_none(), "{f}");
     let (status, _) = post(json!({"unknown": 1}), id).await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (status, _) = post(json!({}), 999).await?;
