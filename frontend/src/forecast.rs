@@ -38,10 +38,35 @@ fn horizon(given: Option<f64>, f: &Forecast, rule: Option<Rule>) -> f64 {
     h
 }
 
-/// Parses `bytes` (a log in any format, TensorBoard too) and forecasts it to `horizon` with `rule`.
-pub fn compute(name: &str, bytes: &[u8], choice: &LogChoice, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
+/// Parses `bytes` (a log in any format, TensorBoard too) and forecasts it to `horizon` with `rule`,
+/// and with `prior` when the page was told the pruned model's inputs ([`prior_from_fields`]).
+pub fn compute(name: &str, bytes: &[u8], choice: &LogChoice, horizon_tokens: Option<f64>, rule: Option<Rule>, prior: Option<Prior>) -> Result<View, String> {
     let run = log::read(name, std::str::from_utf8(bytes).ok(), choice, &|o| logs::parse_bytes(name, bytes, o)).map_err(|e| e.to_string())?;
-    compute_run(run, horizon_tokens, rule, None)
+    compute_run(run, horizon_tokens, rule, prior)
+}
+
+/// The prior from the page's fields (method, N0, ρ, L0): none while all are empty, else the
+/// method's P² preset at those inputs or the first bad field, named as the page labels it.
+pub fn prior_from_fields(method: &str, n0: Option<f64>, rho: Option<f64>, l0: Option<f64>) -> Result<Option<Prior>, String> {
+    let method = Some(method.trim()).filter(|m| !m.is_empty()).map(str::to_string);
+    if method.is_none() && n0.is_none() && rho.is_none() && l0.is_none() {
+        return Ok(None);
+    }
+    let r = p2law_shared::api::ForecastRequest { n0, rho, l0, method, ..Default::default() };
+    let label = |f: &str| match f {
+        "n0" => "N0",
+        "rho" => "ρ",
+        "l0" => "L0",
+        "method" => "pruning method",
+        other => other,
+    }
+    .to_string();
+    // Under `auto` a method alone asks for nothing: say what is missing.
+    match r.resolve() {
+        Ok(o) if o.prior.is_none() => Err("the prior needs N0, ρ and L0 besides the method".into()),
+        Ok(o) => Ok(o.prior),
+        Err(e) => Err(format!("{}: {}", label(e.field), e.message)),
+    }
 }
 
 /// The P² preset of a run's method at its N0, ρ and L0, when it has them all and a preset
@@ -154,7 +179,7 @@ mod tests {
     #[test]
     fn a_log_is_forecast_and_drawn_with_its_rule() {
         let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
-        let v = compute("run.csv", log_csv(None).as_bytes(), &choice, None, Some(Rule::Gap(0.1))).expect("forecast");
+        let v = compute("run.csv", log_csv(None).as_bytes(), &choice, None, Some(Rule::Gap(0.1)), None).expect("forecast");
         assert_eq!(v.forecast.points.len(), GRID);
         assert_eq!(v.svg.matches(r#"class="observed""#).count(), 200);
         assert_eq!(v.svg.matches(r#"class="band""#).count(), 1);
@@ -200,11 +225,26 @@ mod tests {
     }
 
     #[test]
+    fn the_page_fields_make_a_prior_or_name_what_is_wrong() {
+        assert_eq!(prior_from_fields("", None, None, None), Ok(None));
+        let p = prior_from_fields("2:4", Some(3e6), Some(0.5), Some(1.7)).unwrap().expect("a prior");
+        assert_eq!(p.source, "p2-study-nm");
+        assert!(prior_from_fields("depth", Some(3e6), None, Some(1.7)).unwrap_err().starts_with("ρ:"));
+        assert!(prior_from_fields("", Some(3e6), Some(0.25), Some(1.7)).unwrap_err().starts_with("pruning method:"));
+        assert!(prior_from_fields("depth", None, None, None).unwrap_err().contains("N0, ρ and L0"));
+        // A dropped log forecast with it names it.
+        let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
+        let p = prior_from_fields("width", Some(3e6), Some(0.25), Some(1.7)).unwrap();
+        let v = compute("run.csv", log_csv(None).as_bytes(), &choice, None, None, p).unwrap();
+        assert_eq!(v.forecast.fit.prior.as_ref().unwrap().source, "p2-study-width");
+    }
+
+    #[test]
     fn a_broken_log_warns_and_a_bad_one_says_why() {
         let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
-        let v = compute("run.csv", log_csv(Some(150)).as_bytes(), &choice, Some(1e9), None).expect("forecast from before the NaN");
+        let v = compute("run.csv", log_csv(Some(150)).as_bytes(), &choice, Some(1e9), None, None).expect("forecast from before the NaN");
         assert_eq!(v.forecast.warnings[0].step, Some(1500.0));
-        let e = compute("run.csv", log_csv(None).as_bytes(), &LogChoice::default(), None, None).unwrap_err();
+        let e = compute("run.csv", log_csv(None).as_bytes(), &LogChoice::default(), None, None, None).unwrap_err();
         assert!(e.contains("run.csv") && e.contains("tokens"), "{e}");
     }
 
@@ -213,7 +253,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tensorboard/tensor/events.out.tfevents.fixture");
         let bytes = std::fs::read(path).unwrap();
         let choice = LogChoice { metric: Some("eval/loss".into()), ..Default::default() };
-        let v = compute("events.out.tfevents.fixture", &bytes, &choice, None, None).expect("forecast");
+        let v = compute("events.out.tfevents.fixture", &bytes, &choice, None, None, None).expect("forecast");
         assert_eq!(v.forecast.fit.checkpoints, 20);
         assert_eq!(v.run.metric, "eval/loss");
     }

@@ -4,7 +4,7 @@
 //! with a band, when the rule is met, and what is going wrong.
 
 use crate::calibrate::LiveCurves;
-use crate::forecast::{View, compute, compute_live, compute_stored};
+use crate::forecast::{View, compute, compute_live, compute_stored, prior_from_fields};
 use p2law_shared::api::RunDetail;
 use leptos::prelude::*;
 use p2law_shared::budget::Rule;
@@ -30,6 +30,11 @@ pub fn ForecastPage() -> impl IntoView {
     let run = RwSignal::new(String::new());
     let rule = RwSignal::new("gap:0.05".to_string());
     let horizon = RwSignal::new(String::new());
+    // The pruned model behind a dropped log, for the P² prior (a stored run or a job has its own).
+    let method = RwSignal::new(String::new());
+    let n0 = RwSignal::new(String::new());
+    let rho = RwSignal::new(String::new());
+    let l0 = RwSignal::new(String::new());
     let server_id = RwSignal::new(String::new());
     // A run stored on the server, fetched by id (the file, when one is dropped later, wins).
     let stored: RwSignal<Option<Result<RunDetail, String>>> = RwSignal::new(None);
@@ -106,7 +111,8 @@ pub fn ForecastPage() -> impl IntoView {
             };
             let rule_text = rule.get();
             let r: Option<Rule> = if rule_text.trim().is_empty() { None } else { Some(rule_text.trim().parse().map_err(|e| format!("rule: {e}"))?) };
-            compute(&name, &bytes, &choice, number("horizon", &horizon.get())?, r)
+            let prior = prior_from_fields(&method.get(), number("N0", &n0.get())?, number("ρ", &rho.get())?, number("L0", &l0.get())?)?;
+            compute(&name, &bytes, &choice, number("horizon", &horizon.get())?, r, prior)
         })())
     });
 
@@ -141,8 +147,33 @@ pub fn ForecastPage() -> impl IntoView {
             let pct = 100.0 * f.fit.level;
             let summary = format!(
                 "{}: {} loss {:.4} at {:.3e} tokens ({} checkpoints); L = {:.4} + {:.4}·(D/{:.2e})^-{:.3}, asymptote {:.4} ({pct:.0} % band {:.4}..{:.4})",
-                v.run.run, v.run.metric, f.last.loss, f.last.tokens, f.fit.checkpoints, c.c, c.a, c.d_ref, c.beta, c.c, f.fit.asymptote[0], f.fit.asymptote[1]
+                v.run.run,
+                v.run.metric,
+                f.last.loss,
+                f.last.tokens,
+                f.fit.checkpoints,
+                c.c,
+                c.a,
+                c.d_ref,
+                c.beta,
+                f.fit.asymptote_value(),
+                f.fit.asymptote[0],
+                f.fit.asymptote[1]
             );
+            let prior_line = f.fit.prior.as_ref().map(|p| {
+                let text = format!(
+                    "prior {}: L = {:.4} + {:.4}·(D/{:.2e})^-{:.3}, {:.0} % of the forecast; the preset alone says {:.4} now{}",
+                    p.source,
+                    p.curve.c,
+                    p.curve.a,
+                    p.curve.d_ref,
+                    p.curve.beta,
+                    100.0 * p.weight,
+                    p.preset_at_last,
+                    p.caveat.as_ref().map_or(String::new(), |c| format!(" ({c})"))
+                );
+                view! { <p id="forecast-prior" class="status" data-source=p.source.clone()>{text}</p> }
+            });
             let rule_line = f.rule.as_ref().map(|r| match (r.tokens, r.progress) {
                 (Some(t), Some(p)) if p >= 1.0 => format!("{} already met, at {t:.3e} tokens", r.rule),
                 (Some(t), Some(p)) => format!(
@@ -165,6 +196,7 @@ pub fn ForecastPage() -> impl IntoView {
             let notes = f.notes.iter().map(|n| view! { <li class="note">{n.clone()}</li> }).collect_view();
             view! {
                 <p id="forecast-summary" class="status">{summary}</p>
+                {prior_line}
                 {rule_line.map(|l| view! { <p id="forecast-rule-met"><progress max="1" value=progress></progress>" "{l}</p> })}
                 <div class="plot" id="forecast-plot" inner_html=v.svg.clone()></div>
                 <table id="forecast-points"><thead><tr><th>"tokens"</th><th>"loss"</th><th>{format!("{pct:.0} % band")}</th></tr></thead><tbody>{rows}</tbody></table>
@@ -186,6 +218,10 @@ pub fn ForecastPage() -> impl IntoView {
                     {field("forecast-tps", "Tokens per step (logs that count steps)", tps, "e.g. 524288")}
                     {field("forecast-metric", "Loss key or column", metric, "default: the eval loss")}
                     {field("forecast-run", "Run (logs with several)", run, "")}
+                    {field("forecast-method", "Pruning method, for the P² prior", method, "depth, width or 2:4")}
+                    {field("forecast-n0", "N0 (parameters before pruning)", n0, "e.g. 8.0e9")}
+                    {field("forecast-rho", "ρ (pruning rate)", rho, "e.g. 0.25")}
+                    {field("forecast-l0", "L0 (loss before pruning)", l0, "e.g. 1.92")}
                 </fieldset>
                 <fieldset>
                     <legend>"Or a run stored on this server"</legend>

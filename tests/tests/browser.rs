@@ -417,6 +417,23 @@ async fn forecast_page_forecasts_a_dropped_log_and_names_its_warnings() -> Resul
         panic!("rule `{rule}`; page: {}", &html[..html.len().min(4000)]);
     }
     assert!(b.client.find_all(fantoccini::Locator::Css("#forecast-warnings li")).await?.is_empty());
+    assert!(b.client.find_all(fantoccini::Locator::Css("#forecast-prior")).await?.is_empty(), "no prior without the model's inputs");
+    // The pruned model's inputs: the width preset becomes the prior, and says so.
+    set_input(&b, "forecast-method", "width").await?;
+    set_input(&b, "forecast-n0", "3e6").await?;
+    set_input(&b, "forecast-rho", "0.25").await?;
+    set_input(&b, "forecast-l0", "1.7").await?;
+    let prior = b.wait_for("#forecast-prior").await?;
+    assert_eq!(prior.attr("data-source").await?.as_deref(), Some("p2-study-width"));
+    assert!(prior.text().await?.contains("% of the forecast"));
+    // A bad field is named; emptied, the forecast is the log's own again.
+    set_input(&b, "forecast-rho", "1.5").await?;
+    let err = b.wait_for("#forecast-error").await?.text().await?;
+    assert!(err.starts_with("ρ:"), "{err}");
+    for id in ["forecast-method", "forecast-n0", "forecast-rho", "forecast-l0"] {
+        set_input(&b, id, "").await?;
+    }
+    b.wait_for("#forecast-summary").await?;
     let shot = artifacts()?.join("forecast.png");
     std::fs::write(&shot, b.client.screenshot().await?)?;
     println!("screenshot: {}", shot.display());
