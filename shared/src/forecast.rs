@@ -487,7 +487,7 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
         let star: Vec<Bin> = w.iter().zip(&r).map(|(b, e)| Bin { loss: fit.value(b.tokens) + e, ..*b }).collect();
         let z = normal(&mut rng);
         let Some(f) = power::fit(&star) else { continue };
-        let f = Mix { fit: f, prior: match mix.prior { Some((_, w)) => Some((anchor(&star).unwrap_or(f), w)), None => None } };
+        let f = Mix { fit: f, prior: mix.prior.map(|(_, w)| (anchor(&star).unwrap_or(f), w)) };
         asym.push(f.asymptote());
         for (k, &d) in at.iter().enumerate() {
             preds[k].push(f.value(d) * (sigma(d) * z).exp());
@@ -621,7 +621,7 @@ pub fn schedule_notes(s: Option<&Schedule>, d_last: f64) -> Vec<String> {
     let mut out = Vec::new();
     let Some(s) = s else { return out };
     let lr: Vec<(f64, f64)> = s.lr.iter().copied().filter(|(t, v)| t.is_finite() && v.is_finite() && *v >= 0.0).collect();
-    let Some(&(t_now, now)) = lr.iter().filter(|p| p.0 <= d_last).last() else { return out };
+    let Some(&(t_now, now)) = lr.iter().rfind(|p| p.0 <= d_last) else { return out };
     let peak = lr.iter().map(|p| p.1).fold(0.0, f64::max);
     if peak > 0.0 && now < 0.9 * peak {
         out.push(format!(

@@ -22,6 +22,8 @@ pub fn purge_delay() -> i64 {
     // range is valid and 15 is one (see `MI_OPTION_PURGE_DELAY`).
     #[allow(unsafe_code)]
     let v = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+    // `c_long` is 64 bits here, 32 on Windows.
+    #[allow(clippy::useless_conversion)]
     i64::from(v)
 }
 
