@@ -72,8 +72,7 @@ pub fn prior_from_fields(method: &str, n0: Option<f64>, rho: Option<f64>, l0: Op
 /// The P² preset of a run's method at its N0, ρ and L0, when it has them all and a preset
 /// covers it (a control at ρ = 0 has none).
 fn prior_of(n0: Option<f64>, rho: Option<f64>, l0: Option<f64>, method: Option<&str>) -> Option<Prior> {
-    let r = p2law_shared::api::ForecastRequest { n0, rho, l0, method: method.map(str::to_string), ..Default::default() };
-    r.resolve().ok().and_then(|o| o.prior)
+    prior_from_fields(method.unwrap_or_default(), n0, rho, l0).ok().flatten()
 }
 
 /// A run stored on the server (`GET /api/runs/{id}`), forecast here.

@@ -160,20 +160,8 @@ pub fn ForecastPage() -> impl IntoView {
                 f.fit.asymptote[0],
                 f.fit.asymptote[1]
             );
-            let prior_line = f.fit.prior.as_ref().map(|p| {
-                let text = format!(
-                    "prior {}: L = {:.4} + {:.4}·(D/{:.2e})^-{:.3}, {:.0} % of the forecast; the preset alone says {:.4} now{}",
-                    p.source,
-                    p.curve.c,
-                    p.curve.a,
-                    p.curve.d_ref,
-                    p.curve.beta,
-                    100.0 * p.weight,
-                    p.preset_at_last,
-                    p.caveat.as_ref().map_or(String::new(), |c| format!(" ({c})"))
-                );
-                view! { <p id="forecast-prior" class="status" data-source=p.source.clone()>{text}</p> }
-            });
+            // The preset's caveat, when it has one, is among the notes below.
+            let prior_line = f.fit.prior.as_ref().map(|p| view! { <p id="forecast-prior" class="status" data-source=p.source.clone()>{format!("prior {}", p.summary())}</p> });
             let rule_line = f.rule.as_ref().map(|r| match (r.tokens, r.progress) {
                 (Some(t), Some(p)) if p >= 1.0 => format!("{} already met, at {t:.3e} tokens", r.rule),
                 (Some(t), Some(p)) => format!(

@@ -23,7 +23,8 @@
 //! the same hindcast, and they are weighted by the inverse square of their hindcast errors, so a
 //! prior that misjudges this run's slope loses its weight to the run's own fit, and a short or
 //! noisy window that the free fit extrapolates badly leans on the prior. The band's form error is
-//! the weighted mean of the two hindcast errors (no credit is taken for their independence).
+//! the two-curve mixture's spread: each curve's own error, weighted, plus the spread between the
+//! curves, so that where they disagree the band says so.
 //!
 //! The warnings ([`warnings`]) run on the whole log, and a non-finite loss cuts the forecast
 //! to the checkpoints before it.
@@ -261,6 +262,25 @@ pub struct PriorFit {
     pub preset_at_last: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caveat: Option<String>,
+}
+
+impl PriorFit {
+    /// One line for a reader: the prior's curve, its share, its hindcast and what the preset alone
+    /// says at the last checkpoint (the CLI and the Forecast page print it).
+    pub fn summary(&self) -> String {
+        let c = &self.curve;
+        format!(
+            "{}: L = {:.4} + {:.4}·(D/{:.3e})^-{:.3}, {:.0} % of the forecast{} (the preset alone says {:.4} now)",
+            self.source,
+            c.c,
+            c.a,
+            c.d_ref,
+            c.beta,
+            100.0 * self.weight,
+            self.hindcast_error.map_or(String::new(), |h| format!(", hindcast error {:.2} %", 100.0 * h)),
+            self.preset_at_last
+        )
+    }
 }
 
 /// The forecast's curve: the free fit, or its blend with the prior-anchored one (`weight` the

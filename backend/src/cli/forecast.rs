@@ -173,18 +173,7 @@ pub fn render(run: &RunLog, f: &Forecast) -> String {
         f.fit.hindcast_error.map_or(String::new(), |h| format!(", hindcast error {:.2} %", 100.0 * h))
     );
     if let Some(p) = &f.fit.prior {
-        let _ = writeln!(
-            s,
-            "prior      {}: L = {:.4} + {:.4}·(D/{:.3e})^-{:.3}, weight {:.0} %{} (the preset alone says {:.4} now)",
-            p.source,
-            p.curve.c,
-            p.curve.a,
-            p.curve.d_ref,
-            p.curve.beta,
-            100.0 * p.weight,
-            p.hindcast_error.map_or(String::new(), |h| format!(", hindcast error {:.2} %", 100.0 * h)),
-            p.preset_at_last
-        );
+        let _ = writeln!(s, "prior      {}", p.summary());
     }
     let _ = writeln!(s, "asymptote  {:.4} ({pct:.0} % band {:.4} .. {:.4})", f.fit.asymptote_value(), f.fit.asymptote[0], f.fit.asymptote[1]);
     let _ = writeln!(s, "\n{:>14}  {:>8}  {pct:.0} % band", "tokens", "loss");

@@ -142,7 +142,6 @@ pub async fn forecast_run(State(state): State<AppState>, super::error::Id(id): s
         let s = &run.summary;
         match request.clone().with_run(s).resolve() {
             Ok(o) => (o, None),
-            Err(_) if s.n0.is_none() && s.rho.is_none() && s.l0.is_none() => (options, None),
             Err(e) => (options, Some(format!("no prior from the run's own inputs: field `{}`: {}", e.field, e.message))),
         }
     } else {
