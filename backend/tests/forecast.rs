@@ -104,6 +104,13 @@ fn every_format_gives_the_same_forecast_of_a_known_curve() {
     for (file, loss) in &got[1..] {
         assert!((loss - got[0].1).abs() < 1e-5, "{file}: {loss} vs trainer_state {}", got[0].1);
     }
+    // A constant schedule is the plain form: the same forecast, the schedule and its anneal in JSON.
+    let csv = path("log.csv");
+    let v = forecast_json(&["forecast", &csv, "--json", "--at", at, "--rule", "gap:0.1", "--tokens-per-step", &tps, "--schedule", "constant:1e12", "--anneal", "0"]);
+    assert!((v["points"][0]["loss"].as_f64().unwrap() - got[1].1).abs() < 1e-9, "{}", v["points"][0]);
+    assert_eq!(v["fit"]["schedule"]["decay"], "constant");
+    assert_eq!(v["fit"]["anneal"], 0.0);
+    assert!(v["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("follows the schedule constant")), "{}", v["notes"]);
     // The human view says the same.
     let out = p2law(&["forecast", &path("log.csv"), "--tokens-per-step", &tps, "--at", at]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -180,6 +187,10 @@ fn bad_logs_and_rules_exit_1_with_the_reason() {
     check(&["forecast", f, "--tokens-per-step", &tps, "--rule", "target:1.2"], &["state.json", "can never be met", "levels off at 1.7"]);
     check(&["forecast", f, "--tokens-per-step", &tps, "--rule", "speed:3"], &["--rule"]);
     check(&["forecast", f, "--tokens-per-step", &tps, "--at", "1e9,-5"], &["--at", "positive"]);
+    // A schedule that is not one, and an anneal without a schedule: the flag and the reason.
+    check(&["forecast", f, "--tokens-per-step", &tps, "--schedule", "step:1e9"], &["--schedule", "`step`", "cosine"]);
+    check(&["forecast", f, "--tokens-per-step", &tps, "--schedule", "cosine:1e9:1.5"], &["--schedule", "floor"]);
+    check(&["forecast", f, "--tokens-per-step", &tps, "--anneal", "0.05"], &["--anneal", "give the schedule"]);
     // No usable points.
     let empty = dir.path().join("empty.csv");
     std::fs::write(&empty, "step,loss\n10,3.0\n20,2.9\n").unwrap();

@@ -134,6 +134,15 @@ pub struct ForecastRequest {
     /// Loss before pruning. A stored run's own, when omitted.
     #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0))]
     pub l0: Option<f64>,
+    /// The run's learning-rate schedule, `KIND:TOTAL_TOKENS[:FLOOR[:WARMUP_TOKENS]]` (`cosine`,
+    /// `linear` or `constant`; the floor is the last rate over the peak, default 0): the forecast
+    /// then follows it.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^(cosine|linear|constant):[^:]+(:[^:]+){0,2}$"))]
+    pub schedule: Option<String>,
+    /// With a schedule: the anneal K (nats, the loss's drop from the peak rate to zero) from a
+    /// finished run of the same recipe (`fit.anneal` of its forecast).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
+    pub anneal: Option<f64>,
 }
 
 /// The band levels a forecast request may ask for.
@@ -170,7 +179,19 @@ impl ForecastRequest {
             return Err(field("at", format!("at most 1e30 tokens, got {t}")));
         }
         let prior = self.resolve_prior()?;
-        Ok(crate::forecast::ForecastOptions { at: self.at.clone(), rule, level, resamples, seed: self.seed.unwrap_or(d.seed), schedule: None, prior })
+        let shape = match &self.schedule {
+            None => None,
+            Some(t) => Some(t.parse::<crate::forecast::schedule::Shape>().map_err(|e| field("schedule", e))?),
+        };
+        if let Some(k) = self.anneal {
+            if shape.is_none() {
+                return Err(field("anneal", "the anneal is the loss's drop along a schedule: give the schedule too".into()));
+            }
+            if !(k.is_finite() && k >= 0.0) {
+                return Err(field("anneal", format!("a loss drop in nats, 0 or more, got {k}")));
+            }
+        }
+        Ok(crate::forecast::ForecastOptions { at: self.at.clone(), rule, level, resamples, seed: self.seed.unwrap_or(d.seed), schedule: None, prior, shape, anneal: self.anneal })
     }
 
     /// Fills the model inputs the request leaves out from a stored run's.
@@ -487,5 +508,25 @@ mod tests {
         assert_eq!((p.source.as_str(), p.inputs.rho), ("p2-study-depth", 0.35));
         let p = ForecastRequest { rho: Some(0.5), ..Default::default() }.with_run(&run).resolve().unwrap().prior.unwrap();
         assert_eq!(p.inputs.rho, 0.5);
+    }
+
+    #[test]
+    fn a_forecast_schedule_and_anneal_are_resolved_or_refused_by_field() {
+        let r = ForecastRequest { schedule: Some("linear:3e11:0.1:3.75e8".into()), anneal: Some(0.04), ..Default::default() };
+        let o = r.resolve().unwrap();
+        let s = o.shape.expect("a schedule");
+        assert_eq!((s.decay, s.total, s.floor, s.warmup), (crate::forecast::schedule::Decay::Linear, 3e11, 0.1, 3.75e8));
+        assert_eq!(o.anneal, Some(0.04));
+        let bad = |r: ForecastRequest| r.resolve().unwrap_err();
+        let e = bad(ForecastRequest { schedule: Some("step:1e9".into()), ..Default::default() });
+        assert!(e.field == "schedule" && e.message.contains("`step`"), "{e:?}");
+        let e = bad(ForecastRequest { anneal: Some(0.04), ..Default::default() });
+        assert!(e.field == "anneal" && e.message.contains("give the schedule"), "{e:?}");
+        let e = bad(ForecastRequest { schedule: Some("cosine:1e9".into()), anneal: Some(-1.0), ..Default::default() });
+        assert_eq!(e.field, "anneal");
+        // JSON carries both, and an unknown field is still refused.
+        let r: ForecastRequest = serde_json::from_str(r#"{"schedule": "cosine:2e9:0.1", "anneal": 0.05}"#).unwrap();
+        assert_eq!(r.resolve().unwrap().anneal, Some(0.05));
+        assert!(serde_json::from_str::<ForecastRequest>(r#"{"schedual": "cosine:2e9"}"#).is_err());
     }
 }

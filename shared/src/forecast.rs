@@ -16,28 +16,44 @@
 //!   per bootstrap curve. A curve the form follows well hindcasts well and keeps a narrow band;
 //!   one whose slope keeps changing (a decaying learning rate, a plateau) widens its own band.
 //!
+//! With a **known learning-rate schedule** ([`schedule`]: given with the log, since no log says
+//! what its rate will do) the form follows it: `c + a·(S(D)/S(D_ref))^-β + K·u(D)`, progress in
+//! the rate's area `S` and a loss excess `K·u` proportional to the rate `u` (relative to its
+//! peak), which a decay anneals away. A cosine or linear decay bends a healing curve down near its
+//! end, which no power of D follows and a prefix taken at the peak rate cannot show; the anneal
+//! `K` comes from a finished run of the same recipe, or from the log itself once its rate has
+//! fallen by [`MIN_ANNEAL_SPAN`] of the peak within the window, and the forecast says which (or
+//! that it has neither, and is then likely too high).
+//!
 //! With a **prior** ([`Prior`]: the P² preset of the run's method at its N0, ρ and L0) the
 //! forecast is a blend of two curves over the same window: the free fit above, and the prior's
-//! asymptote and exponent with the amplitude fitted to the window (the preset says where the
-//! curve levels off and how fast it bends; the run says how far above that it is now). Each gets
-//! the same hindcast, and they are weighted by the inverse square of their hindcast errors, so a
-//! prior that misjudges this run's slope loses its weight to the run's own fit, and a short or
-//! noisy window that the free fit extrapolates badly leans on the prior. The band's form error is
-//! the two-curve mixture's spread: each curve's own error, weighted, plus the spread between the
-//! curves, so that where they disagree the band says so.
+//! asymptote and exponent with the amplitude (and, when free, the anneal) fitted to the window
+//! (the preset says where the curve levels off and how fast it bends; the run says how far above
+//! that it is now). Each gets the same hindcast, and they are weighted by the inverse of their
+//! squared hindcast errors, each plus [`HINDCAST_TOLERANCE`] squared: a prior that misjudges this
+//! run's slope by far loses its weight to the run's own fit, a short or noisy window that the free
+//! fit extrapolates badly leans on the prior, and hindcasts that differ by less than the tolerance
+//! leave the blend near even (on the study's curves the two err on opposite sides, the free fit of
+//! an early window too steep a fall and the preset's curve too shallow, and unshrunk weights lost
+//! to an even blend at every cut of the validation). The
+//! band's form error is the two-curve mixture's spread: each curve's own error, from its own
+//! hindcast, weighted, plus the spread between the curves, so that where they disagree the band
+//! says so.
 //!
 //! The warnings ([`warnings`]) run on the whole log, and a non-finite loss cuts the forecast
 //! to the checkpoints before it.
 
 pub mod log;
 pub mod power;
+pub mod schedule;
 pub mod validation;
 pub mod warnings;
 
 use crate::bootstrap::percentile_interval;
 use crate::budget::{Rule, SLOPE_UNIT_TOKENS};
 use crate::law::{Features, Inputs, LawForm, TokensTerm};
-use power::{Bin, PowerFit};
+use power::{Anneal, Bin, Form, PowerFit};
+use schedule::Shape;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +67,16 @@ pub const MIN_BINS: usize = 5;
 pub const MIN_MODEL_ERROR: f64 = 1e-3;
 /// Tokens searched for a rule, beyond the last checkpoint.
 pub const MAX_RULE_FACTOR: f64 = 1e9;
+/// With a known schedule and no anneal given, the window's learning rate must span this much of
+/// its peak for the log to fit the anneal `K` itself.
+pub const MIN_ANNEAL_SPAN: f64 = 0.3;
+/// The prior's share of a forecast whose window is too short for hindcasts.
+pub const PRIOR_WEIGHT: f64 = 0.5;
+/// How well a hindcast's error is known (relative): the blend weighs the two curves by the
+/// inverse of their squared hindcast errors each plus this squared, so hindcasts that differ by
+/// less than about this are no evidence either way and leave the blend near even, while a prior
+/// whose hindcast misses by far more than the run's own fit still yields to it.
+pub const HINDCAST_TOLERANCE: f64 = 0.02;
 
 /// One checkpoint of a run's log.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -121,11 +147,17 @@ pub struct ForecastOptions {
     pub schedule: Option<Schedule>,
     /// The preset's curve for this run, blended in by hindcast (see the module's notes).
     pub prior: Option<Prior>,
+    /// The run's learning-rate schedule, past and ahead, when known: the forecast then follows it
+    /// ([`schedule`]).
+    pub shape: Option<Shape>,
+    /// The anneal `K` (nats: the loss's drop from the peak rate to zero), from a finished run of
+    /// the same recipe; without it the log fits `K` when its rate has moved enough.
+    pub anneal: Option<f64>,
 }
 
 impl Default for ForecastOptions {
     fn default() -> Self {
-        Self { at: Vec::new(), rule: None, level: 0.9, resamples: 400, seed: 0x5eed, schedule: None, prior: None }
+        Self { at: Vec::new(), rule: None, level: 0.9, resamples: 400, seed: 0x5eed, schedule: None, prior: None, shape: None, anneal: None }
     }
 }
 
@@ -304,7 +336,7 @@ impl Mix {
     }
 
     fn asymptote(&self) -> f64 {
-        self.blend(|f| f.c)
+        self.blend(PowerFit::limit)
     }
 
     /// Tokens at which the curve meets `rule`: the free fit's closed form, or on a blend a search
@@ -426,7 +458,36 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
     }
     let bins = power::bin(&usable);
     let w = window(&bins);
-    let fit = power::fit(w).ok_or_else(|| ForecastError::TooFew(format!("{} bins of checkpoints: too few distinct token counts to fit", bins.len())))?;
+    if let Some(s) = &o.shape {
+        s.check().map_err(|message| ForecastError::Invalid { field: "schedule", message })?;
+    }
+    if let Some(k) = o.anneal.filter(|k| !(k.is_finite() && *k >= 0.0)) {
+        return Err(ForecastError::Invalid { field: "anneal", message: format!("the anneal is a loss drop in nats, 0 or more, got {k}") });
+    }
+    // Along a schedule the window starts after the warm-up, whose rising rate is a regime of its
+    // own (the fit would read its fast early fall as an anneal).
+    let w = match o.shape {
+        Some(s) if s.warmup > 0.0 => {
+            let k = w.iter().position(|b| b.tokens >= s.warmup).unwrap_or(w.len());
+            if w.len() - k >= MIN_BINS.min(w.len()) { &w[k..] } else { &w[w.len().saturating_sub(MIN_BINS)..] }
+        }
+        _ => w,
+    };
+    // The form: with a schedule, its anneal given, fitted where the window's rate has moved
+    // enough to show it, or left out (said below).
+    let rate_span = o.shape.map_or(0.0, |s| {
+        let r: Vec<f64> = w.iter().map(|b| s.rate(b.tokens)).collect();
+        r.iter().copied().fold(f64::MIN, f64::max) - r.iter().copied().fold(f64::MAX, f64::min)
+    });
+    let form = Form {
+        schedule: o.shape,
+        anneal: o.shape.and(match o.anneal {
+            Some(k) => Some(Anneal::Fixed(k)),
+            None if rate_span >= MIN_ANNEAL_SPAN => Some(Anneal::Free),
+            None => None,
+        }),
+    };
+    let fit = power::fit_form(w, &form).ok_or_else(|| ForecastError::TooFew(format!("{} bins of checkpoints: too few distinct token counts to fit", bins.len())))?;
     let last_obs = eval[..cut].iter().rev().find(|p| p.tokens > 0.0).copied().expect("usable is not empty");
     let d_last = last_obs.tokens;
     let span = d_last / usable[0].0;
@@ -453,31 +514,32 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
     let mut at = o.at.clone();
     if at.is_empty() {
         at = vec![2.0 * d_last, 10.0 * d_last, 100.0 * d_last];
-        if let Some(t) = o.schedule.as_ref().and_then(|s| s.total_tokens).filter(|t| *t > d_last) {
+        if let Some(t) = o.shape.map(|s| s.total).or(o.schedule.as_ref().and_then(|s| s.total_tokens)).filter(|t| *t > d_last) {
             at.push(t);
         }
         at.sort_by(f64::total_cmp);
     }
 
-    let hc_free = hindcast(w, &fit, power::fit);
+    let hc_free = hindcast(w, &fit, |b| power::fit_form(b, &form));
     let floor = MIN_MODEL_ERROR.max(fit.rmse / fit.value(d_last));
     let mut notes = Vec::new();
-    // The prior: its asymptote and exponent, the amplitude fitted to the window, and its share by
-    // the two hindcasts (half each when the window is too short for one).
+    // The prior: its asymptote and exponent, the amplitude fitted to the window, its share by
+    // the two hindcasts shrunk toward even (see HINDCAST_TOLERANCE), or even when the window is
+    // too short for them.
     let term = o.prior.as_ref().and_then(Prior::term);
     if let (Some(p), None) = (&o.prior, &term) {
         notes.push(format!("the prior {} has no falling token term at this run's inputs: the forecast is the run's own fit alone", p.source));
     }
-    let anchor = |bins: &[Bin]| term.and_then(|t| power::fit_amplitude(bins, t.asymptote, t.beta));
+    let anchor = |bins: &[Bin]| term.and_then(|t| power::fit_amplitude(bins, t.asymptote, t.beta, &form));
     let anchored = anchor(w);
     let hc_prior = anchored.and_then(|_| hindcast(w, &fit, anchor));
     let weight = match (anchored, hc_free, hc_prior) {
         (None, ..) => 0.0,
         (Some(_), Some((ef, _)), Some((ea, _))) => {
-            let (ef, ea) = (ef.max(floor), ea.max(floor));
-            ef * ef / (ef * ef + ea * ea)
+            let (ef, ea, t) = (ef.max(floor), ea.max(floor), HINDCAST_TOLERANCE);
+            (ef * ef + t * t) / (ef * ef + ea * ea + 2.0 * t * t)
         }
-        (Some(_), ..) => 0.5,
+        (Some(_), ..) => PRIOR_WEIGHT,
     };
     let mix = Mix { fit, prior: anchored.map(|a| (a, weight)) };
     // The form's error at `d` (log scale): each curve's own, grown from its hindcast, and on a
@@ -506,7 +568,7 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
         }
         let star: Vec<Bin> = w.iter().zip(&r).map(|(b, e)| Bin { loss: fit.value(b.tokens) + e, ..*b }).collect();
         let z = normal(&mut rng);
-        let Some(f) = power::fit(&star) else { continue };
+        let Some(f) = power::fit_form(&star, &form) else { continue };
         let f = Mix { fit: f, prior: mix.prior.map(|(_, w)| (anchor(&star).unwrap_or(f), w)) };
         asym.push(f.asymptote());
         for (k, &d) in at.iter().enumerate() {
@@ -563,7 +625,10 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
             Some(RuleForecast { rule: rule.to_string(), tokens, lo: lo.map(|v| v.min(tokens.unwrap_or(v))), hi: if open { None } else { hi }, progress: tokens.map(|t| d_last / t) })
         }
     };
-    notes.extend(schedule_notes(o.schedule.as_ref(), d_last));
+    match (o.shape, form.anneal) {
+        (None, _) => notes.extend(schedule_notes(o.schedule.as_ref(), d_last)),
+        (Some(s), anneal) => notes.push(shape_note(&s, anneal, fit.anneal, rate_span, d_last, at.iter().copied().fold(d_last, f64::max))),
+    }
     let prior = match (&o.prior, mix.prior) {
         (Some(p), Some((curve, weight))) => {
             notes.push(format!(
@@ -593,7 +658,11 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
         last: ForecastPoint { tokens: d_last, loss: last_obs.loss, lo: last_obs.loss, hi: last_obs.loss },
         last_step: last_obs.step,
         fit: ForecastFit {
-            form: if prior.is_some() { "c + a·(D/d_ref)^-beta, blended with the prior's curve".into() } else { "c + a·(D/d_ref)^-beta".into() },
+            form: format!(
+                "{}{}",
+                if o.shape.is_some() { "c + a·(S(D)/S(d_ref))^-beta + K·u(D) along the schedule" } else { "c + a·(D/d_ref)^-beta" },
+                if prior.is_some() { ", blended with the prior's curve" } else { "" }
+            ),
             curve: fit,
             asymptote,
             checkpoints: usable.len(),
@@ -634,6 +703,21 @@ fn first_crossing_to(from: f64, top: f64, g: impl Fn(f64) -> f64) -> Option<f64>
         if g(mid.exp()) <= 0.0 { hi = mid } else { lo = mid }
     }
     Some(hi.exp())
+}
+
+/// What the forecast made of a known schedule: its anneal, given, fitted or missing.
+fn shape_note(s: &Shape, anneal: Option<Anneal>, k: f64, span: f64, d_last: f64, d_far: f64) -> String {
+    let (now, ahead) = (s.rate(d_last), s.rate(d_far));
+    let follows = format!("the forecast follows the schedule {s} (rate now {:.0} % of its peak, {:.0} % at {d_far:.3e} tokens)", 100.0 * now, 100.0 * ahead);
+    match anneal {
+        Some(Anneal::Fixed(_)) => format!("{follows}, with the anneal K = {k:.4} given"),
+        Some(Anneal::Free) => format!("{follows}, with the anneal K = {k:.4} fitted from the log (its rate spans {:.0} % of the peak in the window)", 100.0 * span),
+        None if now - ahead > 0.05 => format!(
+            "{follows}; the loss's drop as the rate decays (the anneal K) is not known from this log, whose rate spans only {:.0} % of the peak in the window: the forecast leaves it out and is likely too high once the rate falls (give the anneal of a finished run of the same recipe: `fit.anneal` of its forecast)",
+            100.0 * span
+        ),
+        None => follows,
+    }
 }
 
 /// What the logged learning rate says about the forecast.

@@ -173,6 +173,20 @@ pub struct Recipe {
     pub seed: u64,
 }
 
+impl Recipe {
+    /// The learning-rate schedule in tokens: the lab's linear warm-up, then cosine decay from
+    /// `peak_lr` to `min_lr` at the last step.
+    pub fn schedule(&self) -> crate::forecast::schedule::Shape {
+        let tps = self.tokens as f64 / self.steps.max(1) as f64;
+        crate::forecast::schedule::Shape {
+            decay: crate::forecast::schedule::Decay::Cosine,
+            total: self.steps as f64 * tps,
+            floor: if self.peak_lr > 0.0 { self.min_lr / self.peak_lr } else { 0.0 },
+            warmup: self.warmup_steps as f64 * tps,
+        }
+    }
+}
+
 /// How converged a parent is: its held-out loss pretrained on half its tokens (a run of its own,
 /// with its own schedule) and on all of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

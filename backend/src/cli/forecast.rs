@@ -6,6 +6,7 @@ use p2law_shared::api::ForecastRequest;
 use p2law_shared::budget::Rule;
 use p2law_shared::forecast::validation::{self, Series};
 use p2law_shared::forecast::log::{self, LogChoice, RunLog};
+use p2law_shared::forecast::schedule::{Decay, Shape};
 use p2law_shared::forecast::{Forecast, ForecastOptions};
 use p2law_shared::logs::{self, Format, LogOptions};
 use std::path::{Path, PathBuf};
@@ -78,6 +79,15 @@ pub struct ForecastArgs {
     /// Loss before pruning (on the metric forecast), for the prior.
     #[arg(long)]
     pub l0: Option<f64>,
+    /// The run's learning-rate schedule, past and ahead: `KIND:TOTAL_TOKENS[:FLOOR[:WARMUP_TOKENS]]`
+    /// with KIND `cosine`, `linear` or `constant` and FLOOR the last rate over the peak (default
+    /// 0), e.g. `cosine:2.1e10:0.1:2e8`. The forecast then follows the rate's decay.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// With `--schedule`: the anneal K, the loss's drop from the peak rate to zero (nats), from a
+    /// finished run of the same recipe (`fit.anneal` in its `--json`).
+    #[arg(long)]
+    pub anneal: Option<f64>,
 }
 
 impl ForecastArgs {
@@ -94,6 +104,8 @@ impl ForecastArgs {
             n0: self.n0,
             rho: self.rho,
             l0: self.l0,
+            schedule: self.schedule.clone(),
+            anneal: self.anneal,
         };
         request.resolve().map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.message))
     }
@@ -160,11 +172,13 @@ pub fn render(run: &RunLog, f: &Forecast) -> String {
     let _ = writeln!(s, "now        loss {:.4}", f.last.loss);
     let _ = writeln!(
         s,
-        "fit        L = {:.4} + {:.4}·(D/{:.3e})^-{:.3}   ({} of {} bins, {:.3e}..{:.3e} tokens, RMSE {:.4}{})",
+        "fit        L = {:.4} + {:.4}·({}/{:.3e})^-{:.3}{}   ({} of {} bins, {:.3e}..{:.3e} tokens, RMSE {:.4}{})",
         c.c,
         c.a,
-        c.d_ref,
+        if c.schedule.is_some() { "S(D)" } else { "D" },
+        if c.schedule.is_some() { c.schedule.map_or(c.d_ref, |s| s.area(c.d_ref)) } else { c.d_ref },
         c.beta,
+        if c.schedule.is_some() { format!(" + {:.4}·u(D)", c.anneal) } else { String::new() },
         f.fit.window_bins,
         f.fit.bins,
         f.fit.window[0],
@@ -234,7 +248,8 @@ pub fn validation_series(paths: &[PathBuf]) -> Result<Vec<Series>> {
                     let o = LogOptions { tokens_per_step: Some(2_097_152.0), metric: Some("train/lm_loss".into()), ..Default::default() };
                     let log = logs::canonical::parse_csv(&name, &text, &o)?;
                     for c in log.curves {
-                        out.push(Series { group: "pythia-70m train".into(), name: "pythia-70m".into(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect(), baseline: None });
+                        let points = c.points.iter().map(|p| (p.tokens, p.loss)).collect();
+                        out.push(Series { group: "pythia-70m train".into(), name: "pythia-70m".into(), points, baseline: None, schedule: Some(PYTHIA_SCHEDULE), anneal: None });
                     }
                 }
                 Some("colpret_opt_trajectories.csv") => out.extend(opt_trajectories(&name, &text)?),
@@ -243,14 +258,15 @@ pub fn validation_series(paths: &[PathBuf]) -> Result<Vec<Series>> {
                     // preset-alone baseline, each curve predicted by its method's preset refitted
                     // without its parent.
                     let manifest = f.with_file_name("manifest.json");
-                    let (curves, mut baselines) = if manifest.exists() {
+                    let (curves, mut baselines, schedules) = if manifest.exists() {
                         let mname = manifest.display().to_string();
                         let mtext = std::fs::read_to_string(&manifest).with_context(|| format!("reading {mname}"))?;
                         let data = p2law_shared::study::StudyData::parse(&name, &text, &mname, &mtext)?;
                         let baselines = validation::study_baselines(&data);
-                        (data.curves, baselines)
+                        let schedules = validation::study_schedules(&data);
+                        (data.curves, baselines, schedules)
                     } else {
-                        (logs::canonical::parse_csv(&name, &text, &LogOptions::default())?.curves, Default::default())
+                        (logs::canonical::parse_csv(&name, &text, &LogOptions::default())?.curves, Default::default(), Default::default())
                     };
                     for c in curves {
                         let group = match c.method.as_deref() {
@@ -259,7 +275,8 @@ pub fn validation_series(paths: &[PathBuf]) -> Result<Vec<Series>> {
                             None => "curves".to_string(),
                         };
                         let baseline = baselines.remove(&c.run);
-                        out.push(Series { group, name: c.run.clone(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect(), baseline });
+                        let (schedule, anneal) = schedules.get(&c.run).map_or((None, None), |&(s, k)| (Some(s), Some(k)));
+                        out.push(Series { group, name: c.run.clone(), points: c.points.iter().map(|p| (p.tokens, p.loss)).collect(), baseline, schedule, anneal });
                     }
                 }
             }
@@ -267,6 +284,16 @@ pub fn validation_series(paths: &[PathBuf]) -> Result<Vec<Series>> {
     }
     Ok(out)
 }
+
+/// Pythia-70M's schedule (the Pythia paper, arXiv 2304.01373, and its GPT-NeoX configs): warm-up
+/// over 1 % of 143 000 steps of 2 097 152 tokens, then cosine decay to a tenth of the peak at the
+/// last step.
+const PYTHIA_SCHEDULE: Shape = Shape { decay: Decay::Cosine, total: 143_000.0 * 2_097_152.0, floor: 0.1, warmup: 1_430.0 * 2_097_152.0 };
+
+/// OPT's schedule (Zhang et al. 2022, arXiv 2205.01068, §2.2): warm-up over the first 375 M
+/// tokens (2 000 steps for 175B), then linear decay to a tenth of the peak over 300 B tokens.
+/// OPT-175B's rate was also lowered by hand mid-run (its logbook), which this does not follow.
+const OPT_SCHEDULE: Shape = Shape { decay: Decay::Linear, total: 300e9, floor: 0.1, warmup: 375e6 };
 
 /// OPT's checkpoints: `log10` tokens and perplexity, one curve per size; loss = ln perplexity.
 fn opt_trajectories(name: &str, text: &str) -> Result<Vec<Series>> {
@@ -282,7 +309,7 @@ fn opt_trajectories(name: &str, text: &str) -> Result<Vec<Series>> {
         let s = r.get(size).unwrap_or_default().to_string();
         match by.iter_mut().find(|x| x.name == format!("opt-{s}")) {
             Some(x) => x.points.push((t, l)),
-            None => by.push(Series { group: "opt eval".into(), name: format!("opt-{s}"), points: vec![(t, l)], baseline: None }),
+            None => by.push(Series { group: "opt eval".into(), name: format!("opt-{s}"), points: vec![(t, l)], baseline: None, schedule: Some(OPT_SCHEDULE), anneal: None }),
         }
     }
     for s in &mut by {
@@ -302,6 +329,10 @@ fn validate(paths: &[PathBuf], f: &ForecastArgs, json: bool) -> Result<()> {
     }
     println!("Forecast of each curve's final loss from its first 10 %, 20 % and 40 % of tokens ({} curves); |error| relative; band {:.0} %.", series.len(), 100.0 * v.level);
     println!("Plain: least squares of c + a·D^-β on the same prefix (every checkpoint, unbinned, no window).");
+    println!(
+        "Schedules: each study curve follows its unit's recipe (cosine to a tenth), with the anneal K fitted on the other parents' whole curves; \
+         Pythia-70M and OPT follow their published schedules, with no anneal known beforehand (the log fits its own once its rate has fallen enough)."
+    );
     println!(
         "Preset: the study's P² preset of the curve's method refitted without the curve's parent (leave one parent out), from N0, ρ and L0 alone; \
          only where a preset covers the curve (the study's pruned curves, each by its method's preset; n: how many).\n"

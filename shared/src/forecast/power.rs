@@ -4,10 +4,15 @@
 //! golden-section polish between the best grid point's neighbours) and has no starting point to
 //! get wrong.
 //!
+//! With a known learning-rate schedule ([`Form`], [`super::schedule`]) the same search fits
+//! `c + a·(S(D)/S(D_ref))^-β + K·u(D)`: for each β a bounded linear least squares in `c`, `a`
+//! and, when it is fitted, `K`.
+//!
 //! Checkpoints are first averaged into bins of equal width in `ln D` ([`bin`]), so that a
 //! per-step training log (Pythia logs 143 000 steps) neither swamps the early decades nor costs a
 //! bootstrap its time, and every decade of tokens weighs the same.
 
+use super::schedule::Shape;
 use crate::budget::{Rule, SLOPE_UNIT_TOKENS};
 use serde::{Deserialize, Serialize};
 
@@ -49,11 +54,51 @@ pub fn bin(points: &[(f64, f64)]) -> Vec<Bin> {
     bins.into_iter().map(|(_, ln_d, l, n)| Bin { tokens: (ln_d / n as f64).exp(), loss: l / n as f64, count: n }).collect()
 }
 
-/// A fitted `c + a·(D/d_ref)^-β`.
+/// How the fit treats the learning rate: as constant (no schedule: progress in tokens), or as a
+/// known [`Shape`] (progress in the rate's area, and a loss excess `K·u(D)` proportional to the
+/// rate, `K` given or fitted).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Form {
+    pub schedule: Option<Shape>,
+    /// With a schedule: `K` given (`Some(Fixed)`), fitted (`Some(Free)`), or left out (`None`).
+    pub anneal: Option<Anneal>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Anneal {
+    Fixed(f64),
+    Free,
+}
+
+impl Form {
+    pub const PLAIN: Form = Form { schedule: None, anneal: None };
+
+    fn x(&self, d: f64) -> f64 {
+        self.schedule.map_or(d, |s| s.area(d))
+    }
+
+    fn u(&self, d: f64) -> f64 {
+        self.schedule.map_or(0.0, |s| s.rate(d))
+    }
+
+    fn fixed_anneal(&self) -> f64 {
+        match (self.schedule, self.anneal) {
+            (Some(_), Some(Anneal::Fixed(k))) => k,
+            _ => 0.0,
+        }
+    }
+
+    fn free_anneal(&self) -> bool {
+        self.schedule.is_some() && self.anneal == Some(Anneal::Free)
+    }
+}
+
+/// A fitted `c + a·(S(D)/S(d_ref))^-β + K·u(D)`: with no schedule `S(D) = D` and `K = 0`, the
+/// plain `c + a·(D/d_ref)^-β`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PowerFit {
-    /// The asymptote: the loss as `D → ∞`.
+    /// The asymptote at a rate of zero (with no schedule, the loss as `D → ∞`).
     pub c: f64,
     /// The reducible loss at `D = d_ref`.
     pub a: f64,
@@ -62,25 +107,58 @@ pub struct PowerFit {
     pub d_ref: f64,
     /// Root mean square residual over the bins fitted, in loss units.
     pub rmse: f64,
+    /// `K`: the loss's excess at the peak rate, which a decay to zero anneals away (nats; 0
+    /// without a schedule).
+    #[serde(default)]
+    pub anneal: f64,
+    /// The learning-rate schedule the curve follows, when it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Shape>,
 }
 
 impl PowerFit {
-    pub fn value(&self, d: f64) -> f64 {
-        self.c + self.a * (d / self.d_ref).powf(-self.beta)
+    fn form(&self) -> Form {
+        Form { schedule: self.schedule, anneal: None }
     }
 
-    /// `dL/dD` at `d` (never positive).
+    pub fn value(&self, d: f64) -> f64 {
+        let f = self.form();
+        self.c + self.a * (f.x(d) / f.x(self.d_ref)).powf(-self.beta) + self.anneal * f.u(d)
+    }
+
+    /// The loss as `D → ∞`: the asymptote plus what is left of the excess at the schedule's last
+    /// rate.
+    pub fn limit(&self) -> f64 {
+        self.c + self.anneal * self.schedule.map_or(0.0, |s| s.end_rate())
+    }
+
+    /// `dL/dD` at `d`.
     pub fn slope(&self, d: f64) -> f64 {
-        -self.a * self.beta / d * (d / self.d_ref).powf(-self.beta)
+        let f = self.form();
+        let (x, dx) = (f.x(d), self.schedule.map_or(1.0, |s| s.rate(d)));
+        -self.a * self.beta / x * dx * (x / f.x(self.d_ref)).powf(-self.beta) + self.anneal * self.schedule.map_or(0.0, |s| s.rate_slope(d))
     }
 
     /// Tokens at which the reducible part `a·(D/d_ref)^-β` equals `gap`; `None` if it never does.
     pub fn tokens_for_gap(&self, gap: f64) -> Option<f64> {
+        if self.schedule.is_some() {
+            return self.tokens_for(Rule::Gap(gap));
+        }
         (self.a > 0.0 && gap > 0.0).then(|| self.d_ref * (self.a / gap).powf(1.0 / self.beta)).filter(|d| d.is_finite())
     }
 
-    /// Tokens at which the curve meets `rule` (closed form), or `None` if it never does.
+    /// Tokens at which the curve meets `rule` (closed form without a schedule, a search along
+    /// the schedule with one), or `None` if it never does.
     pub fn tokens_for(&self, rule: Rule) -> Option<f64> {
+        if self.schedule.is_some() {
+            let (from, top) = (self.d_ref / super::MAX_RULE_FACTOR, self.d_ref * super::MAX_RULE_FACTOR);
+            let limit = self.limit();
+            return match rule {
+                Rule::Gap(eps) => super::first_crossing_to(from, top, |d| self.value(d) - limit - eps),
+                Rule::Slope(tau) => super::first_crossing_to(from, top, |d| -self.slope(d) - tau / SLOPE_UNIT_TOKENS),
+                Rule::Target(l) => (l > limit).then(|| super::first_crossing_to(from, top, |d| self.value(d) - l)).flatten(),
+            };
+        }
         match rule {
             Rule::Gap(eps) => self.tokens_for_gap(eps),
             Rule::Slope(tau) => self.tokens_for_slope(tau / SLOPE_UNIT_TOKENS),
@@ -90,6 +168,9 @@ impl PowerFit {
 
     /// Tokens at which the loss falls slower than `rate` per token (`rate > 0`).
     pub fn tokens_for_slope(&self, rate: f64) -> Option<f64> {
+        if self.schedule.is_some() {
+            return self.tokens_for(Rule::Slope(rate * SLOPE_UNIT_TOKENS));
+        }
         // a β / d_ref · (D/d_ref)^-(β+1) = rate
         (self.a > 0.0 && rate > 0.0)
             .then(|| self.d_ref * (self.a * self.beta / (self.d_ref * rate)).powf(1.0 / (self.beta + 1.0)))
@@ -97,52 +178,115 @@ impl PowerFit {
     }
 }
 
-/// Best `(c, a, ssr)` for a fixed β, with `c >= 0` and `a >= 0`.
-fn solve(bins: &[Bin], d_ref: f64, beta: f64) -> (f64, f64, f64) {
-    let n = bins.len() as f64;
-    let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
-    for b in bins {
-        let x = (b.tokens / d_ref).powf(-beta);
-        sx += x;
-        sy += b.loss;
-        sxx += x * x;
-        sxy += x * b.loss;
+/// Least squares `y ≈ Σ θ_j col_j` with every `θ_j >= 0`, for up to 3 columns: the best feasible
+/// solution over every subset of free columns (a convex problem's optimum lies on one face), by
+/// the normal equations. Returns `θ` (0 for columns left out) and the sum of squared residuals.
+fn nonneg_lsq(cols: &[&[f64]], y: &[f64]) -> (Vec<f64>, f64) {
+    let k = cols.len();
+    let ssr = |theta: &[f64]| -> f64 { (0..y.len()).map(|i| (y[i] - (0..k).map(|j| theta[j] * cols[j][i]).sum::<f64>()).powi(2)).sum() };
+    let mut best = (vec![0.0; k], y.iter().map(|v| v * v).sum::<f64>());
+    for mask in 1u32..(1 << k) {
+        let idx: Vec<usize> = (0..k).filter(|j| mask & (1 << j) != 0).collect();
+        let m = idx.len();
+        // Normal equations G θ = b, by Gaussian elimination with partial pivoting.
+        let mut g = vec![vec![0.0; m + 1]; m];
+        for (r, &jr) in idx.iter().enumerate() {
+            for (c, &jc) in idx.iter().enumerate() {
+                g[r][c] = (0..y.len()).map(|i| cols[jr][i] * cols[jc][i]).sum();
+            }
+            g[r][m] = (0..y.len()).map(|i| cols[jr][i] * y[i]).sum();
+        }
+        let scale = (0..m).map(|r| g[r][r].abs()).fold(0.0, f64::max);
+        let mut ok = scale > 0.0;
+        for p in 0..m {
+            if !ok {
+                break;
+            }
+            let piv = (p..m).max_by(|&a, &b| g[a][p].abs().total_cmp(&g[b][p].abs())).unwrap_or(p);
+            g.swap(p, piv);
+            if g[p][p].abs() <= 1e-12 * scale {
+                ok = false;
+                break;
+            }
+            let (upper, lower) = g.split_at_mut(p + 1);
+            let pivot = &upper[p];
+            for row in lower.iter_mut() {
+                let f = row[p] / pivot[p];
+                for (x, y) in row[p..].iter_mut().zip(&pivot[p..]) {
+                    *x -= f * y;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let mut sol = vec![0.0; m];
+        for r in (0..m).rev() {
+            sol[r] = (g[r][m] - (r + 1..m).map(|c| g[r][c] * sol[c]).sum::<f64>()) / g[r][r];
+        }
+        if sol.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+            continue;
+        }
+        let mut theta = vec![0.0; k];
+        for (s, &j) in sol.iter().zip(&idx) {
+            theta[j] = *s;
+        }
+        let s = ssr(&theta);
+        if s < best.1 {
+            best = (theta, s);
+        }
     }
-    let det = n * sxx - sx * sx;
-    let (mut c, mut a) = if det.abs() > 1e-300 { ((sxx * sy - sx * sxy) / det, (n * sxy - sx * sy) / det) } else { (sy / n, 0.0) };
-    if a < 0.0 {
-        a = 0.0;
-        c = sy / n;
+    best
+}
+
+/// Best `(c, a, K, ssr)` for a fixed β under `form`, every coefficient `>= 0`.
+fn solve(bins: &[Bin], d_ref: f64, beta: f64, form: &Form) -> (f64, f64, f64, f64) {
+    let x_ref = form.x(d_ref);
+    let k_fixed = form.fixed_anneal();
+    let ones = vec![1.0; bins.len()];
+    let x: Vec<f64> = bins.iter().map(|b| (form.x(b.tokens) / x_ref).powf(-beta)).collect();
+    let y: Vec<f64> = bins.iter().map(|b| b.loss - k_fixed * form.u(b.tokens)).collect();
+    if form.free_anneal() {
+        let u: Vec<f64> = bins.iter().map(|b| form.u(b.tokens)).collect();
+        let (t, s) = nonneg_lsq(&[&ones, &x, &u], &y);
+        (t[0], t[1], t[2], s)
+    } else {
+        let (t, s) = nonneg_lsq(&[&ones, &x], &y);
+        (t[0], t[1], k_fixed, s)
     }
-    if c < 0.0 {
-        c = 0.0;
-        a = if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };
-    }
-    let ssr = bins.iter().map(|b| (c + a * (b.tokens / d_ref).powf(-beta) - b.loss).powi(2)).sum();
-    (c, a, ssr)
 }
 
 /// The amplitude alone, for an asymptote `c` and exponent `beta` given (a prior's): the least
-/// squares `a >= 0` of `c + a·(D/d_ref)^-β` over the bins (at least 2), `d_ref` their last.
-pub fn fit_amplitude(bins: &[Bin], c: f64, beta: f64) -> Option<PowerFit> {
+/// squares `a >= 0` of `c + a·(S(D)/S(d_ref))^-β` (plus the form's anneal term, fitted `>= 0`
+/// with `a` when it is free) over the bins (at least 2), `d_ref` their last.
+pub fn fit_amplitude(bins: &[Bin], c: f64, beta: f64, form: &Form) -> Option<PowerFit> {
     let d_ref = bins.last()?.tokens;
     if bins.len() < 2 || !(c.is_finite() && beta.is_finite() && beta > 0.0) {
         return None;
     }
-    let (mut sxx, mut sxy) = (0.0, 0.0);
-    for b in bins {
-        let x = (b.tokens / d_ref).powf(-beta);
-        sxx += x * x;
-        sxy += x * (b.loss - c);
-    }
-    let a = (sxy / sxx).max(0.0);
-    let ssr: f64 = bins.iter().map(|b| (c + a * (b.tokens / d_ref).powf(-beta) - b.loss).powi(2)).sum();
-    let fit = PowerFit { c, a, beta, d_ref, rmse: (ssr / bins.len() as f64).sqrt() };
+    let x_ref = form.x(d_ref);
+    let k_fixed = form.fixed_anneal();
+    let x: Vec<f64> = bins.iter().map(|b| (form.x(b.tokens) / x_ref).powf(-beta)).collect();
+    let y: Vec<f64> = bins.iter().map(|b| b.loss - c - k_fixed * form.u(b.tokens)).collect();
+    let (a, anneal, ssr) = if form.free_anneal() {
+        let u: Vec<f64> = bins.iter().map(|b| form.u(b.tokens)).collect();
+        let (t, s) = nonneg_lsq(&[&x, &u], &y);
+        (t[0], t[1], s)
+    } else {
+        let (t, s) = nonneg_lsq(&[&x], &y);
+        (t[0], k_fixed, s)
+    };
+    let fit = PowerFit { c, a, beta, d_ref, rmse: (ssr / bins.len() as f64).sqrt(), anneal, schedule: form.schedule };
     fit.a.is_finite().then_some(fit)
 }
 
-/// Fits the bins (at least 3, tokens ascending and positive).
+/// Fits the plain form to the bins (at least 3, tokens ascending and positive).
 pub fn fit(bins: &[Bin]) -> Option<PowerFit> {
+    fit_form(bins, &Form::PLAIN)
+}
+
+/// Fits `form` to the bins (at least 3, tokens ascending and positive).
+pub fn fit_form(bins: &[Bin], form: &Form) -> Option<PowerFit> {
     let d_ref = bins.last()?.tokens;
     if bins.len() < 3 {
         return None;
@@ -150,12 +294,12 @@ pub fn fit(bins: &[Bin]) -> Option<PowerFit> {
     const GRID: usize = 120;
     let [lo, hi] = BETA_RANGE;
     let beta_at = |i: usize| lo * (hi / lo).powf(i as f64 / (GRID - 1) as f64);
-    let ssr: Vec<f64> = (0..GRID).map(|i| solve(bins, d_ref, beta_at(i)).2).collect();
+    let ssr: Vec<f64> = (0..GRID).map(|i| solve(bins, d_ref, beta_at(i), form).3).collect();
     let best = (0..GRID).min_by(|&i, &j| ssr[i].total_cmp(&ssr[j]))?;
     // Golden-section search on ln β between the neighbours of the best grid point.
     let (mut a, mut b) = (beta_at(best.saturating_sub(1)).ln(), beta_at((best + 1).min(GRID - 1)).ln());
     let g = 0.5 * (5f64.sqrt() - 1.0);
-    let f = |lb: f64| solve(bins, d_ref, lb.exp()).2;
+    let f = |lb: f64| solve(bins, d_ref, lb.exp(), form).3;
     let (mut x1, mut x2) = (b - g * (b - a), a + g * (b - a));
     let (mut f1, mut f2) = (f(x1), f(x2));
     for _ in 0..40 {
@@ -174,8 +318,8 @@ pub fn fit(bins: &[Bin]) -> Option<PowerFit> {
         }
     }
     let beta = if f1.min(f2) <= ssr[best] { if f1 <= f2 { x1.exp() } else { x2.exp() } } else { beta_at(best) };
-    let (c, amp, s) = solve(bins, d_ref, beta);
-    let fit = PowerFit { c, a: amp, beta, d_ref, rmse: (s / bins.len() as f64).sqrt() };
+    let (c, amp, anneal, s) = solve(bins, d_ref, beta, form);
+    let fit = PowerFit { c, a: amp, beta, d_ref, rmse: (s / bins.len() as f64).sqrt(), anneal, schedule: form.schedule };
     (fit.c.is_finite() && fit.a.is_finite()).then_some(fit)
 }
 
@@ -214,17 +358,17 @@ mod tests {
     fn the_amplitude_alone_is_recovered_given_asymptote_and_exponent() {
         let ds: Vec<f64> = (0..12).map(|i| 1e4 * 10f64.powf(i as f64 / 6.0)).collect();
         let bins = curve(1.7, 0.4, 0.33, &ds);
-        let f = fit_amplitude(&bins, 1.7, 0.33).expect("fits");
+        let f = fit_amplitude(&bins, 1.7, 0.33, &Form::PLAIN).expect("fits");
         assert!((f.value(3e7) - (1.7 + 0.4 * 30f64.powf(-0.33))).abs() < 1e-9, "{f:?}");
         assert!(f.rmse < 1e-12);
         // A wrong exponent still passes through the data's level, at a least-squares amplitude:
         // by hand, a = Σ x (y - c) / Σ x².
-        let g = fit_amplitude(&bins, 1.7, 0.5).unwrap();
+        let g = fit_amplitude(&bins, 1.7, 0.5, &Form::PLAIN).unwrap();
         let x: Vec<f64> = ds.iter().map(|d| (d / ds[11]).powf(-0.5)).collect();
         let a = x.iter().zip(&bins).map(|(x, b)| x * (b.loss - 1.7)).sum::<f64>() / x.iter().map(|x| x * x).sum::<f64>();
         assert!((g.a - a).abs() < 1e-12);
-        assert_eq!(fit_amplitude(&bins[..1], 1.7, 0.33), None);
-        assert_eq!(fit_amplitude(&bins, f64::NAN, 0.33), None);
+        assert_eq!(fit_amplitude(&bins[..1], 1.7, 0.33, &Form::PLAIN), None);
+        assert_eq!(fit_amplitude(&bins, f64::NAN, 0.33, &Form::PLAIN), None);
     }
 
     #[test]

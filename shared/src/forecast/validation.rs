@@ -13,6 +13,7 @@
 //! evaluation curve logged a few times a decade, the mean of the last steps of a per-step
 //! training log, whose single last value is mostly noise.
 
+use super::schedule::Shape;
 use super::{ForecastOptions, Obs, Prior, forecast, median, power};
 use crate::law::Inputs;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,11 @@ pub struct Series {
     /// The preset's curve from the curve's inputs alone, where a preset covers it: the forecast's
     /// prior and the preset-alone baseline.
     pub baseline: Option<Prior>,
+    /// The curve's learning-rate schedule, when its recipe states one.
+    pub schedule: Option<Shape>,
+    /// The anneal `K` of finished runs of the same recipe (for a study curve: of the other
+    /// parents' curves, [`study_schedules`]).
+    pub anneal: Option<f64>,
 }
 
 /// One forecast of one curve from one cut.
@@ -95,7 +101,7 @@ pub fn validate(series: &[Series], fractions: &[f64], options: &ForecastOptions)
         for &f in fractions {
             let prefix: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.0 <= f * t_end).collect();
             let obs: Vec<Obs> = prefix.iter().map(|&(tokens, loss)| Obs { tokens, loss, step: None }).collect();
-            let o = ForecastOptions { at: vec![t_final], rule: None, prior: s.baseline.clone(), ..options.clone() };
+            let o = ForecastOptions { at: vec![t_final], rule: None, prior: s.baseline.clone(), shape: s.schedule, anneal: s.schedule.and(s.anneal), ..options.clone() };
             match forecast(&obs, None, &o) {
                 Ok(fc) => {
                     let p = fc.points[0];
@@ -177,6 +183,37 @@ pub fn study_baselines(data: &crate::study::StudyData) -> BTreeMap<String, Prior
                 out.insert(c.run, Prior { source, law, params: fit.params.clone(), inputs: Inputs { n0, rho, l0: c.l0, tokens: 1.0 }, caveat: preset.report.degeneracy() });
             }
         }
+    }
+    out
+}
+
+/// Every study curve's schedule (its unit's post-training recipe) and anneal, by run: the anneal
+/// `K` is the median of those fitted (the schedule-aware form with `K` free, on the checkpoints
+/// the study's fits use) to the whole pruned curves of the *other* parents, so that no curve's own
+/// end informs its forecast, as a user's finished run of the same recipe would inform the next.
+pub fn study_schedules(data: &crate::study::StudyData) -> BTreeMap<String, (Shape, f64)> {
+    use crate::study::analysis::FIT_MIN_TOKENS;
+    let shapes: BTreeMap<&str, Shape> = data.manifest.units.iter().map(|u| (u.run.as_str(), u.post_train.schedule())).collect();
+    // (parent N0, K) of every pruned curve.
+    let fitted: Vec<(u64, f64)> = data
+        .curves
+        .iter()
+        .filter(|c| c.rho.is_some_and(|r| r > 0.0))
+        .filter_map(|c| {
+            let shape = *shapes.get(c.run.as_str())?;
+            let pts: Vec<(f64, f64)> = c.points.iter().filter(|p| p.tokens >= FIT_MIN_TOKENS && p.loss.is_finite()).map(|p| (p.tokens, p.loss)).collect();
+            let f = power::fit_form(&power::bin(&pts), &power::Form { schedule: Some(shape), anneal: Some(power::Anneal::Free) })?;
+            Some((c.n0? as u64, f.anneal))
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for c in &data.curves {
+        let (Some(&shape), Some(n0)) = (shapes.get(c.run.as_str()), c.n0) else { continue };
+        let mut others: Vec<f64> = fitted.iter().filter(|(p, _)| *p != n0 as u64).map(|(_, k)| *k).collect();
+        if others.is_empty() {
+            continue;
+        }
+        out.insert(c.run.clone(), (shape, median(&mut others)));
     }
     out
 }
