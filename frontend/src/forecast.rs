@@ -6,6 +6,7 @@ use crate::compute::{Series, token_grid};
 use crate::plot::{Axes, Observed, PALETTE, render};
 use p2law_shared::budget::Rule;
 use p2law_shared::forecast::log::{self, LogChoice, RunLog};
+use p2law_shared::forecast::schedule::Shape;
 use p2law_shared::forecast::{Forecast, ForecastOptions, Prior};
 use p2law_shared::logs;
 use p2law_shared::Inputs;
@@ -40,9 +41,29 @@ fn horizon(given: Option<f64>, f: &Forecast, rule: Option<Rule>) -> f64 {
 
 /// Parses `bytes` (a log in any format, TensorBoard too) and forecasts it to `horizon` with `rule`,
 /// and with `prior` when the page was told the pruned model's inputs ([`prior_from_fields`]).
-pub fn compute(name: &str, bytes: &[u8], choice: &LogChoice, horizon_tokens: Option<f64>, rule: Option<Rule>, prior: Option<Prior>) -> Result<View, String> {
+pub fn compute(name: &str, bytes: &[u8], choice: &LogChoice, horizon_tokens: Option<f64>, rule: Option<Rule>, prior: Option<Prior>, along: Along) -> Result<View, String> {
     let run = log::read(name, std::str::from_utf8(bytes).ok(), choice, &|o| logs::parse_bytes(name, bytes, o)).map_err(|e| e.to_string())?;
-    compute_run(run, horizon_tokens, rule, prior)
+    compute_run(run, horizon_tokens, rule, prior, along)
+}
+
+/// The run's learning-rate schedule and its anneal, from the page's fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Along {
+    pub shape: Option<Shape>,
+    pub anneal: Option<f64>,
+}
+
+/// The schedule (`cosine:TOTAL[:FLOOR[:WARMUP]]`) and anneal fields, resolved as the API resolves
+/// them: both empty is none; a bad one is named as the page labels it.
+pub fn along_from_fields(schedule: &str, anneal: &str) -> Result<Along, String> {
+    let schedule = Some(schedule.trim()).filter(|s| !s.is_empty()).map(str::to_string);
+    let anneal = match anneal.trim() {
+        "" => None,
+        t => Some(t.parse::<f64>().map_err(|_| format!("anneal K: `{t}` is not a number"))?),
+    };
+    let r = p2law_shared::api::ForecastRequest { schedule, anneal, ..Default::default() };
+    let o = r.resolve().map_err(|e| format!("{}: {}", if e.field == "anneal" { "anneal K" } else { "learning-rate schedule" }, e.message))?;
+    Ok(Along { shape: o.shape, anneal: o.anneal })
 }
 
 /// The prior from the page's fields (method, N0, ρ, L0): none while all are empty, else the
@@ -76,7 +97,7 @@ fn prior_of(n0: Option<f64>, rho: Option<f64>, l0: Option<f64>, method: Option<&
 }
 
 /// A run stored on the server (`GET /api/runs/{id}`), forecast here.
-pub fn compute_stored(detail: &p2law_shared::api::RunDetail, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
+pub fn compute_stored(detail: &p2law_shared::api::RunDetail, horizon_tokens: Option<f64>, rule: Option<Rule>, along: Along) -> Result<View, String> {
     let run = RunLog {
         file: format!("server run {}", detail.summary.id),
         run: detail.summary.name.clone(),
@@ -86,12 +107,12 @@ pub fn compute_stored(detail: &p2law_shared::api::RunDetail, horizon_tokens: Opt
         schedule: None,
     };
     let s = &detail.summary;
-    compute_run(run, horizon_tokens, rule, prior_of(s.n0, s.rho, s.l0, s.method.as_deref()))
+    compute_run(run, horizon_tokens, rule, prior_of(s.n0, s.rho, s.l0, s.method.as_deref()), along)
 }
 
 /// A calibration job's unit as it trains (its held-out checkpoints from the job's events so
 /// far), forecast here.
-pub fn compute_live(job: i64, curve: &p2law_shared::data::Curve, horizon_tokens: Option<f64>, rule: Option<Rule>) -> Result<View, String> {
+pub fn compute_live(job: i64, curve: &p2law_shared::data::Curve, horizon_tokens: Option<f64>, rule: Option<Rule>, along: Along) -> Result<View, String> {
     let run = RunLog {
         file: format!("calibration job {job}"),
         run: curve.run.clone(),
@@ -100,12 +121,12 @@ pub fn compute_live(job: i64, curve: &p2law_shared::data::Curve, horizon_tokens:
         train: None,
         schedule: None,
     };
-    compute_run(run, horizon_tokens, rule, prior_of(curve.n0, curve.rho, curve.l0, curve.method.as_deref()))
+    compute_run(run, horizon_tokens, rule, prior_of(curve.n0, curve.rho, curve.l0, curve.method.as_deref()), along)
 }
 
-fn compute_run(run: RunLog, horizon_tokens: Option<f64>, rule: Option<Rule>, prior: Option<Prior>) -> Result<View, String> {
+fn compute_run(run: RunLog, horizon_tokens: Option<f64>, rule: Option<Rule>, prior: Option<Prior>, along: Along) -> Result<View, String> {
     let name = run.file.clone();
-    let base = ForecastOptions { rule, resamples: RESAMPLES, prior, ..Default::default() };
+    let base = ForecastOptions { rule, resamples: RESAMPLES, prior, shape: along.shape, anneal: along.anneal, ..Default::default() };
     // First the fit alone, to place the horizon (only its point estimates are read: no rule,
     // the fewest resamples), then the drawn grid with its band and the rule to the horizon.
     let probe = ForecastOptions { at: vec![2.0 * run.eval.iter().map(|o| o.tokens).fold(1.0, f64::max)], rule: None, resamples: 50, ..base.clone() };
@@ -178,7 +199,7 @@ mod tests {
     #[test]
     fn a_log_is_forecast_and_drawn_with_its_rule() {
         let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
-        let v = compute("run.csv", log_csv(None).as_bytes(), &choice, None, Some(Rule::Gap(0.1)), None).expect("forecast");
+        let v = compute("run.csv", log_csv(None).as_bytes(), &choice, None, Some(Rule::Gap(0.1)), None, Along::default()).expect("forecast");
         assert_eq!(v.forecast.points.len(), GRID);
         assert_eq!(v.svg.matches(r#"class="observed""#).count(), 200);
         assert_eq!(v.svg.matches(r#"class="band""#).count(), 1);
@@ -213,14 +234,14 @@ mod tests {
             created_at: String::new(),
         };
         let mut detail = RunDetail { summary, checkpoints };
-        let v = compute_stored(&detail, None, Some(Rule::Gap(0.1))).expect("forecast");
+        let v = compute_stored(&detail, None, Some(Rule::Gap(0.1)), Along::default()).expect("forecast");
         let p = v.forecast.fit.prior.as_ref().expect("the run's method has a preset");
         assert_eq!(p.source, "p2-study-width");
         // The marker sits on the drawn (blended) curve.
         let t = v.forecast.rule.as_ref().unwrap().tokens.unwrap();
         assert!((v.forecast.fit.value(t) - v.forecast.fit.asymptote_value() - 0.1).abs() < 1e-6);
         detail.summary.rho = Some(0.0);
-        assert!(compute_stored(&detail, None, None).unwrap().forecast.fit.prior.is_none());
+        assert!(compute_stored(&detail, None, None, Along::default()).unwrap().forecast.fit.prior.is_none());
     }
 
     #[test]
@@ -234,16 +255,16 @@ mod tests {
         // A dropped log forecast with it names it.
         let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
         let p = prior_from_fields("width", Some(3e6), Some(0.25), Some(1.7)).unwrap();
-        let v = compute("run.csv", log_csv(None).as_bytes(), &choice, None, None, p).unwrap();
+        let v = compute("run.csv", log_csv(None).as_bytes(), &choice, None, None, p, Along::default()).unwrap();
         assert_eq!(v.forecast.fit.prior.as_ref().unwrap().source, "p2-study-width");
     }
 
     #[test]
     fn a_broken_log_warns_and_a_bad_one_says_why() {
         let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
-        let v = compute("run.csv", log_csv(Some(150)).as_bytes(), &choice, Some(1e9), None, None).expect("forecast from before the NaN");
+        let v = compute("run.csv", log_csv(Some(150)).as_bytes(), &choice, Some(1e9), None, None, Along::default()).expect("forecast from before the NaN");
         assert_eq!(v.forecast.warnings[0].step, Some(1500.0));
-        let e = compute("run.csv", log_csv(None).as_bytes(), &LogChoice::default(), None, None, None).unwrap_err();
+        let e = compute("run.csv", log_csv(None).as_bytes(), &LogChoice::default(), None, None, None, Along::default()).unwrap_err();
         assert!(e.contains("run.csv") && e.contains("tokens"), "{e}");
     }
 
@@ -252,8 +273,23 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tensorboard/tensor/events.out.tfevents.fixture");
         let bytes = std::fs::read(path).unwrap();
         let choice = LogChoice { metric: Some("eval/loss".into()), ..Default::default() };
-        let v = compute("events.out.tfevents.fixture", &bytes, &choice, None, None, None).expect("forecast");
+        let v = compute("events.out.tfevents.fixture", &bytes, &choice, None, None, None, Along::default()).expect("forecast");
         assert_eq!(v.forecast.fit.checkpoints, 20);
         assert_eq!(v.run.metric, "eval/loss");
+    }
+
+    #[test]
+    fn the_schedule_fields_are_resolved_or_named() {
+        assert_eq!(along_from_fields(" ", "").unwrap(), Along::default());
+        let a = along_from_fields("cosine:8.192e7:0.1", "0.05").unwrap();
+        assert_eq!((a.shape.unwrap().total, a.anneal), (8.192e7, Some(0.05)));
+        assert!(along_from_fields("step:1e9", "").unwrap_err().starts_with("learning-rate schedule:"));
+        assert!(along_from_fields("", "0.05").unwrap_err().starts_with("anneal K:"));
+        assert!(along_from_fields("cosine:1e9", "x").unwrap_err().starts_with("anneal K:"));
+        // Along a schedule the forecast follows it and says so.
+        let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
+        let v = compute("run.csv", log_csv(None).as_bytes(), &choice, None, None, None, a).unwrap();
+        assert_eq!(v.forecast.fit.curve.anneal, 0.05);
+        assert!(v.forecast.notes.iter().any(|n| n.contains("follows the schedule cosine")), "{:?}", v.forecast.notes);
     }
 }

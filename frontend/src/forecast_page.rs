@@ -4,7 +4,7 @@
 //! with a band, when the rule is met, and what is going wrong.
 
 use crate::calibrate::LiveCurves;
-use crate::forecast::{View, compute, compute_live, compute_stored, prior_from_fields};
+use crate::forecast::{View, along_from_fields, compute, compute_live, compute_stored, prior_from_fields};
 use p2law_shared::api::RunDetail;
 use leptos::prelude::*;
 use p2law_shared::budget::Rule;
@@ -30,6 +30,9 @@ pub fn ForecastPage() -> impl IntoView {
     let run = RwSignal::new(String::new());
     let rule = RwSignal::new("gap:0.05".to_string());
     let horizon = RwSignal::new(String::new());
+    // The run's learning-rate schedule and its anneal, for any source.
+    let schedule = RwSignal::new(String::new());
+    let anneal = RwSignal::new(String::new());
     // The pruned model behind a dropped log, for the P² prior (a stored run or a job has its own).
     let method = RwSignal::new(String::new());
     let n0 = RwSignal::new(String::new());
@@ -95,10 +98,10 @@ pub fn ForecastPage() -> impl IntoView {
             let unit = job_unit.get();
             let unit = if unit.trim().is_empty() { curves.latest.clone()? } else { unit.trim().to_string() };
             let curve = curves.curves.get(&unit)?;
-            return Some((|| compute_live(id, curve, number("horizon", &horizon.get())?, rule_of(rule.get())?))());
+            return Some((|| compute_live(id, curve, number("horizon", &horizon.get())?, rule_of(rule.get())?, along_from_fields(&schedule.get(), &anneal.get())?))());
         }
         if let Some(s) = stored.get() {
-            return Some((|| compute_stored(&s?, number("horizon", &horizon.get())?, rule_of(rule.get())?))());
+            return Some((|| compute_stored(&s?, number("horizon", &horizon.get())?, rule_of(rule.get())?, along_from_fields(&schedule.get(), &anneal.get())?))());
         }
         let (name, bytes) = file.get()?;
         Some((|| {
@@ -112,7 +115,7 @@ pub fn ForecastPage() -> impl IntoView {
             let rule_text = rule.get();
             let r: Option<Rule> = if rule_text.trim().is_empty() { None } else { Some(rule_text.trim().parse().map_err(|e| format!("rule: {e}"))?) };
             let prior = prior_from_fields(&method.get(), number("N0", &n0.get())?, number("ρ", &rho.get())?, number("L0", &l0.get())?)?;
-            compute(&name, &bytes, &choice, number("horizon", &horizon.get())?, r, prior)
+            compute(&name, &bytes, &choice, number("horizon", &horizon.get())?, r, prior, along_from_fields(&schedule.get(), &anneal.get())?)
         })())
     });
 
@@ -226,6 +229,8 @@ pub fn ForecastPage() -> impl IntoView {
                     <legend>"Forecast"</legend>
                     {field("forecast-rule", "Rule (slope:τ, gap:ε, target:L)", rule, "gap:0.05")}
                     {field("forecast-horizon", "Forecast to (tokens)", horizon, "default: 100× the log")}
+                    {field("forecast-schedule", "Learning-rate schedule (kind:total tokens:floor:warm-up)", schedule, "e.g. cosine:2.1e10:0.1:2e8")}
+                    {field("forecast-anneal", "Anneal K, nats (from a finished run of the recipe)", anneal, "e.g. 0.04")}
                 </fieldset>
             </form>
             <section class="output">{live_line}{output}</section>

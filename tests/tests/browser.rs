@@ -434,6 +434,26 @@ async fn forecast_page_forecasts_a_dropped_log_and_names_its_warnings() -> Resul
         set_input(&b, id, "").await?;
     }
     b.wait_for("#forecast-summary").await?;
+    // Along a known schedule the notes say so; a bad schedule is named.
+    set_input(&b, "forecast-schedule", "cosine:8.192e7:0.1").await?;
+    set_input(&b, "forecast-anneal", "0.05").await?;
+    let mut notes = String::new();
+    for _ in 0..100 {
+        let v = b.client.execute("const e = document.getElementById('forecast-notes'); return e ? e.textContent : '';", vec![]).await?;
+        notes = v.as_str().unwrap_or_default().to_string();
+        if notes.contains("follows the schedule cosine") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(notes.contains("follows the schedule cosine") && notes.contains("K = 0.0500 given"), "{notes}");
+    set_input(&b, "forecast-schedule", "step:1e9").await?;
+    let err = b.wait_for("#forecast-error").await?.text().await?;
+    assert!(err.starts_with("learning-rate schedule:"), "{err}");
+    for id in ["forecast-schedule", "forecast-anneal"] {
+        set_input(&b, id, "").await?;
+    }
+    b.wait_for("#forecast-summary").await?;
     let shot = artifacts()?.join("forecast.png");
     std::fs::write(&shot, b.client.screenshot().await?)?;
     println!("screenshot: {}", shot.display());
