@@ -190,7 +190,7 @@ fn bad_logs_and_rules_exit_1_with_the_reason() {
     // A schedule that is not one, and an anneal without a schedule: the flag and the reason.
     check(&["forecast", f, "--tokens-per-step", &tps, "--schedule", "step:1e9"], &["--schedule", "`step`", "cosine"]);
     check(&["forecast", f, "--tokens-per-step", &tps, "--schedule", "cosine:1e9:1.5"], &["--schedule", "floor"]);
-    check(&["forecast", f, "--tokens-per-step", &tps, "--anneal", "0.05"], &["--anneal", "give the schedule"]);
+    check(&["forecast", f, "--tokens-per-step", &tps, "--anneal", "0.05"], &["state.json", "anneal", "give the schedule"]);
     // No usable points.
     let empty = dir.path().join("empty.csv");
     std::fs::write(&empty, "step,loss\n10,3.0\n20,2.9\n").unwrap();

@@ -284,10 +284,13 @@ mod tests {
         let a = along_from_fields("cosine:8.192e7:0.1", "0.05").unwrap();
         assert_eq!((a.shape.unwrap().total, a.anneal), (8.192e7, Some(0.05)));
         assert!(along_from_fields("step:1e9", "").unwrap_err().starts_with("learning-rate schedule:"));
-        assert!(along_from_fields("", "0.05").unwrap_err().starts_with("anneal K:"));
+        // An anneal alone waits for the log: a CSV tells no schedule, so the forecast names it.
+        let alone = along_from_fields("", "0.05").unwrap();
+        let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
+        let e = compute("run.csv", log_csv(None).as_bytes(), &choice, None, None, None, alone).unwrap_err();
+        assert!(e.contains("anneal") && e.contains("give the schedule"), "{e}");
         assert!(along_from_fields("cosine:1e9", "x").unwrap_err().starts_with("anneal K:"));
         // Along a schedule the forecast follows it and says so.
-        let choice = LogChoice { tokens_per_step: Some(4096.0), ..Default::default() };
         let v = compute("run.csv", log_csv(None).as_bytes(), &choice, None, None, None, a).unwrap();
         assert_eq!(v.forecast.fit.curve.anneal, 0.05);
         assert!(v.forecast.notes.iter().any(|n| n.contains("follows the schedule cosine")), "{:?}", v.forecast.notes);

@@ -139,8 +139,9 @@ pub struct ForecastRequest {
     /// then follows it.
     #[cfg_attr(feature = "openapi", schema(pattern = r"^(cosine|linear|constant):[^:]+(:[^:]+){0,2}$"))]
     pub schedule: Option<String>,
-    /// With a schedule: the anneal K (nats, the loss's drop from the peak rate to zero) from a
-    /// finished run of the same recipe (`fit.anneal` of its forecast).
+    /// Along a schedule (given, or read from the log's learning rate): the anneal K (nats, the
+    /// loss's drop from the peak rate to zero) from a finished run of the same recipe
+    /// (`fit.anneal` of its forecast).
     #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub anneal: Option<f64>,
 }
@@ -183,13 +184,10 @@ impl ForecastRequest {
             None => None,
             Some(t) => Some(t.parse::<crate::forecast::schedule::Shape>().map_err(|e| field("schedule", e))?),
         };
-        if let Some(k) = self.anneal {
-            if shape.is_none() {
-                return Err(field("anneal", "the anneal is the loss's drop along a schedule: give the schedule too".into()));
-            }
-            if !(k.is_finite() && k >= 0.0) {
-                return Err(field("anneal", format!("a loss drop in nats, 0 or more, got {k}")));
-            }
+        // An anneal without a schedule is checked by the forecast, which may read the schedule
+        // from the log's learning rate.
+        if let Some(k) = self.anneal.filter(|k| !(k.is_finite() && *k >= 0.0)) {
+            return Err(field("anneal", format!("a loss drop in nats, 0 or more, got {k}")));
         }
         Ok(crate::forecast::ForecastOptions { at: self.at.clone(), rule, level, resamples, seed: self.seed.unwrap_or(d.seed), schedule: None, prior, shape, anneal: self.anneal })
     }
@@ -520,8 +518,8 @@ mod tests {
         let bad = |r: ForecastRequest| r.resolve().unwrap_err();
         let e = bad(ForecastRequest { schedule: Some("step:1e9".into()), ..Default::default() });
         assert!(e.field == "schedule" && e.message.contains("`step`"), "{e:?}");
-        let e = bad(ForecastRequest { anneal: Some(0.04), ..Default::default() });
-        assert!(e.field == "anneal" && e.message.contains("give the schedule"), "{e:?}");
+        // Alone, an anneal is left to the forecast (the log may tell the schedule).
+        assert_eq!(ForecastRequest { anneal: Some(0.04), ..Default::default() }.resolve().unwrap().anneal, Some(0.04));
         let e = bad(ForecastRequest { schedule: Some("cosine:1e9".into()), anneal: Some(-1.0), ..Default::default() });
         assert_eq!(e.field, "anneal");
         // JSON carries both, and an unknown field is still refused.

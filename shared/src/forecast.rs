@@ -461,12 +461,21 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
     if let Some(s) = &o.shape {
         s.check().map_err(|message| ForecastError::Invalid { field: "schedule", message })?;
     }
+    // The schedule: given, or read from the log's learning rate and where it ends.
+    let inferred = o.shape.is_none().then(|| o.schedule.as_ref().and_then(|s| schedule::infer(&s.lr, s.total_tokens?))).flatten();
+    let shape = o.shape.or(inferred);
+    if o.anneal.is_some() && shape.is_none() {
+        return Err(ForecastError::Invalid {
+            field: "anneal",
+            message: "the anneal is the loss's drop along a schedule: give the schedule (the log's learning rate does not tell it)".into(),
+        });
+    }
     if let Some(k) = o.anneal.filter(|k| !(k.is_finite() && *k >= 0.0)) {
         return Err(ForecastError::Invalid { field: "anneal", message: format!("the anneal is a loss drop in nats, 0 or more, got {k}") });
     }
     // Along a schedule the window starts after the warm-up, whose rising rate is a regime of its
     // own (the fit would read its fast early fall as an anneal).
-    let w = match o.shape {
+    let w = match shape {
         Some(s) if s.warmup > 0.0 => {
             let k = w.iter().position(|b| b.tokens >= s.warmup).unwrap_or(w.len());
             if w.len() - k >= MIN_BINS.min(w.len()) { &w[k..] } else { &w[w.len().saturating_sub(MIN_BINS)..] }
@@ -475,13 +484,13 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
     };
     // The form: with a schedule, its anneal given, fitted where the window's rate has moved
     // enough to show it, or left out (said below).
-    let rate_span = o.shape.map_or(0.0, |s| {
+    let rate_span = shape.map_or(0.0, |s| {
         let r: Vec<f64> = w.iter().map(|b| s.rate(b.tokens)).collect();
         r.iter().copied().fold(f64::MIN, f64::max) - r.iter().copied().fold(f64::MAX, f64::min)
     });
     let form = Form {
-        schedule: o.shape,
-        anneal: o.shape.and(match o.anneal {
+        schedule: shape,
+        anneal: shape.and(match o.anneal {
             Some(k) => Some(Anneal::Fixed(k)),
             None if rate_span >= MIN_ANNEAL_SPAN => Some(Anneal::Free),
             None => None,
@@ -514,7 +523,7 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
     let mut at = o.at.clone();
     if at.is_empty() {
         at = vec![2.0 * d_last, 10.0 * d_last, 100.0 * d_last];
-        if let Some(t) = o.shape.map(|s| s.total).or(o.schedule.as_ref().and_then(|s| s.total_tokens)).filter(|t| *t > d_last) {
+        if let Some(t) = shape.map(|s| s.total).or(o.schedule.as_ref().and_then(|s| s.total_tokens)).filter(|t| *t > d_last) {
             at.push(t);
         }
         at.sort_by(f64::total_cmp);
@@ -625,9 +634,12 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
             Some(RuleForecast { rule: rule.to_string(), tokens, lo: lo.map(|v| v.min(tokens.unwrap_or(v))), hi: if open { None } else { hi }, progress: tokens.map(|t| d_last / t) })
         }
     };
-    match (o.shape, form.anneal) {
+    match (shape, form.anneal) {
         (None, _) => notes.extend(schedule_notes(o.schedule.as_ref(), d_last)),
-        (Some(s), anneal) => notes.push(shape_note(&s, anneal, fit.anneal, rate_span, d_last, at.iter().copied().fold(d_last, f64::max))),
+        (Some(s), anneal) => {
+            let note = shape_note(&s, anneal, fit.anneal, rate_span, d_last, at.iter().copied().fold(d_last, f64::max));
+            notes.push(if inferred.is_some() { note.replacen("the schedule ", "the schedule read from the log's learning rate and its end, ", 1) } else { note });
+        }
     }
     let prior = match (&o.prior, mix.prior) {
         (Some(p), Some((curve, weight))) => {
@@ -660,7 +672,7 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
         fit: ForecastFit {
             form: format!(
                 "{}{}",
-                if o.shape.is_some() { "c + a·(S(D)/S(d_ref))^-beta + K·u(D) along the schedule" } else { "c + a·(D/d_ref)^-beta" },
+                if shape.is_some() { "c + a·(S(D)/S(d_ref))^-beta + K·u(D) along the schedule" } else { "c + a·(D/d_ref)^-beta" },
                 if prior.is_some() { ", blended with the prior's curve" } else { "" }
             ),
             curve: fit,

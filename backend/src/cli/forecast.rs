@@ -81,11 +81,14 @@ pub struct ForecastArgs {
     pub l0: Option<f64>,
     /// The run's learning-rate schedule, past and ahead: `KIND:TOTAL_TOKENS[:FLOOR[:WARMUP_TOKENS]]`
     /// with KIND `cosine`, `linear` or `constant` and FLOOR the last rate over the peak (default
-    /// 0), e.g. `cosine:2.1e10:0.1:2e8`. The forecast then follows the rate's decay.
+    /// 0), e.g. `cosine:2.1e10:0.1:2e8`. The forecast then follows the rate's decay. A
+    /// trainer_state.json's logged rate and `max_steps` give it when they show a cosine or linear
+    /// decay.
     #[arg(long)]
     pub schedule: Option<String>,
-    /// With `--schedule`: the anneal K, the loss's drop from the peak rate to zero (nats), from a
-    /// finished run of the same recipe (`fit.anneal` in its `--json`).
+    /// Along the schedule (`--schedule`, or read from a trainer_state.json's learning rate): the
+    /// anneal K, the loss's drop from the peak rate to zero (nats), from a finished run of the same
+    /// recipe (`fit.anneal` in its `--json`).
     #[arg(long)]
     pub anneal: Option<f64>,
 }

@@ -145,6 +145,59 @@ impl std::str::FromStr for Shape {
     }
 }
 
+/// The schedule a run's logged learning rate follows, from `(tokens, rate)` entries (a
+/// trainer_state.json's `learning_rate`) and the tokens at which it ends (`max_steps` × tokens per
+/// step): a warm-up when the rate rises to its peak, then whichever of a cosine or a linear decay
+/// (each with its floor fitted) follows the logged rate within 2 % of the peak at every entry; a
+/// constant rate when it has not moved over half the run. `None` when the log cannot tell: fewer
+/// than 4 entries, no decay visible yet, or neither shape follows it.
+pub fn infer(lr: &[(f64, f64)], total: f64) -> Option<Shape> {
+    let pts: Vec<(f64, f64)> = lr.iter().copied().filter(|(t, v)| t.is_finite() && *t >= 0.0 && v.is_finite() && *v > 0.0).collect();
+    if pts.len() < 4 || !(total.is_finite() && total > 0.0) {
+        return None;
+    }
+    let peak = pts.iter().map(|p| p.1).fold(0.0, f64::max);
+    let at_peak = pts.iter().position(|p| p.1 >= peak * (1.0 - 1e-9))?;
+    let warmup = if at_peak > 0 && pts[0].1 < 0.99 * peak { pts[at_peak].0 } else { 0.0 };
+    if warmup >= total {
+        return None;
+    }
+    // (progress through the decay, rate): the logged peak may fall a little after the true one.
+    let decay: Vec<(f64, f64)> = pts[at_peak..].iter().map(|&(t, v)| (((t - warmup) / (total - warmup)).clamp(0.0, 1.0), v)).collect();
+    let &(p_last, v_last) = decay.last()?;
+    if 1.0 - v_last / peak < 0.02 {
+        return (p_last >= 0.5).then_some(Shape { decay: Decay::Constant, total, floor: 0.0, warmup });
+    }
+    if decay.len() < 3 {
+        return None;
+    }
+    let mut best: Option<(f64, Shape)> = None;
+    for kind in [Decay::Cosine, Decay::Linear] {
+        let g = |p: f64| if kind == Decay::Cosine { 0.5 * (1.0 + (PI * p).cos()) } else { 1.0 - p };
+        // rate = P·(floor + (1 - floor)·g) = A·(1 - g) + B·g, with the peak P = B and floor A / B:
+        // least squares in A and B.
+        let (mut saa, mut sab, mut sbb, mut sav, mut sbv) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for &(p, v) in &decay {
+            let (a, b) = (1.0 - g(p), g(p));
+            (saa, sab, sbb, sav, sbv) = (saa + a * a, sab + a * b, sbb + b * b, sav + a * v, sbv + b * v);
+        }
+        let det = saa * sbb - sab * sab;
+        if det.abs() <= 1e-12 * saa * sbb {
+            continue;
+        }
+        let (a, b) = ((sav * sbb - sbv * sab) / det, (saa * sbv - sab * sav) / det);
+        if b.is_nan() || b <= 0.0 {
+            continue;
+        }
+        let floor = (a / b).clamp(0.0, 0.99);
+        let worst = decay.iter().map(|&(p, v)| (v / b - (floor + (1.0 - floor) * g(p))).abs()).fold(0.0, f64::max);
+        if best.as_ref().is_none_or(|x| worst < x.0) {
+            best = Some((worst, Shape { decay: kind, total, floor, warmup }));
+        }
+    }
+    best.filter(|b| b.0 <= 0.02).map(|b| b.1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +242,29 @@ mod tests {
             let e = bad.parse::<Shape>().unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_logged_rate_tells_its_schedule() {
+        // transformers' cosine_with_min_lr: 100 warm-up steps, to a tenth at 10 000 steps of 4096
+        // tokens, logged every 50 steps up to step 2 500.
+        let tps = 4096.0;
+        let truth = Shape { decay: Decay::Cosine, total: 1e4 * tps, floor: 0.1, warmup: 100.0 * tps };
+        let log = |s: &Shape, to: usize| -> Vec<(f64, f64)> { (1..=to / 50).map(|i| ((i * 50) as f64 * tps, 3e-4 * s.rate((i * 50) as f64 * tps))).collect() };
+        let got = infer(&log(&truth, 2500), truth.total).expect("a cosine");
+        assert_eq!(got.decay, Decay::Cosine);
+        assert!((got.floor - 0.1).abs() < 1e-6 && (got.warmup - truth.warmup).abs() < 1.0, "{got:?}");
+        // Linear to zero (transformers' default), no warm-up.
+        let lin = Shape { decay: Decay::Linear, total: 1e4 * tps, floor: 0.0, warmup: 0.0 };
+        let got = infer(&log(&lin, 3000), lin.total).expect("a linear decay");
+        assert_eq!((got.decay, got.warmup), (Decay::Linear, 0.0));
+        assert!(got.floor < 1e-6, "{got:?}");
+        // Too early to tell: the rate has not moved yet; constant over most of the run.
+        assert_eq!(infer(&log(&truth, 400), truth.total), None);
+        let flat: Vec<(f64, f64)> = (1..=120).map(|i| (i as f64 * 50.0 * tps, 3e-4)).collect();
+        assert_eq!(infer(&flat, 1e4 * tps).map(|s| s.decay), Some(Decay::Constant));
+        // A schedule neither shape follows (a step decay) is not guessed.
+        let step: Vec<(f64, f64)> = (1..=60).map(|i| (i as f64 * 50.0 * tps, if i < 30 { 3e-4 } else { 1e-4 })).collect();
+        assert_eq!(infer(&step, 1e4 * tps), None);
     }
 }

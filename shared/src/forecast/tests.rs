@@ -346,4 +346,23 @@ fn a_bad_schedule_or_anneal_is_refused_by_field() {
     assert!(matches!(&e, ForecastError::Invalid { field: "schedule", .. }), "{e}");
     let e = forecast(&obs, None, &ForecastOptions { shape: Some(cosine()), anneal: Some(-0.1), ..Default::default() }).unwrap_err();
     assert!(matches!(&e, ForecastError::Invalid { field: "anneal", .. }), "{e}");
+    // An anneal with no schedule given or logged.
+    let e = forecast(&obs, None, &ForecastOptions { anneal: Some(0.05), ..Default::default() }).unwrap_err();
+    assert!(matches!(&e, ForecastError::Invalid { field: "anneal", .. }) && e.to_string().contains("give the schedule"), "{e}");
+}
+
+#[test]
+fn a_logged_learning_rate_gives_the_schedule() {
+    // The scheduled run's first 30 %, its rate logged every 50 steps as a trainer_state.json
+    // does, and where it ends: the forecast reads the cosine from it and follows it, as if given.
+    let obs = scheduled_log(3000, 0.001, 11);
+    let lr: Vec<(f64, f64)> = (1..=60).map(|i| ((i * 50) as f64 * 4096.0, 3e-4 * cosine().rate((i * 50) as f64 * 4096.0))).collect();
+    let logged = Schedule { lr, total_tokens: Some(4.096e7) };
+    let o = ForecastOptions { at: vec![4.096e7], anneal: Some(0.05), schedule: Some(logged), ..Default::default() };
+    let f = forecast(&obs, None, &o).unwrap();
+    let s = f.fit.curve.schedule.expect("read from the log");
+    assert!(s.decay == schedule::Decay::Cosine && (s.floor - 0.1).abs() < 1e-6, "{s:?}");
+    assert!(f.notes.iter().any(|n| n.contains("read from the log's learning rate")), "{:?}", f.notes);
+    let given = forecast(&obs, None, &ForecastOptions { shape: Some(cosine()), ..o }).unwrap();
+    assert!((f.points[0].loss - given.points[0].loss).abs() < 1e-9);
 }
