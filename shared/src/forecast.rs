@@ -390,11 +390,12 @@ fn normal(rng: &mut impl Rng) -> f64 {
     (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
-/// The fit window: bins within [`WINDOW_DECADES`] of the last, or all when that leaves too few.
-fn window(bins: &[Bin]) -> &[Bin] {
+/// The fit window: bins within [`WINDOW_DECADES`] of the last and from `not_before` tokens on, or
+/// the last [`MIN_BINS`] when that leaves too few.
+fn window(bins: &[Bin], not_before: f64) -> &[Bin] {
     let Some(last) = bins.last() else { return bins };
-    let from = last.tokens / 10f64.powf(WINDOW_DECADES);
-    let start = bins.iter().position(|b| b.tokens >= from).unwrap_or(0);
+    let from = (last.tokens / 10f64.powf(WINDOW_DECADES)).max(not_before);
+    let start = bins.iter().position(|b| b.tokens >= from).unwrap_or(bins.len());
     if bins.len() - start >= MIN_BINS.min(bins.len()) { &bins[start..] } else { &bins[bins.len().saturating_sub(MIN_BINS)..] }
 }
 
@@ -457,7 +458,6 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
         )));
     }
     let bins = power::bin(&usable);
-    let w = window(&bins);
     if let Some(s) = &o.shape {
         s.check().map_err(|message| ForecastError::Invalid { field: "schedule", message })?;
     }
@@ -475,18 +475,12 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
     }
     // Along a schedule the window starts after the warm-up, whose rising rate is a regime of its
     // own (the fit would read its fast early fall as an anneal).
-    let w = match shape {
-        Some(s) if s.warmup > 0.0 => {
-            let k = w.iter().position(|b| b.tokens >= s.warmup).unwrap_or(w.len());
-            if w.len() - k >= MIN_BINS.min(w.len()) { &w[k..] } else { &w[w.len().saturating_sub(MIN_BINS)..] }
-        }
-        _ => w,
-    };
+    let w = window(&bins, shape.map_or(0.0, |s| s.warmup));
     // The form: with a schedule, its anneal given, fitted where the window's rate has moved
     // enough to show it, or left out (said below).
     let rate_span = shape.map_or(0.0, |s| {
-        let r: Vec<f64> = w.iter().map(|b| s.rate(b.tokens)).collect();
-        r.iter().copied().fold(f64::MIN, f64::max) - r.iter().copied().fold(f64::MAX, f64::min)
+        let (lo, hi) = w.iter().map(|b| s.rate(b.tokens)).fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)));
+        hi - lo
     });
     let form = Form {
         schedule: shape,
@@ -636,10 +630,7 @@ pub fn forecast(eval: &[Obs], train: Option<&[Obs]>, o: &ForecastOptions) -> Res
     };
     match (shape, form.anneal) {
         (None, _) => notes.extend(schedule_notes(o.schedule.as_ref(), d_last)),
-        (Some(s), anneal) => {
-            let note = shape_note(&s, anneal, fit.anneal, rate_span, d_last, at.iter().copied().fold(d_last, f64::max));
-            notes.push(if inferred.is_some() { note.replacen("the schedule ", "the schedule read from the log's learning rate and its end, ", 1) } else { note });
-        }
+        (Some(s), anneal) => notes.push(shape_note(&s, inferred.is_some(), anneal, fit.anneal, rate_span, d_last, at.iter().copied().fold(d_last, f64::max))),
     }
     let prior = match (&o.prior, mix.prior) {
         (Some(p), Some((curve, weight))) => {
@@ -718,9 +709,10 @@ fn first_crossing_to(from: f64, top: f64, g: impl Fn(f64) -> f64) -> Option<f64>
 }
 
 /// What the forecast made of a known schedule: its anneal, given, fitted or missing.
-fn shape_note(s: &Shape, anneal: Option<Anneal>, k: f64, span: f64, d_last: f64, d_far: f64) -> String {
+fn shape_note(s: &Shape, read_from_log: bool, anneal: Option<Anneal>, k: f64, span: f64, d_last: f64, d_far: f64) -> String {
     let (now, ahead) = (s.rate(d_last), s.rate(d_far));
-    let follows = format!("the forecast follows the schedule {s} (rate now {:.0} % of its peak, {:.0} % at {d_far:.3e} tokens)", 100.0 * now, 100.0 * ahead);
+    let from = if read_from_log { "read from the log's learning rate and its end, " } else { "" };
+    let follows = format!("the forecast follows the schedule {from}{s} (rate now {:.0} % of its peak, {:.0} % at {d_far:.3e} tokens)", 100.0 * now, 100.0 * ahead);
     match anneal {
         Some(Anneal::Fixed(_)) => format!("{follows}, with the anneal K = {k:.4} given"),
         Some(Anneal::Free) => format!("{follows}, with the anneal K = {k:.4} fitted from the log (its rate spans {:.0} % of the peak in the window)", 100.0 * span),

@@ -370,6 +370,21 @@ async fn calibrate_page_runs_a_sweep_and_opens_its_fit() -> Result<()> {
     b.close().await
 }
 
+/// The text of element `id` once it contains `want`, or as it stands after 5 s (the caller's
+/// assertion says what is missing).
+async fn text_once(b: &Browser, id: &str, want: &str) -> Result<String> {
+    let mut text = String::new();
+    for _ in 0..100 {
+        let v = b.client.execute("const e = document.getElementById(arguments[0]); return e ? e.textContent : '';", vec![serde_json::json!(id)]).await?;
+        text = v.as_str().unwrap_or_default().to_string();
+        if text.contains(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(text)
+}
+
 /// The Forecast page: a partial log dropped in (read in the browser, nothing uploaded), the
 /// forecast drawn with its band and rule marker, a broken log's warning named at its step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,15 +417,7 @@ async fn forecast_page_forecasts_a_dropped_log_and_names_its_warnings() -> Resul
     let t = number_attr(&b, "#forecast-plot g.rule-marker", "data-tokens").await?;
     let want = 1e6 * 9f64.powf(1.0 / 0.3);
     assert!((t / want - 1.0).abs() < 0.05, "{t:e} vs {want:e}");
-    let mut rule = String::new();
-    for _ in 0..100 {
-        let v = b.client.execute("const e = document.getElementById('forecast-rule-met'); return e ? e.textContent : '';", vec![]).await?;
-        rule = v.as_str().unwrap_or_default().to_string();
-        if rule.contains("of the way") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rule = text_once(&b, "forecast-rule-met", "of the way").await?;
     if !(rule.contains("gap:0.1 met at") && rule.contains("of the way")) {
         let html = b.client.execute("return document.querySelector('main.forecast').innerHTML;", vec![]).await?;
         let html = html.as_str().unwrap_or_default().to_string();
@@ -437,15 +444,7 @@ async fn forecast_page_forecasts_a_dropped_log_and_names_its_warnings() -> Resul
     // Along a known schedule the notes say so; a bad schedule is named.
     set_input(&b, "forecast-schedule", "cosine:8.192e7:0.1").await?;
     set_input(&b, "forecast-anneal", "0.05").await?;
-    let mut notes = String::new();
-    for _ in 0..100 {
-        let v = b.client.execute("const e = document.getElementById('forecast-notes'); return e ? e.textContent : '';", vec![]).await?;
-        notes = v.as_str().unwrap_or_default().to_string();
-        if notes.contains("follows the schedule cosine") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let notes = text_once(&b, "forecast-notes", "follows the schedule cosine").await?;
     assert!(notes.contains("follows the schedule cosine") && notes.contains("K = 0.0500 given"), "{notes}");
     set_input(&b, "forecast-schedule", "step:1e9").await?;
     let err = b.wait_for("#forecast-error").await?.text().await?;
