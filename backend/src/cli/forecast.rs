@@ -6,6 +6,7 @@ use p2law_shared::api::ForecastRequest;
 use p2law_shared::budget::Rule;
 use p2law_shared::forecast::validation::{self, Series};
 use p2law_shared::forecast::log::{self, LogChoice, RunLog};
+use p2law_shared::forecast::power;
 use p2law_shared::forecast::schedule::{Decay, Shape};
 use p2law_shared::forecast::{Forecast, ForecastOptions};
 use p2law_shared::logs::{self, Format, LogOptions};
@@ -298,7 +299,8 @@ const PYTHIA_SCHEDULE: Shape = Shape { decay: Decay::Cosine, total: 143_000.0 * 
 /// OPT-175B's rate was also lowered by hand mid-run (its logbook), which this does not follow.
 const OPT_SCHEDULE: Shape = Shape { decay: Decay::Linear, total: 300e9, floor: 0.1, warmup: 375e6 };
 
-/// OPT's checkpoints: `log10` tokens and perplexity, one curve per size; loss = ln perplexity.
+/// OPT's checkpoints: `log10` tokens and perplexity, one curve per size; loss = ln perplexity. Each
+/// size's anneal is the median of the other sizes' (fitted on their whole curves past the warm-up).
 fn opt_trajectories(name: &str, text: &str) -> Result<Vec<Series>> {
     let mut rdr = csv::Reader::from_reader(text.as_bytes());
     let h = rdr.headers()?.clone();
@@ -318,6 +320,23 @@ fn opt_trajectories(name: &str, text: &str) -> Result<Vec<Series>> {
     for s in &mut by {
         s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
+    // The anneal of each size from the other sizes' whole curves (same schedule, leave one
+    // out), as the study's curves get theirs from the other parents.
+    let fitted: Vec<Option<f64>> = by
+        .iter()
+        .map(|s| {
+            let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0 > OPT_SCHEDULE.warmup && p.1.is_finite()).collect();
+            power::fit_form(&power::bin(&pts), &power::Form { schedule: Some(OPT_SCHEDULE), anneal: Some(power::Anneal::Free) }).map(|f| f.anneal)
+        })
+        .collect();
+    for (i, s) in by.iter_mut().enumerate() {
+        let mut others: Vec<f64> = fitted.iter().enumerate().filter(|&(j, _)| j != i).filter_map(|(_, k)| *k).collect();
+        if !others.is_empty() {
+            others.sort_by(f64::total_cmp);
+            let m = others.len();
+            s.anneal = Some(if m % 2 == 1 { others[m / 2] } else { 0.5 * (others[m / 2 - 1] + others[m / 2]) });
+        }
+    }
     Ok(by)
 }
 
@@ -334,7 +353,8 @@ fn validate(paths: &[PathBuf], f: &ForecastArgs, json: bool) -> Result<()> {
     println!("Plain: least squares of c + a·D^-β on the same prefix (every checkpoint, unbinned, no window).");
     println!(
         "Schedules: each study curve follows its unit's recipe (cosine to a tenth), with the anneal K fitted on the other parents' whole curves; \
-         Pythia-70M and OPT follow their published schedules, with no anneal known beforehand (the log fits its own once its rate has fallen enough)."
+         Pythia-70M and OPT follow their published schedules; each OPT size gets its anneal from the other sizes' whole curves (leave one size out), \
+         Pythia-70M, alone of its kind, none (the log fits its own once its rate has fallen enough)."
     );
     println!(
         "Preset: the study's P² preset of the curve's method refitted without the curve's parent (leave one parent out), from N0, ρ and L0 alone; \
@@ -361,4 +381,20 @@ fn validate(paths: &[PathBuf], f: &ForecastArgs, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_opt_size_gets_an_anneal_from_the_other_sizes() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/external/colpret_opt_trajectories.csv");
+        let text = std::fs::read_to_string(path).expect("the committed OPT trajectories");
+        let series = super::opt_trajectories(path, &text).expect("parsed");
+        assert_eq!(series.len(), 6, "six OPT sizes");
+        let k: Vec<f64> = series.iter().map(|s| s.anneal.unwrap_or_else(|| panic!("{}: no anneal", s.name))).collect();
+        // A decay to a tenth of the peak takes some tenths of a nat off these curves, never more
+        // than their whole fall; each size leaves a different one out, so they differ.
+        assert!(k.iter().all(|&k| k > 0.01 && k < 0.5), "{k:?}");
+        assert!(k.windows(2).any(|w| (w[0] - w[1]).abs() > 1e-4), "{k:?}");
+    }
 }
