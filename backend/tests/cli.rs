@@ -336,6 +336,7 @@ fn job_event(stage: p2law_shared::calibrate::Stage, point: bool) -> p2law_shared
         run_id: None,
         fit_id: None,
         worker: None,
+        schedule: None,
     }
 }
 

@@ -40,9 +40,28 @@ pub struct LiveCurves {
     pub last_seq: u64,
     /// The unit whose held-out checkpoint came last.
     pub latest: Option<String>,
+    /// Each training unit's learning-rate schedule, as its events give it.
+    pub schedules: BTreeMap<String, p2law_shared::forecast::schedule::Shape>,
 }
 
 impl LiveCurves {
+    /// The anneal for `unit` from the job's other units that ran its schedule to the end (their
+    /// whole curves' `K`, the median), with how many gave one.
+    pub fn anneal_for(&self, unit: &str) -> Option<(f64, usize)> {
+        let shape = self.schedules.get(unit)?;
+        let whole: Vec<(Vec<(f64, f64)>, &p2law_shared::forecast::schedule::Shape)> = self
+            .curves
+            .iter()
+            .filter(|(k, _)| k.as_str() != unit)
+            .filter_map(|(k, c)| {
+                let s = self.schedules.get(k)?;
+                let end = c.points.last()?.tokens;
+                (end >= s.total * (1.0 - 1e-9)).then(|| (c.points.iter().map(|p| (p.tokens, p.loss)).collect(), s))
+            })
+            .collect();
+        p2law_shared::forecast::family_anneal(whole.iter().map(|(p, s)| (p.as_slice(), *s)), shape)
+    }
+
     /// Takes one event (ignores repeats).
     pub fn apply(&mut self, e: &CalibrationEvent) {
         if e.seq != 0 && e.seq <= self.last_seq {
@@ -51,6 +70,9 @@ impl LiveCurves {
         self.last_seq = e.seq;
         let unit = e.unit.clone().unwrap_or_default();
         if e.stage == Stage::Train {
+            if let Some(s) = e.schedule {
+                self.schedules.insert(unit.clone(), s);
+            }
             if let Some(p) = e.point {
                 self.curves.entry(unit.clone()).or_insert_with(|| Curve::new(unit.clone())).points.push(p);
                 self.latest = Some(unit.clone());
@@ -97,6 +119,7 @@ mod tests {
             run_id: None,
             fit_id: None,
             worker: None,
+            schedule: None,
         }
     }
 

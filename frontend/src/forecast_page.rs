@@ -97,8 +97,8 @@ pub fn ForecastPage() -> impl IntoView {
         if let Some((id, curves)) = live.get() {
             let unit = job_unit.get();
             let unit = if unit.trim().is_empty() { curves.latest.clone()? } else { unit.trim().to_string() };
-            let curve = curves.curves.get(&unit)?;
-            return Some((|| compute_live(id, curve, number("horizon", &horizon.get())?, rule_of(rule.get())?, along_from_fields(&schedule.get(), &anneal.get())?))());
+            curves.curves.get(&unit)?;
+            return Some((|| compute_live(id, &curves, &unit, number("horizon", &horizon.get())?, rule_of(rule.get())?, along_from_fields(&schedule.get(), &anneal.get())?))());
         }
         if let Some(s) = stored.get() {
             return Some((|| compute_stored(&s?, number("horizon", &horizon.get())?, rule_of(rule.get())?, along_from_fields(&schedule.get(), &anneal.get())?))());

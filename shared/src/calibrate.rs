@@ -623,6 +623,10 @@ pub struct CalibrationEvent {
     /// The worker that sent it (`p2law worker --name`), when workers share a database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// A training unit's learning-rate schedule in tokens (on its `train` events), so that a
+    /// forecast of its curve follows the decay ahead instead of guessing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::forecast::schedule::Shape>,
 }
 
 /// A job, as listed and read back.

@@ -197,6 +197,20 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// The anneal `K` of a finished run along its schedule: its whole curve past the warm-up fitted
+/// with `K` free (`None` when too few checkpoints remain or the fit fails).
+pub fn anneal_of(points: &[(f64, f64)], shape: &Shape) -> Option<f64> {
+    let pts: Vec<(f64, f64)> = points.iter().copied().filter(|&(d, l)| d > shape.warmup && d > 0.0 && l.is_finite()).collect();
+    power::fit_form(&power::bin(&pts), &Form { schedule: Some(*shape), anneal: Some(Anneal::Free) }).map(|f| f.anneal)
+}
+
+/// The anneal for a run from finished runs of the same recipe (each `(points, schedule)`): the
+/// median of [`anneal_of`] over those whose schedule is `shape`, with how many gave one.
+pub fn family_anneal<'a>(finished: impl IntoIterator<Item = (&'a [(f64, f64)], &'a Shape)>, shape: &Shape) -> Option<(f64, usize)> {
+    let mut k: Vec<f64> = finished.into_iter().filter(|(_, s)| *s == shape).filter_map(|(p, s)| anneal_of(p, s)).collect();
+    (!k.is_empty()).then(|| (median(&mut k), k.len()))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Warning {

@@ -573,6 +573,9 @@ async fn forecast_page_follows_a_calibration_job_as_it_trains() -> Result<()> {
     seen.insert(final_count);
     assert!(seen.len() >= 2, "the forecast was drawn only once, with {seen:?} checkpoints: it did not follow the run");
     assert_eq!(seen.iter().max(), Some(&final_count));
+    // The forecast follows the unit's own schedule, which the job's events carry.
+    let notes = b.wait_for("#forecast-notes").await?.text().await?;
+    assert!(notes.contains("follows the schedule cosine") && notes.contains("post-training recipe, from the job's events"), "{notes}");
     // Every checkpoint after D = 0 is drawn (log axes leave D = 0 out).
     let positive = stored.iter().filter(|p| p["tokens"].as_f64().unwrap_or(0.0) > 0.0).count();
     assert_eq!(b.client.find_all(fantoccini::Locator::Css("#forecast-plot circle.observed")).await?.len(), positive, "{summary}");

@@ -6,7 +6,6 @@ use p2law_shared::api::ForecastRequest;
 use p2law_shared::budget::Rule;
 use p2law_shared::forecast::validation::{self, Series};
 use p2law_shared::forecast::log::{self, LogChoice, RunLog};
-use p2law_shared::forecast::power;
 use p2law_shared::forecast::schedule::{Decay, Shape};
 use p2law_shared::forecast::{Forecast, ForecastOptions};
 use p2law_shared::logs::{self, Format, LogOptions};
@@ -322,20 +321,10 @@ fn opt_trajectories(name: &str, text: &str) -> Result<Vec<Series>> {
     }
     // The anneal of each size from the other sizes' whole curves (same schedule, leave one
     // out), as the study's curves get theirs from the other parents.
-    let fitted: Vec<Option<f64>> = by
-        .iter()
-        .map(|s| {
-            let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0 > OPT_SCHEDULE.warmup && p.1.is_finite()).collect();
-            power::fit_form(&power::bin(&pts), &power::Form { schedule: Some(OPT_SCHEDULE), anneal: Some(power::Anneal::Free) }).map(|f| f.anneal)
-        })
-        .collect();
+    let whole: Vec<Vec<(f64, f64)>> = by.iter().map(|s| s.points.clone()).collect();
     for (i, s) in by.iter_mut().enumerate() {
-        let mut others: Vec<f64> = fitted.iter().enumerate().filter(|&(j, _)| j != i).filter_map(|(_, k)| *k).collect();
-        if !others.is_empty() {
-            others.sort_by(f64::total_cmp);
-            let m = others.len();
-            s.anneal = Some(if m % 2 == 1 { others[m / 2] } else { 0.5 * (others[m / 2 - 1] + others[m / 2]) });
-        }
+        let others = whole.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, p)| (p.as_slice(), &OPT_SCHEDULE));
+        s.anneal = p2law_shared::forecast::family_anneal(others, &OPT_SCHEDULE).map(|(k, _)| k);
     }
     Ok(by)
 }

@@ -123,7 +123,8 @@ pub fn pretrain_config(p: &Parent, tokens: u64, seed: u64) -> TrainConfig {
     TrainConfig { steps, batch: p.batch, grad_accum: 1, seq_len: p.seq_len, peak_lr: p.peak_lr, min_lr: p.peak_lr / 10.0, warmup_steps: (steps / 20).max(1), weight_decay: 0.1, seed }
 }
 
-fn recipe(cfg: &TrainConfig) -> Recipe {
+/// The recipe a configuration runs, as the study records it.
+pub(crate) fn recipe(cfg: &TrainConfig) -> Recipe {
     Recipe {
         tokens: cfg.steps as u64 * cfg.tokens_per_step(),
         steps: cfg.steps,

@@ -35,6 +35,11 @@ impl TrainConfig {
     pub fn tokens_per_step(&self) -> u64 {
         (self.batch * self.grad_accum * self.seq_len) as u64
     }
+
+    /// [`lr_at`]'s schedule in tokens, relative to the peak, as a forecast follows it.
+    pub fn schedule(&self) -> p2law_shared::forecast::schedule::Shape {
+        super::study::recipe(self).schedule()
+    }
 }
 
 /// Linear warm-up to `peak`, then cosine decay to `min` at `total`.
@@ -166,6 +171,21 @@ mod tests {
         assert!((lr_at(9, 100, 10, 1e-3, 1e-4) - 1e-3).abs() < 1e-12);
         assert!((lr_at(55, 100, 10, 1e-3, 1e-4) - 5.5e-4).abs() < 1e-12);
         assert!((lr_at(100, 100, 10, 1e-3, 1e-4) - 1e-4).abs() < 1e-12);
+    }
+
+    /// The schedule a forecast follows is the one the optimizer steps by: its rate at the end of
+    /// each step's tokens is `lr_at` over the peak, within the step's resolution.
+    #[test]
+    fn the_forecast_schedule_is_the_optimizer_s() {
+        let cfg = TrainConfig { steps: 1000, batch: 4, grad_accum: 2, seq_len: 16, peak_lr: 2e-3, min_lr: 1e-4, warmup_steps: 50, weight_decay: 0.0, seed: 0 };
+        let s = cfg.schedule();
+        let tps = cfg.tokens_per_step() as f64;
+        assert_eq!(s.total, 1000.0 * 128.0);
+        for step in [0usize, 25, 49, 50, 200, 500, 800, 999] {
+            let want = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.peak_lr, cfg.min_lr) / cfg.peak_lr;
+            let got = s.rate((step + 1) as f64 * tps);
+            assert!((got - want).abs() < 0.005, "step {step}: schedule {got}, optimizer {want}");
+        }
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl Lab {
 }
 
 pub fn event(stage: Stage, message: Option<String>) -> CalibrationEvent {
-    CalibrationEvent { seq: 0, stage, unit: None, step: 0, steps: 0, tokens: 0, point: None, eta_s: None, message, run_id: None, fit_id: None, worker: None }
+    CalibrationEvent { seq: 0, stage, unit: None, step: 0, steps: 0, tokens: 0, point: None, eta_s: None, message, run_id: None, fit_id: None, worker: None, schedule: None }
 }
 
 /// Stores and broadcasts one event.
