@@ -96,7 +96,8 @@ fn prior_of(n0: Option<f64>, rho: Option<f64>, l0: Option<f64>, method: Option<&
     prior_from_fields(method.unwrap_or_default(), n0, rho, l0).ok().flatten()
 }
 
-/// A run stored on the server (`GET /api/runs/{id}`), forecast here.
+/// A run stored on the server (`GET /api/runs/{id}`), forecast here; along the schedule the
+/// server knows for it (a calibration job's run) unless the page's field gives one.
 pub fn compute_stored(detail: &p2law_shared::api::RunDetail, horizon_tokens: Option<f64>, rule: Option<Rule>, along: Along) -> Result<View, String> {
     let run = RunLog {
         file: format!("server run {}", detail.summary.id),
@@ -107,7 +108,13 @@ pub fn compute_stored(detail: &p2law_shared::api::RunDetail, horizon_tokens: Opt
         schedule: None,
     };
     let s = &detail.summary;
-    compute_run(run, horizon_tokens, rule, prior_of(s.n0, s.rho, s.l0, s.method.as_deref()), along)
+    let known = detail.schedule.filter(|_| along.shape.is_none());
+    let along = Along { shape: along.shape.or(known), ..along };
+    let mut view = compute_run(run, horizon_tokens, rule, prior_of(s.n0, s.rho, s.l0, s.method.as_deref()), along)?;
+    if let Some(k) = known {
+        view.forecast.notes.push(format!("the schedule {k} is the post-training recipe of the calibration job that made this run, from its events"));
+    }
+    Ok(view)
 }
 
 /// A calibration job's unit as it trains (its held-out checkpoints from the job's events so
@@ -293,7 +300,7 @@ mod tests {
             points: 200,
             created_at: String::new(),
         };
-        let mut detail = RunDetail { summary, checkpoints };
+        let mut detail = RunDetail { summary, checkpoints, schedule: None };
         let v = compute_stored(&detail, None, Some(Rule::Gap(0.1)), Along::default()).expect("forecast");
         let p = v.forecast.fit.prior.as_ref().expect("the run's method has a preset");
         assert_eq!(p.source, "p2-study-width");
@@ -302,6 +309,17 @@ mod tests {
         assert!((v.forecast.fit.value(t) - v.forecast.fit.asymptote_value() - 0.1).abs() < 1e-6);
         detail.summary.rho = Some(0.0);
         assert!(compute_stored(&detail, None, None, Along::default()).unwrap().forecast.fit.prior.is_none());
+        // A calibration job's run comes with its schedule: the forecast follows it and says
+        // where it came from; a schedule typed on the page wins.
+        use p2law_shared::forecast::schedule::{Decay, Shape};
+        let last = detail.checkpoints.last().unwrap().tokens;
+        let shape = Shape { decay: Decay::Cosine, total: 4.0 * last, floor: 0.1, warmup: 0.0 };
+        detail.schedule = Some(shape);
+        let notes = compute_stored(&detail, None, None, Along::default()).unwrap().forecast.notes.join("\n");
+        assert!(notes.contains("follows the schedule cosine") && notes.contains("recipe of the calibration job that made this run"), "{notes}");
+        let typed = Along { shape: Some(Shape { total: 8.0 * last, ..shape }), anneal: None };
+        let notes = compute_stored(&detail, None, None, typed).unwrap().forecast.notes.join("\n");
+        assert!(notes.contains("follows the schedule cosine") && !notes.contains("calibration job"), "{notes}");
     }
 
     #[test]

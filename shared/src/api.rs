@@ -49,6 +49,10 @@ pub struct RunDetail {
     #[serde(flatten)]
     pub summary: RunSummary,
     pub checkpoints: Vec<CurvePoint>,
+    /// The learning-rate schedule it was trained along, when p2law knows it: a calibration job's
+    /// run, from the job's events. A forecast of the run follows it unless told another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::forecast::schedule::Shape>,
 }
 
 /// What the server understood of one uploaded file.

@@ -84,7 +84,21 @@ async fn smoke_calibration_runs_end_to_end_through_the_api() -> Result<()> {
         assert!(first > l0, "{}: the loss right after pruning ({first}) exceeds L0 ({l0})", run["name"]);
         assert!(final_loss < first, "{}: post-training lowers the loss ({first} -> {final_loss})", run["name"]);
         methods.insert(run["method"].as_str().unwrap().to_string());
+        // The run keeps the schedule it was healed along (from the job's events), which ends at
+        // its last checkpoint, and its forecast follows it.
+        let schedule = &run["schedule"];
+        assert_eq!(schedule["decay"], "cosine", "{run}");
+        assert_eq!(schedule["total"].as_f64(), points.last().unwrap()["tokens"].as_f64(), "{schedule}");
+        let f: Value = client.post(format!("{url}/api/runs/{run_id}/forecast")).json(&json!({})).send().await?.json().await?;
+        let notes = f["notes"].to_string();
+        assert!(notes.contains("follows the schedule cosine") && notes.contains(&format!("the calibration job that made run {run_id}")), "{notes}");
     }
+    // An uploaded run has no schedule of its own.
+    let upload = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::text("tokens,loss\n1000,3.0\n2000,2.8\n4000,2.7\n").file_name("u.csv"));
+    let up: Value = client.post(format!("{url}/api/uploads")).bearer_auth(p2law_tests::TOKEN).multipart(upload).send().await?.json().await?;
+    let uploaded = up["files"][0]["runs"][0]["id"].as_i64().with_context(|| format!("{up}"))?;
+    let run: Value = client.get(format!("{url}/api/runs/{uploaded}")).send().await?.json().await?;
+    assert!(run.get("schedule").is_none(), "{run}");
     assert_eq!(methods.into_iter().collect::<Vec<_>>(), vec!["2:4", "depth", "width"]);
     eprintln!("smoke calibration: {} events, wall {:.1} s", events.len(), wall.as_secs_f64());
     Ok(())

@@ -225,6 +225,8 @@ async fn three_workers_share_a_sweep_through_a_sigkill_and_a_database_restart() 
     for r in &runs {
         let detail: Value = client.get(format!("{url}/api/runs/{}", r["id"])).send().await?.json().await?;
         let points = detail["checkpoints"].as_array().unwrap();
+        // Its schedule, from the events the workers wrote (the taken-over unit's too).
+        assert_eq!(detail["schedule"]["total"].as_f64(), points.last().and_then(|p| p["tokens"].as_f64()), "{}: {}", r["name"], detail["schedule"]);
         job_final.insert(r["name"].as_str().unwrap().to_string(), points.iter().map(|p| p["loss"].as_f64().unwrap()).collect::<Vec<_>>());
     }
     for c in &reference {

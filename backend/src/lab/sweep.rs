@@ -412,12 +412,14 @@ fn heal_unit(r: &Resolved, unit: &Unit, parent: &Llama, record: &ParentRecord, c
     let mut last = 0usize;
     let on_event = &mut *ctx.on_event;
     let per_step = n0 * cfg.tokens_per_step() as f64;
-    let schedule = Some(cfg.schedule());
+    // The schedule rides on the attempt's first train event (the page and a stored run's
+    // forecast read it from there).
+    let mut schedule = Some(cfg.schedule());
     let mut progress = |pr: &Progress| {
         clock.done += per_step * pr.step.saturating_sub(last) as f64;
         last = pr.step;
         if pr.point.is_some() || pr.step % 10 == 0 {
-            on_event(CalibrationEvent { step: pr.step, steps: pr.steps, tokens: pr.tokens, point: pr.point, eta_s: clock.eta(), schedule, ..event(Stage::Train, Some(&key)) });
+            on_event(CalibrationEvent { step: pr.step, steps: pr.steps, tokens: pr.tokens, point: pr.point, eta_s: clock.eta(), schedule: schedule.take(), ..event(Stage::Train, Some(&key)) });
         }
     };
     let dir = run::dir_for(&ctx.job_dir, &key);

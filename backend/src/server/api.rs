@@ -147,12 +147,18 @@ pub async fn forecast_run(State(state): State<AppState>, super::error::Id(id): s
     } else {
         (options, None)
     };
+    // A calibration job's run follows the schedule it was trained along, unless the request gives one.
+    let (options, from_job) = match (options.shape, run.schedule) {
+        (None, Some(s)) => (p2law_shared::forecast::ForecastOptions { shape: Some(s), ..options }, Some(format!("the schedule {s} is the post-training recipe of the calibration job that made run {id}, from its events"))),
+        _ => (options, None),
+    };
     let obs: Vec<p2law_shared::forecast::Obs> = run.checkpoints.iter().map(|p| p2law_shared::forecast::Obs { tokens: p.tokens, loss: p.loss, step: None }).collect();
     let slot = state.fit_slot()?;
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         p2law_shared::forecast::forecast(&obs, None, &options).map(|mut f| {
             f.notes.extend(no_prior);
+            f.notes.extend(from_job);
             f
         })
     })

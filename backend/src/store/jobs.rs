@@ -169,6 +169,25 @@ impl Store {
         Ok(run_id)
     }
 
+    /// The learning-rate schedule of a run a calibration job made: the last one its unit's train
+    /// events gave (`None` for an uploaded run, or a job's from before events carried it).
+    pub async fn run_schedule(&self, run_id: i64) -> Result<Option<p2law_shared::forecast::schedule::Shape>, StoreError> {
+        let Some(link) = sqlx::query(&sql(self.dialect, "SELECT job_id, unit FROM calibration_runs WHERE run_id = ?")).bind(run_id).fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let (job, unit): (i64, String) = (link.get(0), link.get(1));
+        // Only an attempt's first train event carries it: a few rows per unit.
+        let rows = sqlx::query(&sql(self.dialect, "SELECT event FROM calibration_events WHERE job_id = ? AND event LIKE '%\"schedule\":%' ORDER BY seq DESC"))
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_str::<CalibrationEvent>(&r.get::<String, _>(0)).ok())
+            .find(|e| e.unit.as_deref() == Some(unit.as_str()) && e.schedule.is_some())
+            .and_then(|e| e.schedule))
+    }
+
     /// Units already finished, by key.
     pub async fn calibration_units(&self, job: i64) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(&sql(self.dialect, "SELECT unit, run_id FROM calibration_runs WHERE job_id = ? ORDER BY run_id")).bind(job).fetch_all(&self.pool).await?;

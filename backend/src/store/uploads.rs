@@ -163,6 +163,7 @@ impl Store {
         Ok(Some(RunDetail {
             summary: Self::run_summary(&row),
             checkpoints: points.iter().map(|p| CurvePoint { tokens: p.get(0), loss: p.get(1) }).collect(),
+            schedule: self.run_schedule(id).await?,
         }))
     }
 
