@@ -200,7 +200,7 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
 /// The anneal `K` of a finished run along its schedule: its whole curve past the warm-up fitted
 /// with `K` free (`None` when too few checkpoints remain or the fit fails).
 pub fn anneal_of(points: &[(f64, f64)], shape: &Shape) -> Option<f64> {
-    let pts: Vec<(f64, f64)> = points.iter().copied().filter(|&(d, l)| d > shape.warmup && d > 0.0 && l.is_finite()).collect();
+    let pts: Vec<(f64, f64)> = points.iter().copied().filter(|&(d, l)| d > shape.warmup && l.is_finite()).collect();
     power::fit_form(&power::bin(&pts), &Form { schedule: Some(*shape), anneal: Some(Anneal::Free) }).map(|f| f.anneal)
 }
 

@@ -154,7 +154,15 @@ impl Store {
         Ok(rows.iter().map(Self::run_summary).collect())
     }
 
+    /// A run with its checkpoints and, for a calibration job's run, its schedule.
     pub async fn run(&self, id: i64) -> Result<Option<RunDetail>, StoreError> {
+        let Some(mut d) = self.run_points(id).await? else { return Ok(None) };
+        d.schedule = self.run_schedule(id).await?;
+        Ok(Some(d))
+    }
+
+    /// A run with its checkpoints only (a fit needs no schedule).
+    async fn run_points(&self, id: i64) -> Result<Option<RunDetail>, StoreError> {
         let Some(row) = sqlx::query(&sql(self.dialect, &format!("SELECT {} FROM runs r WHERE r.id = ?", Self::RUN_COLUMNS))).bind(id).fetch_optional(&self.pool).await?
         else {
             return Ok(None);
@@ -163,7 +171,7 @@ impl Store {
         Ok(Some(RunDetail {
             summary: Self::run_summary(&row),
             checkpoints: points.iter().map(|p| CurvePoint { tokens: p.get(0), loss: p.get(1) }).collect(),
-            schedule: self.run_schedule(id).await?,
+            schedule: None,
         }))
     }
 
@@ -171,7 +179,7 @@ impl Store {
     pub async fn curves(&self, ids: &[i64]) -> Result<Vec<Curve>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for &id in ids {
-            let d = self.run(id).await?.ok_or(StoreError::MissingRun { id })?;
+            let d = self.run_points(id).await?.ok_or(StoreError::MissingRun { id })?;
             out.push(Curve {
                 run: d.summary.name,
                 n0: d.summary.n0,
