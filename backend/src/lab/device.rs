@@ -63,12 +63,13 @@ pub enum DeviceError {
 pub fn select(choice: DeviceChoice) -> Result<LabDevice, DeviceError> {
     let cpu = || LabDevice { device: Device::flex().autodiff(), backend: "cpu", adapter: format!("burn flex, {} threads", threads()) };
     let wgpu_on = |a: &wgpu::AdapterInfo| LabDevice { device: adapter::device_on(a).autodiff(), backend: "wgpu", adapter: adapter::describe(a) };
-    let found = adapter::adapters();
+    // Adapters are enumerated only when a choice needs them: `cpu` never loads a Vulkan driver
+    // (which costs start-up time, and Mesa's complains on stderr where no display session is set).
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
-        DeviceChoice::Auto => Ok(found.iter().find(|a| adapter::is_gpu(a)).map_or_else(cpu, wgpu_on)),
+        DeviceChoice::Auto => Ok(adapter::adapters().iter().find(|a| adapter::is_gpu(a)).map_or_else(cpu, wgpu_on)),
         // The list is best first: a real GPU when there is one, otherwise lavapipe.
-        DeviceChoice::Wgpu => found
+        DeviceChoice::Wgpu => adapter::adapters()
             .first()
             .map(wgpu_on)
             .ok_or(DeviceError::NoAdapter),
