@@ -296,6 +296,31 @@ fn measure_speed(p: &Parent, corpus: &Corpus, device: &LabDevice) -> f64 {
     3.0 * cfg.tokens_per_step() as f64 / secs
 }
 
+/// What a smaller grid leaves out of the full one, for `--budget-hours` to say which points it
+/// took fewer of.
+fn left_out(full: &Grid, g: &Grid) -> String {
+    let mut gone = Vec::new();
+    let missing = |all: &[String], kept: &[String]| all.iter().filter(|x| !kept.contains(x)).cloned().collect::<Vec<_>>();
+    let rates = |v: &[f64]| v.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+    for (what, all, kept) in [
+        ("parents", full.parents.clone(), g.parents.clone()),
+        ("depth rates", rates(&full.depth_rates), rates(&g.depth_rates)),
+        ("width rates", rates(&full.width_rates), rates(&g.width_rates)),
+        ("N:M patterns", full.patterns.clone(), g.patterns.clone()),
+    ] {
+        let m = missing(&all, &kept);
+        if !m.is_empty() {
+            gone.push(format!("{what} {}", m.join(", ")));
+        }
+    }
+    let extra = |g: &Grid| g.parents.iter().take(g.extra_seed_parents).cloned().collect::<Vec<_>>();
+    let seeds = missing(&extra(full), &extra(g));
+    if !seeds.is_empty() {
+        gone.push(format!("the second seeds of {}", seeds.join(", ")));
+    }
+    if gone.is_empty() { "taking the full grid".into() } else { format!("taking fewer points: leaves out {}", gone.join("; ")) }
+}
+
 /// Estimated hours of a grid: pretraining (both runs, unless cached) and post-training (pruned models counted at 3/4 of their parent's cost).
 fn estimate_hours(grid: &Grid, corpus: &Corpus, speed: &dyn Fn(&Parent) -> f64, cached: &dyn Fn(&Parent) -> bool) -> f64 {
     let mut secs = 0.0;
@@ -422,6 +447,9 @@ pub fn run(o: &Options, cancel: &AtomicBool, say: &mut dyn FnMut(&str)) -> Resul
                     break;
                 }
             }
+            if let Some(g) = &chosen {
+                say(&format!("{}\n", left_out(&Grid::full(), g)));
+            }
             let smallest = levels.last().map_or(0.0, |g| estimate_hours(g, &corpus, &speed, &cached));
             chosen.ok_or_else(|| flag("--budget-hours", format!("{hours} h is less than the smallest grid needs (about {smallest:.1} h)")))?
         }
@@ -519,6 +547,19 @@ mod tests {
         // 18 M tokens allow 8789 steps of 2048: 8192 is the largest power of two.
         assert_eq!(c, vec![4096 * 2048, 8192 * 2048]);
         assert!(c[1] as f64 <= 4.0 * 4_500_000.0);
+    }
+
+    #[test]
+    fn a_smaller_grid_says_what_it_leaves_out() {
+        let levels = Grid::levels();
+        let full = Grid::full();
+        assert_eq!(left_out(&full, &levels[0]), "taking the full grid");
+        assert_eq!(left_out(&full, &levels[1]), "taking fewer points: leaves out the second seeds of study-h16, study-h32");
+        let last = levels.last().unwrap();
+        assert_eq!(
+            left_out(&full, last),
+            "taking fewer points: leaves out parents study-h64, study-h96; depth rates 0.15, 0.35; width rates 0.15, 0.35; N:M patterns 3:4; the second seeds of study-h16, study-h32"
+        );
     }
 
     #[test]
