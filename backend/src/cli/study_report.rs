@@ -252,7 +252,7 @@ fn report(data: &StudyData, a: &Args) -> Result<String> {
         out,
         "## Data\n\n- corpus: `{}`, {} documents, {} training and {} held-out bytes ({}), SHA-256 `{}`\n- device: {}; p2law {} at commit `{}`\n- \
          grid: {} parents; depth rates {:?}, width rates {:?}, N:M patterns {:?}; a second seed for the {} smallest parents; {} post-training tokens per curve, \
-         held-out loss ({} windows of 128 bytes) at D = 0 and {} log-spaced checkpoints from one step on\n- {} curves; wall time of the whole study {:.2} h ({:.2} CPU-hours)\n",
+         held-out loss ({} windows of 128 bytes) at D = 0 and {} log-spaced checkpoints from one step on\n- {} curves; wall time of the whole study {:.2} h ({:.2} CPU-hours), as the run measured itself across its sittings, whatever else the machine ran then (the data's README says what it ran)\n",
         m.corpus.source,
         m.corpus.documents,
         m.corpus.train_tokens,
